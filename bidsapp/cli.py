@@ -1,0 +1,466 @@
+"""Command line: ``bidsapp BIDS_DIR OUTPUT_DIR {participant,group} [options]``.
+
+This module only parses arguments into a :class:`bidsapp.config.RunConfig` and hands it to
+:func:`bidsapp.workflow.run`; nothing below it sees an ``argparse.Namespace``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from bidsapp import __version__
+from bidsapp.config import (
+    DEFAULT_ATLAS,
+    DEFAULT_SPACE,
+    STANDARDIZE_CHOICES,
+    STRATEGIES,
+    DenoiseConfig,
+    ExtractionConfig,
+    RunConfig,
+)
+
+EXIT_OK = 0
+EXIT_RUN_FAILED = 1
+EXIT_USAGE = 2
+
+PRESETS = ("simple", "scrubbing", "compcor", "ica_aroma", "none")
+
+EPILOG = """\
+exit codes:
+  0  every run succeeded (or was already done)
+  1  at least one run failed; the others were written (see the summary)
+  2  usage error (bad option, unreadable BIDS_DIR, OUTPUT_DIR equal to BIDS_DIR)
+
+Run `bidsapp demo OUTDIR` to build a small synthetic fMRIPrep dataset and process it.
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"expected a fraction between 0 and 1, got {text!r}")
+    return value
+
+
+def _dummy_scans(text: str) -> int | None:
+    if text == "auto":
+        return None
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or an integer >= 0, got {text!r}")
+    return value
+
+
+def _denoise_strategy(text: str) -> str:
+    if text in PRESETS or text.endswith(".json"):
+        return text
+    raise argparse.ArgumentTypeError(
+        f"expected one of {', '.join(PRESETS)} or a path to a JSON preset, got {text!r}"
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Build the argument parser of the BIDS-App.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The parser; ``bidsapp --help`` prints its help.
+    """
+    parser = argparse.ArgumentParser(
+        prog="bidsapp",
+        description=(
+            "Extract denoised parcel timeseries from an fMRIPrep derivatives dataset and write "
+            "them as BIDS derivatives (XCP-D-compatible names)."
+        ),
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("bids_dir", type=Path, help="fMRIPrep derivatives dataset (read-only).")
+    parser.add_argument("output_dir", type=Path, help="Output directory for the derivatives.")
+    parser.add_argument(
+        "analysis_level",
+        choices=("participant", "group"),
+        help="participant: extract timeseries per run; group: summarise participant outputs.",
+    )
+    parser.add_argument("--version", action="version", version=f"bidsapp {__version__}")
+
+    sel = parser.add_argument_group("selecting runs")
+    sel.add_argument(
+        "--participant-label",
+        "--participant_label",
+        dest="participant_label",
+        nargs="+",
+        metavar="LABEL",
+        default=None,
+        help="Participants to process, with or without 'sub-' (default: all).",
+    )
+    sel.add_argument(
+        "--session-label",
+        "--session_label",
+        dest="session_label",
+        nargs="+",
+        metavar="LABEL",
+        default=None,
+        help="Sessions to process, with or without 'ses-' (default: all).",
+    )
+    sel.add_argument(
+        "--task",
+        "--task-id",
+        dest="task",
+        nargs="+",
+        metavar="TASK",
+        default=None,
+        help="Tasks to process (default: all).",
+    )
+    sel.add_argument(
+        "--bids-filter-file",
+        type=Path,
+        metavar="FILE",
+        default=None,
+        help="JSON file of pybids filters in fMRIPrep's format, e.g. "
+        '{"bold": {"run": 1}} (default: none).',
+    )
+    sel.add_argument(
+        "--space",
+        default=DEFAULT_SPACE,
+        help=f"Template space of the preprocessed BOLD (default: {DEFAULT_SPACE}).",
+    )
+
+    atl = parser.add_argument_group("atlases")
+    atl.add_argument(
+        "--atlas",
+        action="append",
+        metavar="ATLAS",
+        default=None,
+        help="TemplateFlow atlas as NAME[:DESC] or a path to a local *_dseg.nii[.gz]; "
+        f"repeat for several (default: {DEFAULT_ATLAS}).",
+    )
+    atl.add_argument(
+        "--atlas-lut",
+        type=Path,
+        metavar="FILE",
+        default=None,
+        help="dseg.tsv look-up table (index, name) for a local atlas without a sibling "
+        "*_dseg.tsv (default: the sibling file).",
+    )
+
+    den = parser.add_argument_group("denoising")
+    den.add_argument(
+        "--denoise-strategy",
+        type=_denoise_strategy,
+        default="simple",
+        metavar="{" + ",".join(PRESETS) + "} or FILE.json",
+        help="Confound preset (nilearn's load_confounds_strategy) or a JSON file of "
+        "load_confounds parameters (default: simple).",
+    )
+    den.add_argument(
+        "--confounds-columns",
+        nargs="+",
+        metavar="REGEX",
+        default=None,
+        help="Explicit confound columns (full-match regular expressions, e.g. "
+        "'trans_.*' 'a_comp_cor_0[0-4]'), replacing the preset's selection (default: none).",
+    )
+    den.add_argument(
+        "--fd-threshold",
+        type=_non_negative_float,
+        metavar="MM",
+        default=None,
+        help="Censor volumes with framewise displacement above this (mm); 0 disables "
+        "(default: the preset's value).",
+    )
+    den.add_argument(
+        "--std-dvars-threshold",
+        type=_non_negative_float,
+        metavar="VALUE",
+        default=None,
+        help="Censor volumes with standardized DVARS above this; 0 disables "
+        "(default: the preset's value).",
+    )
+    den.add_argument(
+        "--dummy-scans",
+        type=_dummy_scans,
+        metavar="{auto,N}",
+        default=None,
+        help="Initial volumes to drop; 'auto' drops fMRIPrep's non-steady-state volumes "
+        "(default: auto).",
+    )
+
+    ext = parser.add_argument_group("extraction and cleaning")
+    ext.add_argument(
+        "--strategy",
+        choices=STRATEGIES,
+        default="mean",
+        help="How a region's voxels are summarised at each volume (default: mean).",
+    )
+    ext.add_argument(
+        "--standardize",
+        choices=STANDARDIZE_CHOICES,
+        default="zscore_sample",
+        help="Standardization of each region signal (default: zscore_sample).",
+    )
+    ext.add_argument(
+        "--detrend",
+        action=argparse.BooleanOptionalAction,
+        default=False,
+        help="Remove linear trends (default: off; the presets carry cosine regressors).",
+    )
+    ext.add_argument(
+        "--low-pass",
+        type=_non_negative_float,
+        metavar="HZ",
+        default=None,
+        help="Low-pass cutoff in Hz (default: none).",
+    )
+    ext.add_argument(
+        "--high-pass",
+        type=_non_negative_float,
+        metavar="HZ",
+        default=None,
+        help="High-pass cutoff in Hz (default: none).",
+    )
+    ext.add_argument(
+        "--smoothing-fwhm",
+        type=_non_negative_float,
+        metavar="MM",
+        default=None,
+        help="Gaussian smoothing FWHM in mm before extraction (default: none).",
+    )
+    ext.add_argument(
+        "--min-coverage",
+        type=_fraction,
+        default=0.5,
+        help="Regions with a smaller fraction of voxels inside the brain mask are n/a "
+        "(default: 0.5).",
+    )
+
+    run = parser.add_argument_group("running")
+    run.add_argument(
+        "--n-jobs",
+        "--nprocs",
+        dest="n_jobs",
+        type=_positive_int,
+        default=1,
+        help="Runs processed in parallel (default: 1).",
+    )
+    run.add_argument(
+        "--work-dir",
+        "-w",
+        type=Path,
+        default=None,
+        help="Scratch directory for the pybids database and caches (default: a temporary "
+        "directory).",
+    )
+    run.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="Recompute outputs that already exist with the same parameters.",
+    )
+    run.add_argument(
+        "--no-reports",
+        dest="reports",
+        action="store_false",
+        help="Do not write HTML reports.",
+    )
+    run.add_argument(
+        "--dask-scheduler",
+        metavar="ADDRESS",
+        default=None,
+        help="Run jobs on an existing Dask cluster (needs the 'dask' extra) (default: none).",
+    )
+    run.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="More messages; repeat for debug output.",
+    )
+    return parser
+
+
+def build_demo_parser() -> argparse.ArgumentParser:
+    """Build the parser of ``bidsapp demo``.
+
+    Returns
+    -------
+    argparse.ArgumentParser
+        The demo sub-command's parser.
+    """
+    parser = argparse.ArgumentParser(
+        prog="bidsapp demo",
+        description=(
+            "Build a small synthetic fMRIPrep derivatives dataset and a TemplateFlow home "
+            "(offline), then run the participant and group levels on it."
+        ),
+    )
+    parser.add_argument("outdir", type=Path, help="Directory to create the demo in.")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="More messages; repeat for debug."
+    )
+    return parser
+
+
+def _strip_prefix(labels: Sequence[str] | None, prefix: str) -> tuple[str, ...] | None:
+    if labels is None:
+        return None
+    return tuple(label[len(prefix) :] if label.startswith(prefix) else label for label in labels)
+
+
+def _denoise_label(name: str, confounds_columns: Sequence[str] | None) -> str:
+    if confounds_columns:
+        return "custom"
+    if name.endswith(".json"):
+        stem = Path(name).name[: -len(".json")]
+        return re.sub(r"[^A-Za-z0-9]", "", stem) or "custom"
+    return re.sub(r"[^A-Za-z0-9]", "", name)
+
+
+def _read_filter_file(path: Path) -> dict:
+    try:
+        filters = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise UsageError(f"--bids-filter-file {path}: cannot read JSON ({err})") from err
+    if not isinstance(filters, dict):
+        raise UsageError(f"--bids-filter-file {path}: expected a JSON object of queries")
+    return filters
+
+
+class UsageError(ValueError):
+    """A command-line value that cannot be used (exit code 2)."""
+
+
+def config_from_args(args: argparse.Namespace) -> RunConfig:
+    """Turn parsed arguments into a :class:`~bidsapp.config.RunConfig`.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        Result of :func:`build_parser` ``.parse_args``.
+
+    Returns
+    -------
+    RunConfig
+        The settings of this invocation.
+
+    Raises
+    ------
+    UsageError
+        When an option's value cannot be used.
+    """
+    if args.confounds_columns:
+        for pattern in args.confounds_columns:
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise UsageError(f"--confounds-columns: invalid regex {pattern!r} ({err})") from err
+    denoise = DenoiseConfig(
+        name=args.denoise_strategy,
+        label=_denoise_label(args.denoise_strategy, args.confounds_columns),
+        confounds_columns=tuple(args.confounds_columns) if args.confounds_columns else None,
+        fd_threshold=args.fd_threshold,
+        std_dvars_threshold=args.std_dvars_threshold,
+        dummy_scans=args.dummy_scans,
+    )
+    extraction = ExtractionConfig(
+        strategy=args.strategy,
+        standardize=args.standardize,
+        detrend=args.detrend,
+        low_pass=args.low_pass,
+        high_pass=args.high_pass,
+        smoothing_fwhm=args.smoothing_fwhm or None,
+        min_coverage=args.min_coverage,
+    )
+    return RunConfig(
+        bids_dir=args.bids_dir.absolute(),
+        output_dir=args.output_dir.absolute(),
+        analysis_level=args.analysis_level,
+        participant_labels=_strip_prefix(args.participant_label, "sub-"),
+        session_labels=_strip_prefix(args.session_label, "ses-"),
+        tasks=tuple(args.task) if args.task else None,
+        bids_filters=_read_filter_file(args.bids_filter_file) if args.bids_filter_file else None,
+        space=args.space,
+        atlases=tuple(args.atlas) if args.atlas else (DEFAULT_ATLAS,),
+        atlas_lut=args.atlas_lut.absolute() if args.atlas_lut else None,
+        denoise=denoise,
+        extraction=extraction,
+        n_jobs=args.n_jobs,
+        work_dir=args.work_dir.absolute() if args.work_dir else None,
+        overwrite=args.overwrite,
+        reports=args.reports,
+        dask_scheduler=args.dask_scheduler,
+    )
+
+
+def _configure_logging(verbosity: int) -> None:
+    level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    # Progress lines are the product's own output: always shown.
+    logging.getLogger("bidsapp.progress").setLevel(logging.INFO)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line interface.
+
+    Parameters
+    ----------
+    argv : sequence of str, optional
+        Arguments without the program name; ``sys.argv[1:]`` when None.
+
+    Returns
+    -------
+    int
+        The exit code (0 success, 1 some run failed, 2 usage error).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "demo":
+        demo_args = build_demo_parser().parse_args(argv[1:])
+        _configure_logging(demo_args.verbose)
+        from bidsapp.demo import run_demo
+
+        return run_demo(demo_args.outdir)
+
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:  # argparse exits 2 on usage errors, 0 on --help/--version
+        return int(exc.code or 0)
+    _configure_logging(args.verbose)
+    try:
+        config = config_from_args(args)
+    except UsageError as err:
+        parser.print_usage(sys.stderr)
+        print(f"bidsapp: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+    from bidsapp.workflow import UsageProblem, run
+
+    try:
+        return run(config)
+    except UsageProblem as err:
+        print(f"bidsapp: error: {err}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
