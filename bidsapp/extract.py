@@ -109,8 +109,8 @@ def _uses_aroma(denoise: DenoiseConfig) -> bool:
         return False
     from bidsapp.confounds import load_preset
 
-    preset = load_preset(denoise.name)
-    return "ica_aroma" in preset.get("strategy", ()) and preset.get("ica_aroma", "full") == "full"
+    parameters = load_preset(denoise.name)["parameters"]
+    return "ica_aroma" in parameters["strategy"] and parameters.get("ica_aroma") == "full"
 
 
 def _load_header(path: Path) -> nib.Nifti1Image:
@@ -187,18 +187,20 @@ def _select_confounds(
 
     if denoise.name == "none" and not denoise.confounds_columns:
         return None, None
-    params = dict(conf.load_preset(denoise.name)) if not denoise.confounds_columns else {}
-    if denoise.confounds_columns:
-        return conf.load_confounds_columns(
-            bold,
-            denoise.confounds_columns,
+    try:
+        if denoise.confounds_columns:
+            return conf.load_confounds_columns(
+                bold,
+                denoise.confounds_columns,
+                fd_threshold=denoise.fd_threshold,
+                std_dvars_threshold=denoise.std_dvars_threshold,
+            )
+        params = conf.apply_censoring_overrides(
+            conf.load_preset(denoise.name)["parameters"],
             fd_threshold=denoise.fd_threshold,
             std_dvars_threshold=denoise.std_dvars_threshold,
         )
-    params = conf.apply_censoring_overrides(
-        params, fd_threshold=denoise.fd_threshold, std_dvars_threshold=denoise.std_dvars_threshold
-    )
-    try:
+        params["strategy"] = tuple(params["strategy"])
         return conf.load_confounds(str(bold), **params)
     except conf.ConfoundsError as err:
         raise ExtractionError(str(err)) from err

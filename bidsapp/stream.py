@@ -1,0 +1,315 @@
+"""Read a 4D NIfTI series block of volumes by block, inflating its gzip stream once.
+
+A NIfTI-1/2 image stores its voxels in Fortran order, so each volume is one contiguous run
+of bytes and a 4D series is a sequence of volumes. Reading the (possibly gzip-compressed)
+stream front to back, a few volumes at a time, costs one inflate of the file and holds only
+a few volumes in memory, whatever the number of volumes.
+
+The fastest gzip inflater installed is used (python-isal, then zlib-ng, then the standard
+library); all of them produce identical bytes. Inflating happens in a background thread
+(the inflaters release the GIL), so it overlaps with the caller's work on the previous block.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import os
+import queue
+import threading
+import zlib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import nibabel as nib
+import numpy as np
+from nibabel.arrayproxy import ArrayProxy
+
+logger = logging.getLogger(__name__)
+
+#: Bytes of raw voxel data per block: small enough to bound memory (three blocks are alive
+#: at most: being inflated, queued, being reduced), large enough to amortise per-call costs.
+BLOCK_BYTES = 24 * 2**20
+
+INFLATERS = ("isal", "zlib-ng", "zlib")
+
+
+class StreamError(OSError):
+    """A BOLD file that cannot be read to its end; the message names the file."""
+
+
+@dataclass(frozen=True)
+class VolumeLayout:
+    """Where and how a NIfTI file stores its voxels.
+
+    Attributes
+    ----------
+    path : Path
+        The image file.
+    shape : tuple of int
+        Image shape; 3D images are treated as one volume.
+    dtype : numpy.dtype
+        On-disk voxel type, with its byte order.
+    offset : int
+        Byte offset of the first voxel in the (inflated) stream.
+    slope, inter : float
+        Scaling applied as ``raw * slope + inter`` (1 and 0 for none).
+    """
+
+    path: Path
+    shape: tuple[int, ...]
+    dtype: np.dtype
+    offset: int
+    slope: float
+    inter: float
+
+    @property
+    def n_voxels(self) -> int:
+        """Voxels in one volume."""
+        return int(np.prod(self.shape[:3]))
+
+    @property
+    def n_volumes(self) -> int:
+        """Volumes in the series (1 for a 3D image)."""
+        return int(np.prod(self.shape[3:])) if len(self.shape) > 3 else 1
+
+    @property
+    def compressed(self) -> bool:
+        """Whether the file is gzip-compressed."""
+        return self.path.name.endswith(".gz")
+
+
+def file_layout(img: Any) -> VolumeLayout | None:
+    """Return the on-disk layout of a file-backed NIfTI image, or None.
+
+    Parameters
+    ----------
+    img : str, os.PathLike or nibabel image
+        A path to a ``.nii``/``.nii.gz`` file, or an image loaded from one whose data have
+        not been replaced in memory.
+
+    Returns
+    -------
+    VolumeLayout or None
+        None when the image's data are not (only) on disk: in-memory arrays, non-NIfTI
+        formats, or images whose proxy is not Fortran-ordered.
+    """
+    if isinstance(img, (str, os.PathLike)):
+        img = nib.load(os.fspath(img))
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        return None
+    proxy = img.dataobj
+    if not isinstance(proxy, ArrayProxy) or not isinstance(proxy.file_like, (str, os.PathLike)):
+        return None
+    if getattr(proxy, "order", "F") != "F" or not Path(proxy.file_like).is_file():
+        return None
+    slope, inter = proxy.slope, proxy.inter
+    slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
+    inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
+    return VolumeLayout(
+        path=Path(proxy.file_like),
+        shape=tuple(int(s) for s in proxy.shape),
+        dtype=np.dtype(proxy.dtype),
+        offset=int(proxy.offset),
+        slope=slope,
+        inter=inter,
+    )
+
+
+def available_inflater() -> str:
+    """Name the fastest gzip inflater installed (``isal``, ``zlib-ng`` or ``zlib``)."""
+    for name, module in (("isal", "isal.igzip"), ("zlib-ng", "zlib_ng.gzip_ng")):
+        try:
+            __import__(module)
+        except ImportError:
+            continue
+        return name
+    return "zlib"
+
+
+def open_stream(path: str | os.PathLike, inflater: str | None = None) -> IO[bytes]:
+    """Open a NIfTI file for reading its inflated bytes front to back.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.nii`` or ``.nii.gz`` file.
+    inflater : {"isal", "zlib-ng", "zlib"}, optional
+        Inflater for gzip files; the fastest installed one when None.
+
+    Returns
+    -------
+    binary file object
+        Supports ``read`` and ``readinto``.
+    """
+    path = os.fspath(path)
+    if not path.endswith(".gz"):
+        return open(path, "rb")  # noqa: SIM115 - the caller closes it
+    inflater = inflater or available_inflater()
+    if inflater not in INFLATERS:
+        raise ValueError(f"inflater must be one of {INFLATERS}, got {inflater!r}")
+    if inflater == "isal":
+        from isal import igzip
+
+        return igzip.open(path, "rb")
+    if inflater == "zlib-ng":
+        from zlib_ng import gzip_ng
+
+        return gzip_ng.open(path, "rb")
+    return gzip.open(path, "rb")
+
+
+_READ_ERRORS = (EOFError, OSError, zlib.error, ValueError)
+
+
+def _fill(stream: IO[bytes], buffer: memoryview, path: Path) -> None:
+    """Read exactly ``len(buffer)`` bytes or raise a :class:`StreamError`."""
+    filled = 0
+    while filled < len(buffer):
+        try:
+            got = stream.readinto(buffer[filled:])
+        except _READ_ERRORS as err:
+            raise StreamError(f"{path}: corrupt or unreadable data ({err})") from err
+        if not got:
+            raise StreamError(
+                f"{path}: file ends early (truncated download or copy?): expected "
+                f"{len(buffer) - filled} more bytes of voxel data"
+            )
+        filled += got
+
+
+def _skip(stream: IO[bytes], n_bytes: int, path: Path) -> None:
+    if n_bytes > 0:
+        _fill(stream, memoryview(bytearray(n_bytes)), path)
+
+
+@contextmanager
+def _producer(layout: VolumeLayout, per_block: int, inflater: str | None):
+    """Yield a queue of raw blocks filled by a background reader thread."""
+    blocks: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    volume_bytes = layout.n_voxels * layout.dtype.itemsize
+
+    def read_all() -> None:
+        try:
+            with open_stream(layout.path, inflater) as stream:
+                _skip(stream, layout.offset, layout.path)
+                for start in range(0, layout.n_volumes, per_block):
+                    count = min(per_block, layout.n_volumes - start)
+                    buffer = bytearray(count * volume_bytes)
+                    _fill(stream, memoryview(buffer), layout.path)
+                    while not stop.is_set():
+                        try:
+                            blocks.put((start, count, buffer), timeout=0.1)
+                            break
+                        except queue.Full:
+                            continue
+                    if stop.is_set():
+                        return
+        except BaseException as err:  # handed to the consumer, which re-raises it
+            if isinstance(err, _READ_ERRORS) and not isinstance(err, StreamError):
+                err = StreamError(f"{layout.path}: corrupt or unreadable data ({err})")
+            blocks.put((None, 0, err))
+            return
+        blocks.put((None, 0, None))
+
+    thread = threading.Thread(target=read_all, name="bidsapp-inflate", daemon=True)
+    thread.start()
+    try:
+        yield blocks
+    finally:
+        stop.set()
+        while thread.is_alive():
+            try:
+                blocks.get(timeout=0.1)
+            except queue.Empty:
+                pass
+        thread.join()
+
+
+def iter_file_blocks(
+    layout: VolumeLayout,
+    select: np.ndarray | None = None,
+    *,
+    volumes_per_block: int | None = None,
+    inflater: str | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield blocks of volumes of a NIfTI file, reading it once front to back.
+
+    Parameters
+    ----------
+    layout : VolumeLayout
+        The file's layout (:func:`file_layout`).
+    select : numpy.ndarray of int, optional
+        Fortran-order flat indices of the voxels to keep; all voxels when None.
+    volumes_per_block : int, optional
+        Volumes per block; by default as many as fit in :data:`BLOCK_BYTES`.
+    inflater : str, optional
+        Gzip inflater (see :func:`open_stream`).
+
+    Yields
+    ------
+    start : int
+        Index of the block's first volume.
+    block : numpy.ndarray
+        ``(n_volumes_in_block, n_selected_voxels)`` scaled voxel values (float32 for
+        float32 files and scaled integers, float64 for float64 files, else the stored type).
+    """
+    volume_bytes = layout.n_voxels * layout.dtype.itemsize
+    per_block = volumes_per_block or max(1, BLOCK_BYTES // max(volume_bytes, 1))
+    scaled = layout.slope != 1.0 or layout.inter != 0.0
+    out_dtype = np.promote_types(layout.dtype, np.float32) if scaled else layout.dtype
+    with _producer(layout, per_block, inflater) as blocks:
+        while True:
+            start, count, payload = blocks.get()
+            if start is None:
+                if payload is not None:
+                    raise payload
+                return
+            raw = np.frombuffer(payload, dtype=layout.dtype).reshape(count, layout.n_voxels)
+            block = raw if select is None else raw[:, select]
+            if scaled:
+                block = block.astype(out_dtype) * layout.slope + layout.inter
+            elif not block.dtype.isnative:
+                block = block.astype(block.dtype.newbyteorder("="))
+            yield start, block
+
+
+def iter_array_blocks(
+    data: np.ndarray,
+    select: np.ndarray | None = None,
+    *,
+    volumes_per_block: int | None = None,
+) -> Iterator[tuple[int, np.ndarray]]:
+    """Yield blocks of volumes of an in-memory 3D or 4D array, like :func:`iter_file_blocks`.
+
+    Parameters
+    ----------
+    data : numpy.ndarray
+        3D (one volume) or 4D array.
+    select : numpy.ndarray of int, optional
+        Fortran-order flat indices of the voxels to keep.
+    volumes_per_block : int, optional
+        Volumes per block.
+
+    Yields
+    ------
+    start : int
+        Index of the block's first volume.
+    block : numpy.ndarray
+        ``(n_volumes_in_block, n_selected_voxels)`` values.
+    """
+    if data.ndim == 3:
+        data = data[..., np.newaxis]
+    n_voxels = int(np.prod(data.shape[:3]))
+    n_volumes = int(np.prod(data.shape[3:]))
+    flat = data.reshape((n_voxels, n_volumes), order="F")
+    volume_bytes = n_voxels * data.dtype.itemsize
+    per_block = volumes_per_block or max(1, BLOCK_BYTES // max(volume_bytes, 1))
+    for start in range(0, n_volumes, per_block):
+        columns = slice(start, start + per_block)
+        rows = flat[:, columns] if select is None else flat[select, columns]
+        yield start, np.ascontiguousarray(rows.T)
