@@ -1,0 +1,118 @@
+from __future__ import annotations
+
+import gzip
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bidsapp import stream
+from bidsapp.stream import StreamError, file_layout, iter_array_blocks, iter_file_blocks
+
+SHAPE = (6, 7, 5, 23)
+
+
+def _write(path, data):
+    img = nib.Nifti1Image(data.astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
+    nib.save(img, path)
+    return nib.load(path)
+
+
+def _collect(blocks):
+    parts = list(blocks)
+    starts = [start for start, _ in parts]
+    return starts, np.concatenate([b for _, b in parts], axis=0)
+
+
+def _expected(img, select=None):
+    data = np.asanyarray(img.dataobj)
+    flat = data.reshape((-1, data.shape[3]), order="F").T
+    return flat if select is None else flat[:, select]
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("per_block", [1, 4, 23, 50])
+def test_blocks_equal_nibabel(tmp_path, suffix, per_block):
+    rng = np.random.default_rng(0)
+    img = _write(tmp_path / f"bold{suffix}", rng.standard_normal(SHAPE))
+    select = np.sort(rng.choice(int(np.prod(SHAPE[:3])), 50, replace=False))
+    starts, values = _collect(
+        iter_file_blocks(file_layout(img), select, volumes_per_block=per_block)
+    )
+    assert starts == list(range(0, SHAPE[3], per_block))
+    np.testing.assert_array_equal(values, _expected(img, select))
+
+
+@pytest.mark.parametrize("inflater", ["isal", "zlib-ng", "zlib"])
+def test_inflaters_are_bit_identical(tmp_path, inflater):
+    pytest.importorskip({"isal": "isal", "zlib-ng": "zlib_ng", "zlib": "zlib"}[inflater])
+    rng = np.random.default_rng(1)
+    img = _write(tmp_path / "bold.nii.gz", rng.standard_normal(SHAPE))
+    _, values = _collect(iter_file_blocks(file_layout(img), inflater=inflater))
+    np.testing.assert_array_equal(values, _expected(img))
+
+
+def test_scaled_integers_and_big_endian(tmp_path):
+    rng = np.random.default_rng(2)
+    data = rng.integers(-300, 300, SHAPE)
+    header = nib.Nifti1Header().as_byteswapped(">")
+    header.set_data_dtype(np.int16)
+    img = nib.Nifti1Image(data.astype(np.int16), np.eye(4), header)
+    img.header.set_slope_inter(0.5, 10.0)
+    nib.save(img, tmp_path / "scaled.nii.gz")
+    loaded = nib.load(tmp_path / "scaled.nii.gz")
+    layout = file_layout(loaded)
+    assert (layout.slope, layout.inter) == (0.5, 10.0)
+    assert not layout.dtype.isnative
+    _, values = _collect(iter_file_blocks(layout))
+    np.testing.assert_allclose(values, _expected(loaded), rtol=0, atol=1e-6)
+
+
+def test_array_blocks_equal_file_blocks(tmp_path):
+    rng = np.random.default_rng(3)
+    img = _write(tmp_path / "bold.nii.gz", rng.standard_normal(SHAPE))
+    select = np.arange(0, int(np.prod(SHAPE[:3])), 3)
+    _, from_file = _collect(iter_file_blocks(file_layout(img), select, volumes_per_block=5))
+    _, from_array = _collect(
+        iter_array_blocks(np.asanyarray(img.dataobj), select, volumes_per_block=7)
+    )
+    np.testing.assert_array_equal(from_file, from_array)
+
+
+def test_in_memory_image_has_no_file_layout():
+    img = nib.Nifti1Image(np.zeros(SHAPE, np.float32), np.eye(4))
+    assert file_layout(img) is None
+
+
+def test_truncated_gzip_names_the_file(tmp_path):
+    rng = np.random.default_rng(4)
+    _write(tmp_path / "bold.nii.gz", rng.standard_normal(SHAPE))
+    raw = gzip.decompress((tmp_path / "bold.nii.gz").read_bytes())
+    truncated = tmp_path / "truncated.nii.gz"
+    truncated.write_bytes(gzip.compress(raw[: len(raw) // 2]))
+    layout = stream.VolumeLayout(truncated, SHAPE, np.dtype("<f4"), 352, 1.0, 0.0)
+    with pytest.raises(StreamError, match="truncated.nii.gz.*ends early"):
+        _collect(iter_file_blocks(layout))
+
+
+def test_corrupt_gzip_names_the_file(tmp_path):
+    rng = np.random.default_rng(5)
+    _write(tmp_path / "bold.nii.gz", rng.standard_normal(SHAPE))
+    compressed = bytearray((tmp_path / "bold.nii.gz").read_bytes())
+    # Keep the header readable, break the deflate stream further on.
+    middle = len(compressed) // 2
+    compressed[middle : middle + 64] = bytes(64)
+    corrupt = tmp_path / "corrupt.nii.gz"
+    corrupt.write_bytes(bytes(compressed))
+    layout = stream.VolumeLayout(corrupt, SHAPE, np.dtype("<f4"), 352, 1.0, 0.0)
+    with pytest.raises(StreamError, match="corrupt.nii.gz"):
+        _collect(iter_file_blocks(layout))
+
+
+def test_stopping_early_releases_the_reader(tmp_path):
+    rng = np.random.default_rng(6)
+    img = _write(tmp_path / "bold.nii.gz", rng.standard_normal(SHAPE))
+    blocks = iter_file_blocks(file_layout(img), volumes_per_block=1)
+    first_start, _ = next(blocks)
+    blocks.close()  # must not hang on the reader thread
+    assert first_start == 0
