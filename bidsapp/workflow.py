@@ -97,26 +97,25 @@ def _run_fingerprint(run: BoldRun, atlas: Atlas, config: RunConfig) -> str:
     )
 
 
-def _bids_uri(path: Path, root: Path, dataset: str) -> str:
+def _source_uri(path: Path, bids_dir: Path) -> str:
+    from bidsapp.outputs import bids_uri
+
     try:
-        rel = path.resolve().relative_to(root.resolve())
-    except ValueError:
+        return bids_uri(path, root=bids_dir, dataset="preprocessed")
+    except ValueError:  # outside the dataset (e.g. a symlink target elsewhere)
         return path.resolve().as_uri()
-    return f"bids:{dataset}:{rel.as_posix()}"
 
 
 def _sidecar(
-    extraction: Any, atlas_result: Any, config: RunConfig, paths: Any, fp: str
+    extraction: Any, atlas_result: Any, config: RunConfig, node_files: list[str], fp: str
 ) -> dict[str, Any]:
     run = extraction.run
     atlas = atlas_result.atlas
     coverage = atlas_result.coverage
     below = [str(n) for n, c in coverage.items() if c < config.extraction.min_coverage]
-    sources = [_bids_uri(extraction.bold, config.bids_dir, "preprocessed")]
-    for extra in (run.brain_mask, run.confounds):
-        if extra is not None:
-            sources.append(_bids_uri(extra, config.bids_dir, "preprocessed"))
-    sources.append(f"bids:atlases:{paths.atlas_relpath}")
+    sources = [_source_uri(extraction.bold, config.bids_dir)]
+    sources += [_source_uri(p, config.bids_dir) for p in (run.brain_mask, run.confounds) if p]
+    sources += node_files
     return {
         "SamplingFrequency": 1.0 / extraction.t_r,
         "RepetitionTime": extraction.t_r,
@@ -154,7 +153,12 @@ def _relmat(timeseries: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(corr, index=timeseries.columns, columns=timeseries.columns)
 
 
-def process_run(run: BoldRun, atlases: Sequence[Atlas], config: RunConfig) -> list[RunStatus]:
+def process_run(
+    run: BoldRun,
+    atlases: Sequence[Atlas],
+    config: RunConfig,
+    node_files: dict[str, list[str]],
+) -> list[RunStatus]:
     """Extract and write one run's outputs for every atlas; never raises.
 
     Parameters
@@ -165,6 +169,8 @@ def process_run(run: BoldRun, atlases: Sequence[Atlas], config: RunConfig) -> li
         Atlases resolved for the run's grid.
     config : RunConfig
         The invocation's settings.
+    node_files : dict
+        BIDS URIs of each atlas's copy in the output (image and LUT), by atlas label.
 
     Returns
     -------
@@ -181,14 +187,9 @@ def process_run(run: BoldRun, atlases: Sequence[Atlas], config: RunConfig) -> li
     statuses: list[RunStatus] = []
     for atlas in atlases:
         paths = outputs.output_paths(config.output_dir, run.entities, atlas.label, stat, desc)
-        sidecar = outputs.read_sidecar(paths.timeseries_json)
-        done = (
-            not config.overwrite
-            and paths.timeseries.is_file()
-            and sidecar is not None
-            and sidecar.get("ParametersFingerprint") == _run_fingerprint(run, atlas, config)
-        )
-        if done:
+        fp = _run_fingerprint(run, atlas, config)
+        if not config.overwrite and outputs.outputs_complete(paths, {"ParametersFingerprint": fp}):
+            sidecar = outputs.read_sidecar(paths.timeseries_json) or {}
             statuses.append(
                 RunStatus(
                     run,
@@ -219,16 +220,23 @@ def process_run(run: BoldRun, atlases: Sequence[Atlas], config: RunConfig) -> li
         atlas = atlas_result.atlas
         paths = outputs.output_paths(config.output_dir, run.entities, atlas.label, stat, desc)
         fp = _run_fingerprint(run, atlas, config)
-        sidecar = _sidecar(extraction, atlas_result, config, paths, fp)
+        files = node_files.get(atlas.label, [])
+        sidecar = _sidecar(extraction, atlas_result, config, files, fp)
+        relmat_sidecar = outputs.relmat_metadata(files)
+        # "bids::" names a file of this very dataset.
+        relmat_sidecar["Sources"] = [
+            outputs.bids_uri(paths.timeseries, root=config.output_dir, dataset="")
+        ]
         try:
             written = outputs.write_run_outputs(
                 paths,
                 timeseries=atlas_result.timeseries,
+                timeseries_sidecar=sidecar,
                 coverage=atlas_result.coverage,
                 relmat=_relmat(atlas_result.timeseries),
-                timeseries_sidecar=sidecar,
+                relmat_sidecar=relmat_sidecar,
             )
-        except OSError as err:
+        except (OSError, ValueError) as err:
             statuses.append(RunStatus(run, atlas.label, "failed", f"cannot write outputs: {err}"))
             continue
         below = int((atlas_result.coverage < config.extraction.min_coverage).sum())
@@ -276,7 +284,7 @@ def _rounded(zooms: tuple[float, ...]) -> tuple[float, ...]:
 
 
 def _parallel_results(
-    runs: Sequence[BoldRun], atlases_for: dict, config: RunConfig
+    runs: Sequence[BoldRun], atlases_for: dict, config: RunConfig, node_files: dict
 ) -> Iterator[list[RunStatus]]:
     def atlases_of(run: BoldRun) -> list[Atlas]:
         key = (run.entities.get("space", config.space), _rounded(_voxel_size(run)))
@@ -284,11 +292,11 @@ def _parallel_results(
 
     if config.n_jobs == 1 and config.dask_scheduler is None:
         for run in runs:
-            yield process_run(run, atlases_of(run), config)
+            yield process_run(run, atlases_of(run), config, node_files)
         return
     from joblib import Parallel, delayed, parallel_backend
 
-    tasks = (delayed(process_run)(run, atlases_of(run), config) for run in runs)
+    tasks = (delayed(process_run)(run, atlases_of(run), config, node_files) for run in runs)
     if config.dask_scheduler is not None:
         from dask.distributed import Client  # optional 'dask' extra
 
@@ -345,13 +353,15 @@ def run_participant(config: RunConfig) -> int:
         container=os.environ.get("BIDSAPP_CONTAINER"),
     )
     outputs.write_bidsignore(config.output_dir)
-    for atlases in atlases_for.values():
-        for atlas in atlases:
-            outputs.copy_atlas(config.output_dir, atlas)
+    node_files = {
+        atlas.label: outputs.copy_atlas(config.output_dir, atlas).node_files
+        for atlases in atlases_for.values()
+        for atlas in atlases
+    }
 
     print(f"bidsapp {__version__}: {len(runs)} run(s), {len(config.atlases)} atlas(es)")
     statuses: list[RunStatus] = []
-    for batch in _parallel_results(runs, atlases_for, config):
+    for batch in _parallel_results(runs, atlases_for, config, node_files):
         for status in batch:
             _print_progress(status)
         statuses.extend(batch)

@@ -1,0 +1,1409 @@
+"""BIDS-derivative names and crash-safe writing of every file bidsapp produces.
+
+This module receives plain data (entity dicts, DataFrames, metadata dicts) and knows nothing
+of argparse, pybids queries or signal processing.
+
+Layout of an output dataset (XCP-D 26.x compatible names, BEP038 ``atlas-`` entity)::
+
+    OUTPUT_DIR/
+      dataset_description.json       DatasetType "derivative", DatasetLinks
+      .bidsignore                    suffixes the BIDS schema lacks
+      logs/sub-<s>_status.tsv        one row per (run, atlas, denoise label)
+      sourcedata/atlases/            small BIDS atlas dataset (BIDS URIs ``bids:atlases:...``)
+        dataset_description.json
+        atlas-<A>_description.json
+        tpl-<space>/tpl-<space>_atlas-<A>[_res-<r>]_dseg.{nii.gz,tsv,json}
+      sub-<s>/[ses-<x>/]func/
+        <run>_space-<space>_atlas-<A>_stat-<strategy>_desc-<D>_timeseries.{tsv,json}
+        <run>_space-<space>_atlas-<A>_stat-coverage_bold.{tsv,json}
+        <run>_space-<space>_atlas-<A>_stat-pearsoncorrelation_desc-<D>_relmat.{tsv,json}
+
+Every file is written to a hidden temporary file in the destination directory, flushed to
+disk and renamed over the destination, so a reader (or a resumed run) never sees a partial
+file. Within one run the timeseries TSV is written last (see :func:`write_run_outputs`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import io
+import json
+import logging
+import math
+import os
+import re
+import secrets
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from bidsapp import __version__
+
+try:  # POSIX only; on other platforms merges are not protected against concurrent writers.
+    import fcntl
+except ImportError:  # pragma: no cover - exercised on Windows only
+    fcntl = None
+
+logger = logging.getLogger(__name__)
+
+#: Version of the BIDS specification the outputs follow. A constant rather than the installed
+#: schema's version: the names below were checked against BIDS 1.11 (the first release with the
+#: ``atlas-`` entity) with bids-validator 3.0.2, and a package upgrade must not change what the
+#: dataset claims, nor make two nodes of one SLURM array write different descriptions.
+BIDS_VERSION = "1.11.1"
+
+#: Entities bidsapp may write, as (pybids name, filename key), in BIDS order. ``stat`` is not a
+#: BIDS entity; it sits where XCP-D puts it, after ``atlas``/``res``/``den`` and before ``desc``.
+ENTITY_ORDER: tuple[tuple[str, str], ...] = (
+    ("subject", "sub"),
+    ("template", "tpl"),
+    ("session", "ses"),
+    ("task", "task"),
+    ("acquisition", "acq"),
+    ("ceagent", "ce"),
+    ("reconstruction", "rec"),
+    ("direction", "dir"),
+    ("run", "run"),
+    ("echo", "echo"),
+    ("part", "part"),
+    ("space", "space"),
+    ("atlas", "atlas"),
+    ("res", "res"),
+    ("den", "den"),
+    ("stat", "stat"),
+    ("desc", "desc"),
+)
+_ENTITY_KEYS = dict(ENTITY_ORDER)
+_INDEX_ENTITIES = frozenset({"run", "echo"})
+
+#: Entities of the input BOLD kept in output names (``space`` is written separately).
+RUN_ENTITIES: tuple[str, ...] = (
+    "subject",
+    "session",
+    "task",
+    "acquisition",
+    "ceagent",
+    "reconstruction",
+    "direction",
+    "run",
+    "echo",
+    "part",
+)
+#: Keys of a pybids entity dict that are deliberately not carried into output names.
+DROPPED_ENTITIES = frozenset({"res", "den", "desc", "suffix", "extension", "datatype"})
+
+#: Where the atlas dataset lives, relative to the output directory (BIDS ``sourcedata/`` is
+#: opaque to the validator and skipped by pybids, and XCP-D uses the same place).
+ATLAS_DATASET = "sourcedata/atlases"
+
+#: ``.bidsignore`` patterns for files the BIDS schema does not describe: ``timeseries`` and
+#: ``relmat`` suffixes do not exist, and ``stat-`` is not an entity (the validator rejects the
+#: coverage ``_stat-coverage_bold.tsv`` as a misnamed BOLD file). Kept literal on purpose:
+#: bids-validator 3.0.2's matcher missed ``*_stat-*_bold.*``, which gitignore rules match.
+BIDSIGNORE_PATTERNS: tuple[str, ...] = ("*_timeseries.*", "*_relmat.*", "*_stat-coverage_bold.*")
+
+#: Columns of the per-subject run status table, in file order.
+STATUS_COLUMNS: tuple[str, ...] = (
+    *RUN_ENTITIES,
+    "space",
+    "atlas",
+    "stat",
+    "denoise",
+    "status",
+    "reason",
+    "volumes_total",
+    "volumes_kept",
+    "mean_fd",
+    "regions_below_coverage",
+    "outputs",
+)
+#: Columns identifying one row: re-running a run replaces the row with the same key.
+STATUS_KEY: tuple[str, ...] = (*RUN_ENTITIES, "space", "atlas", "stat", "denoise")
+#: Allowed values of the ``status`` column.
+STATUS_VALUES = frozenset({"ok", "failed", "skipped"})
+_STATUS_INT_COLUMNS = ("volumes_total", "volumes_kept", "regions_below_coverage")
+_STATUS_FLOAT_COLUMNS = ("mean_fd",)
+
+_LABEL_RE = re.compile(r"[A-Za-z0-9]+")
+_INDEX_RE = re.compile(r"[0-9]+")
+_EXTENSION_RE = re.compile(r"(\.[A-Za-z0-9]+)+")
+_TSV_FORBIDDEN = re.compile(r"[\t\r\n]")
+
+
+class AtlasLike(Protocol):
+    """What :func:`copy_atlas` needs from an atlas (``bidsapp.atlas.Atlas`` satisfies it).
+
+    Attributes
+    ----------
+    label : str
+        Alphanumeric atlas label (the ``atlas-`` entity).
+    space : str
+        Template space of the atlas image (the ``tpl-`` entity of the copy).
+    dseg : path-like
+        Discrete segmentation NIfTI (``.nii`` or ``.nii.gz``).
+    lut : pandas.DataFrame
+        Look-up table with at least ``index`` and ``name`` columns.
+    lut_path : path-like or None
+        File the look-up table was read from, recorded as provenance.
+
+    """
+
+    label: str
+    space: str
+    dseg: str | os.PathLike[str]
+    lut: pd.DataFrame
+    lut_path: str | os.PathLike[str] | None
+
+
+# --------------------------------------------------------------------------------------------
+# Labels and names
+# --------------------------------------------------------------------------------------------
+
+
+def to_label(value: Any) -> str:
+    """Turn an arbitrary string into a valid BIDS label (letters and digits only).
+
+    Runs of other characters are removed and the letter that follows them is upper-cased, so
+    word boundaries stay readable.
+
+    Parameters
+    ----------
+    value : str
+        Any text, e.g. an atlas description or an extraction strategy.
+
+    Returns
+    -------
+    str
+        An alphanumeric label, e.g. ``"400Parcels 7Networks"`` -> ``"400Parcels7Networks"``,
+        ``"standard_deviation"`` -> ``"standardDeviation"``.
+
+    Raises
+    ------
+    ValueError
+        If ``value`` contains no ASCII letter or digit.
+
+    """
+    parts = [part for part in re.split(r"[^A-Za-z0-9]+", str(value)) if part]
+    if not parts:
+        raise ValueError(f"Cannot make a BIDS label from {value!r}: it has no letter or digit.")
+    return parts[0] + "".join(part[0].upper() + part[1:] for part in parts[1:])
+
+
+def check_label(value: Any, *, entity: str = "label") -> str:
+    """Return ``value`` as a string if it is a valid BIDS label, else raise.
+
+    Parameters
+    ----------
+    value : str or int
+        Candidate entity value.
+    entity : str
+        Entity name, used in the error message.
+
+    Returns
+    -------
+    str
+        The value, unchanged, as a string.
+
+    Raises
+    ------
+    ValueError
+        If the value is empty or contains anything but ASCII letters and digits.
+
+    """
+    text = str(value)
+    if isinstance(value, bool) or not _LABEL_RE.fullmatch(text):
+        hint = ""
+        with contextlib.suppress(ValueError):
+            hint = f"; to_label() would give {to_label(text)!r}"
+        raise ValueError(
+            f"Invalid value {text!r} for BIDS entity {entity!r}: labels may contain only "
+            f"letters and digits (A-Z, a-z, 0-9){hint}."
+        )
+    return text
+
+
+def _check_index(value: Any, *, entity: str) -> str:
+    """Return an index entity value (``run``, ``echo``) as a string of digits, else raise."""
+    text = str(value)
+    if isinstance(value, bool) or not _INDEX_RE.fullmatch(text):
+        raise ValueError(
+            f"Invalid value {text!r} for BIDS entity {entity!r}: it must be a non-negative "
+            "integer (digits only)."
+        )
+    return text
+
+
+def bids_name(entities: Mapping[str, Any], *, suffix: str, extension: str) -> str:
+    """Build a BIDS file name from entities, in BIDS entity order.
+
+    Parameters
+    ----------
+    entities : mapping
+        pybids long names (``subject``, ``session``, ``task``, ``acquisition``, ``ceagent``,
+        ``reconstruction``, ``direction``, ``run``, ``echo``, ``part``, ``space``, ``res``,
+        ``den``, ``desc``) plus ``template``, ``atlas`` and ``stat``. None values are skipped;
+        the caller decides which entities to pass (see :func:`output_paths`).
+    suffix : str
+        Alphanumeric suffix, e.g. ``"timeseries"``.
+    extension : str
+        Extension with its leading dot, e.g. ``".tsv"`` or ``".nii.gz"``.
+
+    Returns
+    -------
+    str
+        A file name such as ``"sub-01_task-rest_space-MNI152NLin2009cAsym_atlas-X_bold.tsv"``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown entity, an invalid value, suffix or extension.
+
+    """
+    unknown = sorted(set(entities) - set(_ENTITY_KEYS))
+    if unknown:
+        raise ValueError(
+            f"Unknown BIDS entities {unknown}; bids_name accepts {[n for n, _ in ENTITY_ORDER]}."
+        )
+    parts = []
+    for name, key in ENTITY_ORDER:
+        value = entities.get(name)
+        if value is None:
+            continue
+        check = _check_index if name in _INDEX_ENTITIES else check_label
+        parts.append(f"{key}-{check(value, entity=name)}")
+    if not parts:
+        raise ValueError("A BIDS file name needs at least one entity.")
+    check_label(suffix, entity="suffix")
+    if not _EXTENSION_RE.fullmatch(extension):
+        raise ValueError(f"Invalid extension {extension!r}: expected e.g. '.tsv' or '.nii.gz'.")
+    return "_".join([*parts, suffix]) + extension
+
+
+def bids_uri(path: str | os.PathLike[str], *, root: str | os.PathLike[str], dataset: str) -> str:
+    """Return the BIDS URI (``bids:<dataset>:<relative path>``) of a file inside a dataset.
+
+    Parameters
+    ----------
+    path : path-like
+        File inside ``root``.
+    root : path-like
+        Root of the dataset that ``dataset`` names in ``DatasetLinks``.
+    dataset : str
+        Key of ``DatasetLinks`` (``"preprocessed"``, ``"atlases"``), or ``""`` for the
+        current dataset.
+
+    Returns
+    -------
+    str
+        E.g. ``"bids:preprocessed:sub-01/func/sub-01_task-rest_desc-preproc_bold.nii.gz"``.
+
+    Raises
+    ------
+    ValueError
+        If ``path`` is not inside ``root``.
+
+    """
+    full, base = Path(os.path.abspath(path)), Path(os.path.abspath(root))
+    try:
+        relative = full.relative_to(base)
+    except ValueError:
+        # One of the two may have been reached through a symbolic link (pybids, containers).
+        try:
+            relative = full.resolve().relative_to(base.resolve())
+        except ValueError:
+            raise ValueError(f"{full} is not inside the dataset {base}.") from None
+    return f"bids:{dataset}:{relative.as_posix()}"
+
+
+@dataclass(frozen=True)
+class RunOutputPaths:
+    """Paths of the files written for one run, one atlas and one denoising label.
+
+    Attributes
+    ----------
+    directory : Path
+        ``OUTPUT_DIR/sub-<s>/[ses-<x>/]func``.
+    timeseries, timeseries_json : Path
+        Region timeseries TSV and its sidecar (the TSV is the run's completion marker).
+    coverage, coverage_json : Path
+        Per-region brain-mask coverage TSV and sidecar.
+    relmat, relmat_json : Path
+        Pearson correlation matrix TSV and sidecar.
+
+    """
+
+    directory: Path
+    timeseries: Path
+    timeseries_json: Path
+    coverage: Path
+    coverage_json: Path
+    relmat: Path
+    relmat_json: Path
+
+    def all(self) -> list[Path]:
+        """Return every file path, in the order :func:`write_run_outputs` writes them.
+
+        Returns
+        -------
+        list of Path
+            Coverage, relmat, timeseries sidecar, then the timeseries TSV.
+
+        """
+        return [
+            self.coverage,
+            self.coverage_json,
+            self.relmat,
+            self.relmat_json,
+            self.timeseries_json,
+            self.timeseries,
+        ]
+
+
+def _run_entities(entities: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep the input entities that name an output; reject ones that cannot be placed."""
+    unexpected = sorted(set(entities) - set(RUN_ENTITIES) - DROPPED_ENTITIES - {"space"})
+    if unexpected:
+        raise ValueError(
+            f"Run entities {unexpected} cannot be written in output names; "
+            f"known entities are {list(RUN_ENTITIES)} (plus space, and {sorted(DROPPED_ENTITIES)}"
+            " which are dropped)."
+        )
+    kept = {name: entities.get(name) for name in RUN_ENTITIES}
+    if kept["subject"] is None or kept["task"] is None:
+        raise ValueError(f"Run entities need 'subject' and 'task'; got {dict(entities)}.")
+    return kept
+
+
+def output_paths(
+    output_dir: str | os.PathLike[str],
+    entities: Mapping[str, Any],
+    atlas: str,
+    strategy: str,
+    denoise: str,
+) -> RunOutputPaths:
+    """Name the outputs of one run for one atlas and one denoising label.
+
+    Parameters
+    ----------
+    output_dir : path-like
+        Root of the output derivative dataset.
+    entities : mapping
+        Entities of the preprocessed BOLD (pybids long names). ``res``, ``den``, ``desc``,
+        ``suffix``, ``extension`` and ``datatype`` are dropped; ``space`` is required.
+    atlas : str
+        Alphanumeric atlas label.
+    strategy : str
+        Extraction statistic (``mean``, ``median``, ``standard_deviation``, ...); written as
+        ``stat-<to_label(strategy)>`` because config values may contain underscores.
+    denoise : str
+        Alphanumeric denoising label (``simple``, ``scrubbing``, ...), the ``desc-`` entity.
+
+    Returns
+    -------
+    RunOutputPaths
+        The six output paths of the run.
+
+    Raises
+    ------
+    ValueError
+        If an entity is missing, unknown or not a valid label.
+
+    """
+    run = _run_entities(entities)
+    if entities.get("space") is None:
+        raise ValueError(f"Run entities need 'space'; got {dict(entities)}.")
+    base = {**run, "space": entities["space"], "atlas": atlas}
+    directory = Path(output_dir) / f"sub-{check_label(run['subject'], entity='subject')}"
+    if run["session"] is not None:
+        directory = directory / f"ses-{check_label(run['session'], entity='session')}"
+    directory = directory / "func"
+
+    def path(stat: str, desc: str | None, suffix: str, extension: str) -> Path:
+        names = {**base, "stat": stat, "desc": desc}
+        return directory / bids_name(names, suffix=suffix, extension=extension)
+
+    stat = to_label(strategy)
+    return RunOutputPaths(
+        directory=directory,
+        timeseries=path(stat, denoise, "timeseries", ".tsv"),
+        timeseries_json=path(stat, denoise, "timeseries", ".json"),
+        coverage=path("coverage", None, "bold", ".tsv"),
+        coverage_json=path("coverage", None, "bold", ".json"),
+        relmat=path("pearsoncorrelation", denoise, "relmat", ".tsv"),
+        relmat_json=path("pearsoncorrelation", denoise, "relmat", ".json"),
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic writes
+# --------------------------------------------------------------------------------------------
+
+
+def _temp_path(path: Path) -> Path:
+    """Hidden, unique sibling of ``path``: ignored by pybids and the validator if left over."""
+    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _fsync_directory(directory: Path) -> None:
+    """Flush a directory entry so a completed rename survives a power cut (POSIX only)."""
+    with contextlib.suppress(OSError):
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
+    """Write ``data`` to ``path`` so that ``path`` is either absent/old or complete.
+
+    The bytes go to a hidden temporary file in the same directory, are flushed with
+    ``fsync`` and then renamed over ``path`` with :func:`os.replace` (atomic on POSIX and
+    Windows within one file system). On any error the temporary file is removed and ``path``
+    is left as it was. The file gets the usual permissions (``0o666`` minus the umask).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination; missing parent directories are created.
+    data : bytes
+        Complete file content.
+
+    Returns
+    -------
+    Path
+        The destination path.
+
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _temp_path(path)
+    # O_EXCL: never reuse someone else's temporary file; mode 0o666 lets the umask apply.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fobj:
+            fobj.write(data)
+            fobj.flush()
+            os.fsync(fobj.fileno())
+        os.replace(tmp, path)
+    except BaseException as exc:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        if hasattr(exc, "add_note"):
+            exc.add_note(f"while writing {path}")
+        raise
+    _fsync_directory(path.parent)
+    return path
+
+
+def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str = "utf-8") -> Path:
+    """Atomically write text (see :func:`atomic_write_bytes`).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination file.
+    text : str
+        Complete content; newlines are written as given (no platform translation).
+    encoding : str
+        Text encoding.
+
+    Returns
+    -------
+    Path
+        The destination path.
+
+    """
+    return atomic_write_bytes(path, text.encode(encoding))
+
+
+def _json_default(obj: Any) -> Any:
+    """Convert numpy scalars/arrays, paths and sets for :func:`json.dumps`."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable: {obj!r}")
+
+
+def _json_text(data: Any, *, indent: int = 2) -> str:
+    """Serialise to strict JSON (NaN/inf rejected) with a trailing newline."""
+    return json.dumps(data, indent=indent, default=_json_default, allow_nan=False) + "\n"
+
+
+def atomic_write_json(path: str | os.PathLike[str], data: Any, *, indent: int = 2) -> Path:
+    """Atomically write a JSON document (see :func:`atomic_write_bytes`).
+
+    Parameters
+    ----------
+    path : path-like
+        Destination file.
+    data : object
+        JSON-compatible content; numpy scalars and arrays and paths are converted.
+    indent : int
+        Indentation of the output.
+
+    Returns
+    -------
+    Path
+        The destination path.
+
+    Raises
+    ------
+    TypeError
+        For values that cannot be represented in JSON (nothing is written).
+    ValueError
+        For NaN or infinite floats, which strict JSON cannot hold (nothing is written).
+
+    """
+    try:
+        text = _json_text(data, indent=indent)
+    except (TypeError, ValueError) as exc:
+        raise type(exc)(f"Cannot write {path} as JSON: {exc}") from exc
+    return atomic_write_text(path, text)
+
+
+def _check_tsv_cells(df: pd.DataFrame, *, index: bool, path: Any) -> None:
+    """Reject what a BIDS TSV cannot hold: tabs, newlines (no quoting) and repeated headers."""
+    headers = [str(c) for c in df.columns]
+    values = [df.iloc[:, i] for i in range(df.shape[1])]
+    if index:
+        headers = [str(n) for n in df.index.names if n is not None] + headers
+        values.append(df.index.to_series())
+    repeated = sorted({h for h in headers if headers.count(h) > 1})
+    if repeated:
+        raise ValueError(f"Cannot write {path}: repeated column names {repeated[:5]}.")
+    for header in headers:
+        if _TSV_FORBIDDEN.search(header):
+            raise ValueError(f"Cannot write {path}: column name {header!r} has a tab or newline.")
+    for column in values:
+        if column.dtype.kind in "biufcmM":
+            continue
+        text = column.dropna().astype(str)
+        bad = text[text.str.contains(_TSV_FORBIDDEN)]
+        if len(bad):
+            raise ValueError(
+                f"Cannot write {path}: value {bad.iloc[0]!r} in column {column.name!r} has a "
+                "tab or newline."
+            )
+
+
+def _tsv_text(
+    df: pd.DataFrame,
+    *,
+    index: bool = False,
+    float_format: str | None = None,
+    path: Any = "<tsv>",
+) -> str:
+    """Serialise a DataFrame as BIDS TSV text (see :func:`atomic_write_tsv`)."""
+    _check_tsv_cells(df, index=index, path=path)
+    buffer = io.StringIO()
+    df.to_csv(
+        buffer,
+        sep="\t",
+        na_rep="n/a",
+        index=index,
+        float_format=float_format,
+        quoting=csv.QUOTE_NONE,  # BIDS TSV has no quoting: a '"' is an ordinary character
+        lineterminator="\n",
+    )
+    return buffer.getvalue()
+
+
+def atomic_write_tsv(
+    path: str | os.PathLike[str],
+    df: pd.DataFrame,
+    *,
+    index: bool = False,
+    float_format: str | None = None,
+) -> Path:
+    """Atomically write a DataFrame as a BIDS TSV file.
+
+    Tab-separated, ``n/a`` for missing values, LF line ends, no quoting. With the default
+    ``float_format=None`` each float is written as the shortest decimal that reads back to
+    the identical float64 (Python's ``repr``): ``%.10g`` would keep only 10 significant
+    digits (relative error up to 5e-11, and almost no value reads back identical), while
+    float64 needs up to 17. Exact round-trip costs about 25 % more bytes, which is cheap
+    next to a reader silently getting different numbers.
+
+    Parameters
+    ----------
+    path : path-like
+        Destination file.
+    df : pandas.DataFrame
+        Table to write; column names become the header.
+    index : bool
+        Also write the index as the first column(s).
+    float_format : str or None
+        printf-style format for floats, e.g. ``"%.6g"`` to trade precision for size.
+
+    Returns
+    -------
+    Path
+        The destination path.
+
+    Raises
+    ------
+    ValueError
+        If a column name or string value contains a tab or newline (nothing is written).
+
+    """
+    return atomic_write_text(path, _tsv_text(df, index=index, float_format=float_format, path=path))
+
+
+def read_tsv(path: str | os.PathLike[str], *, dtype: Any = None) -> pd.DataFrame:
+    """Read a BIDS TSV file written by :func:`atomic_write_tsv`.
+
+    Parameters
+    ----------
+    path : path-like
+        TSV file.
+    dtype : type, str or mapping, optional
+        Passed to :func:`pandas.read_csv`, e.g. ``str`` to keep ``"01"`` as text.
+
+    Returns
+    -------
+    pandas.DataFrame
+        The table; only ``n/a`` cells are missing values (an empty cell is not).
+
+    """
+    return pd.read_csv(
+        path,
+        sep="\t",
+        na_values=["n/a"],
+        keep_default_na=False,
+        quoting=csv.QUOTE_NONE,
+        dtype=dtype,
+    )
+
+
+def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """Read a JSON sidecar for resume checks.
+
+    Parameters
+    ----------
+    path : path-like
+        JSON file.
+
+    Returns
+    -------
+    dict or None
+        Its content, or None when the file is missing, unreadable, not valid JSON or not a
+        JSON object (all mean "recompute").
+
+    """
+    try:
+        with open(path, encoding="utf-8") as fobj:
+            data = json.load(fobj)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        logger.warning("Ignoring unreadable sidecar %s: %s", path, exc)
+        return None
+    if not isinstance(data, dict):
+        logger.warning("Ignoring sidecar %s: it is not a JSON object", path)
+        return None
+    return data
+
+
+def _write_if_changed(path: Path, text: str) -> bool:
+    """Atomically write ``text`` unless ``path`` already holds exactly that text."""
+    try:
+        if path.read_text(encoding="utf-8") == text:
+            logger.debug("%s is up to date", path)
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    atomic_write_text(path, text)
+    return True
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock for a read-merge-write of ``path`` across processes.
+
+    The lock is a hidden sibling file (left in place: deleting it would race with a waiting
+    process). ``flock`` works on local file systems and on NFS (Linux maps it to POSIX locks).
+    """
+    if fcntl is None:  # pragma: no cover - Windows
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(f".{path.name.lstrip('.')}.lock"), "a") as fobj:
+        fcntl.flock(fobj.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fobj.fileno(), fcntl.LOCK_UN)
+
+
+# --------------------------------------------------------------------------------------------
+# Per-run outputs
+# --------------------------------------------------------------------------------------------
+
+
+def relmat_metadata(node_files: Sequence[str] | None = None) -> dict[str, Any]:
+    """Return the BEP017-style metadata of a Pearson correlation matrix.
+
+    Parameters
+    ----------
+    node_files : sequence of str, optional
+        BIDS URIs of the atlas image and look-up table defining the nodes
+        (:attr:`AtlasFiles.node_files`); ``NodeFiles`` is left out when None.
+
+    Returns
+    -------
+    dict
+        ``RelationshipMeasure``, ``Weighted``, ``Directed``, ``ValidDiagonal``,
+        ``StorageFormat`` and (when given) ``NodeFiles``; add the run's parameters as
+        needed.
+
+    """
+    metadata: dict[str, Any] = {
+        "RelationshipMeasure": "Pearson correlation coefficient",
+        "Weighted": True,
+        "Directed": False,
+        "ValidDiagonal": False,  # the diagonal is 1 by construction
+        "StorageFormat": "Full",
+    }
+    if node_files is not None:
+        metadata["NodeFiles"] = list(node_files)
+    return metadata
+
+
+def coverage_metadata() -> dict[str, Any]:
+    """Return column descriptions for the coverage table (its default sidecar).
+
+    Returns
+    -------
+    dict
+        BIDS TSV column dictionary for ``Node`` and ``coverage``.
+    """
+    return {
+        "Node": {"Description": "Region name, as in the atlas look-up table."},
+        "coverage": {
+            "Description": "Fraction of the region's voxels inside the BOLD brain mask.",
+            "Units": "arbitrary",
+        },
+    }
+
+
+def _coverage_table(coverage: pd.Series | Mapping[str, float], regions: pd.Index) -> pd.DataFrame:
+    """Coverage as a ``Node``/``coverage`` table in the timeseries' region order."""
+    series = pd.Series(coverage, dtype=float)
+    if list(series.index) != list(regions):
+        raise ValueError(
+            "Coverage regions must match the timeseries columns in the same order; got "
+            f"{list(series.index)[:5]}... for {list(regions)[:5]}..."
+        )
+    return pd.DataFrame({"Node": list(regions), "coverage": series.to_numpy()})
+
+
+def _relmat_table(relmat: pd.DataFrame, regions: pd.Index) -> pd.DataFrame:
+    """Correlation matrix with its row names as a leading ``Node`` column."""
+    if list(relmat.index) != list(regions) or list(relmat.columns) != list(regions):
+        raise ValueError(
+            "The relmat rows and columns must both be the timeseries regions, in order."
+        )
+    table = relmat.copy()
+    table.insert(0, "Node", list(regions))
+    return table.reset_index(drop=True)
+
+
+def write_run_outputs(
+    paths: RunOutputPaths,
+    *,
+    timeseries: pd.DataFrame,
+    timeseries_sidecar: Mapping[str, Any],
+    coverage: pd.Series | Mapping[str, float],
+    coverage_sidecar: Mapping[str, Any] | None = None,
+    relmat: pd.DataFrame | None = None,
+    relmat_sidecar: Mapping[str, Any] | None = None,
+) -> list[Path]:
+    """Write all files of one run so that "timeseries TSV exists" means "run complete".
+
+    Order: (1) remove an existing timeseries TSV, the completion marker, so a crash during
+    a re-run cannot leave new parameters beside old data; (2) write coverage, relmat and the
+    timeseries sidecar; (3) write the timeseries TSV last. Each write is atomic. Therefore
+    a timeseries TSV whose sidecar records the requested parameters proves that every file
+    of the run was written with those parameters (:func:`outputs_complete`). Everything is
+    validated and serialised before step (1), so bad input never destroys finished outputs.
+
+    Parameters
+    ----------
+    paths : RunOutputPaths
+        From :func:`output_paths`.
+    timeseries : pandas.DataFrame
+        One column per region (LUT order), one row per retained volume; NaN for regions
+        written as ``n/a``.
+    timeseries_sidecar : mapping
+        Sidecar of the timeseries, including the parameters resume checks compare.
+    coverage : pandas.Series or mapping
+        Fraction of each region's voxels inside the brain mask, indexed by region name in
+        the timeseries' column order.
+    coverage_sidecar : mapping, optional
+        Sidecar of the coverage table; :func:`coverage_metadata` when None.
+    relmat : pandas.DataFrame, optional
+        Region-by-region correlation matrix; when None, stale relmat files are removed.
+    relmat_sidecar : mapping, optional
+        Sidecar of the relmat; :func:`relmat_metadata` (without ``NodeFiles``) when None.
+
+    Returns
+    -------
+    list of Path
+        Files written, in write order.
+
+    Raises
+    ------
+    ValueError
+        If the regions of the tables disagree or a table cannot be written as TSV.
+
+    """
+    regions = timeseries.columns
+    if coverage_sidecar is None:
+        coverage_sidecar = coverage_metadata()
+    planned: list[tuple[Path, str]] = [
+        (paths.coverage, _tsv_text(_coverage_table(coverage, regions), path=paths.coverage)),
+        (paths.coverage_json, _json_text(dict(coverage_sidecar))),
+    ]
+    if relmat is not None:
+        if relmat_sidecar is None:
+            relmat_sidecar = relmat_metadata()
+        table = _relmat_table(relmat, regions)
+        planned += [
+            (paths.relmat, _tsv_text(table, path=paths.relmat)),
+            (paths.relmat_json, _json_text(dict(relmat_sidecar))),
+        ]
+    planned += [
+        (paths.timeseries_json, _json_text(dict(timeseries_sidecar))),
+        (paths.timeseries, _tsv_text(timeseries, path=paths.timeseries)),
+    ]
+    paths.timeseries.unlink(missing_ok=True)
+    if relmat is None:
+        paths.relmat.unlink(missing_ok=True)
+        paths.relmat_json.unlink(missing_ok=True)
+    for path, text in planned:
+        atomic_write_text(path, text)
+    logger.debug("Wrote %s", paths.timeseries)
+    return [path for path, _ in planned]
+
+
+def outputs_complete(paths: RunOutputPaths, parameters: Mapping[str, Any]) -> bool:
+    """Tell whether a run's outputs exist and were made with the given parameters.
+
+    Parameters
+    ----------
+    paths : RunOutputPaths
+        From :func:`output_paths`.
+    parameters : mapping
+        Sidecar items that must match (compared after a JSON round trip, so tuples equal
+        lists).
+
+    Returns
+    -------
+    bool
+        True if the timeseries TSV exists and its sidecar holds every item of
+        ``parameters`` with an equal value.
+
+    """
+    if not paths.timeseries.is_file():
+        return False
+    sidecar = read_sidecar(paths.timeseries_json)
+    if sidecar is None:
+        return False
+    expected = json.loads(_json_text(dict(parameters)))
+    return all(key in sidecar and sidecar[key] == value for key, value in expected.items())
+
+
+# --------------------------------------------------------------------------------------------
+# Dataset-level files
+# --------------------------------------------------------------------------------------------
+
+
+def _container_entry(container: Mapping[str, str] | str) -> dict[str, str]:
+    """``Container`` object from a mapping or a ``<type>://<tag>`` string."""
+    if isinstance(container, str):
+        kind, sep, tag = container.partition("://")
+        if not (sep and kind and tag):
+            raise ValueError(f"Container {container!r} must look like 'docker://org/image:tag'.")
+        return {"Type": kind, "Tag": tag, "URI": container}
+    unknown = sorted(set(container) - {"Type", "Tag", "URI"})
+    if unknown:
+        raise ValueError(f"Container keys must be Type, Tag or URI; got {unknown}.")
+    return dict(container)
+
+
+def _generated_by(
+    version: str, container: Mapping[str, str] | str | None, code_url: str | None
+) -> dict[str, Any]:
+    """Build the ``GeneratedBy`` entry describing this bidsapp run."""
+    entry: dict[str, Any] = {"Name": "bidsapp", "Version": str(version)}
+    if code_url:
+        entry["CodeURL"] = code_url
+    if container:
+        entry["Container"] = _container_entry(container)
+    return entry
+
+
+def write_dataset_description(
+    output_dir: str | os.PathLike[str],
+    *,
+    version: str,
+    source_dir: str | os.PathLike[str],
+    name: str = "bidsapp parcel timeseries",
+    container: Mapping[str, str] | str | None = None,
+    code_url: str | None = None,
+) -> Path:
+    """Write the output dataset's ``dataset_description.json``; safe under concurrency.
+
+    Several processes (e.g. SLURM array tasks) may call this at once: each write is atomic,
+    so readers see a complete file, and a file that already holds the same content is not
+    rewritten. A differing existing file is replaced, with a warning naming what changed.
+
+    ``DatasetLinks`` maps ``preprocessed`` to the source dataset (so ``Sources`` can be
+    ``bids:preprocessed:sub-01/func/...``, see :func:`bids_uri`) and ``atlases`` to
+    ``sourcedata/atlases`` inside this dataset (``NodeFiles`` are ``bids:atlases:...``).
+
+    Parameters
+    ----------
+    output_dir : path-like
+        Output dataset root (created if missing).
+    version : str
+        bidsapp version.
+    source_dir : path-like
+        The fMRIPrep derivatives dataset that was processed; recorded as a ``file://`` URI.
+    name : str
+        Human-readable dataset name.
+    container : mapping or str, optional
+        ``{"Type": "docker", "Tag": "org/bidsapp:0.1.0"}`` (``URI`` also accepted), or a
+        string ``"docker://org/bidsapp:0.1.0"`` (the image's ``BIDSAPP_CONTAINER``), when
+        run from a container. Empty or None: no ``Container`` entry.
+    code_url : str, optional
+        Where the code can be found (``GeneratedBy[0].CodeURL``).
+
+    Returns
+    -------
+    Path
+        Path of ``dataset_description.json``.
+
+    """
+    source_uri = Path(os.path.abspath(source_dir)).as_uri()
+    description = {
+        "Name": name,
+        "BIDSVersion": BIDS_VERSION,
+        "DatasetType": "derivative",
+        "GeneratedBy": [_generated_by(version, container, code_url)],
+        "SourceDatasets": [{"URL": source_uri}],
+        "DatasetLinks": {"preprocessed": source_uri, "atlases": ATLAS_DATASET},
+    }
+    path = Path(output_dir) / "dataset_description.json"
+    old = read_sidecar(path)
+    if old is not None and old != description:
+        changed = sorted(k for k in set(old) | set(description) if old.get(k) != description.get(k))
+        logger.warning("Replacing %s: %s differ from this run", path, ", ".join(changed))
+    _write_if_changed(path, _json_text(description))
+    return path
+
+
+def write_bidsignore(
+    output_dir: str | os.PathLike[str], patterns: Iterable[str] = BIDSIGNORE_PATTERNS
+) -> Path:
+    """Add ``patterns`` to the output dataset's ``.bidsignore``, keeping existing lines.
+
+    Idempotent (nothing is written when every pattern is present) and safe when several
+    processes call it at once (the merge happens under a file lock; the write is atomic).
+
+    Parameters
+    ----------
+    output_dir : path-like
+        Output dataset root.
+    patterns : iterable of str
+        gitignore-style patterns; by default :data:`BIDSIGNORE_PATTERNS`.
+
+    Returns
+    -------
+    Path
+        Path of ``.bidsignore``.
+
+    """
+    path = Path(output_dir) / ".bidsignore"
+    with _locked(path):
+        try:
+            lines = path.read_text(encoding="utf-8").splitlines()
+        except FileNotFoundError:
+            lines = []
+        missing = [p for p in dict.fromkeys(patterns) if p not in {s.strip() for s in lines}]
+        if missing:
+            atomic_write_text(path, "\n".join([*lines, *missing]) + "\n")
+    return path
+
+
+# --------------------------------------------------------------------------------------------
+# Atlas dataset
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AtlasFiles:
+    """Files of one atlas inside the output's atlas dataset.
+
+    Attributes
+    ----------
+    root : Path
+        Root of the atlas dataset (``OUTPUT_DIR/sourcedata/atlases``).
+    image, lut, sidecar : Path
+        ``tpl-<space>/tpl-<space>_atlas-<A>[_res-<r>]_dseg`` ``.nii[.gz]``, ``.tsv``, ``.json``.
+    description : Path
+        ``atlas-<A>_description.json`` at the atlas dataset root.
+
+    """
+
+    root: Path
+    image: Path
+    lut: Path
+    sidecar: Path
+    description: Path
+
+    @property
+    def node_files(self) -> list[str]:
+        """BIDS URIs (``bids:atlases:...``) of the image and LUT, for relmat ``NodeFiles``."""
+        return [bids_uri(p, root=self.root, dataset="atlases") for p in (self.image, self.lut)]
+
+
+def _nifti_extension(path: Path) -> str:
+    """Return ``.nii.gz`` or ``.nii`` for a NIfTI path, else raise."""
+    for extension in (".nii.gz", ".nii"):
+        if path.name.endswith(extension):
+            return extension
+    raise ValueError(f"Atlas image {path} is not a NIfTI file (.nii or .nii.gz).")
+
+
+def _lut_table(lut: pd.DataFrame, label: str) -> pd.DataFrame:
+    """LUT with ``index`` and ``name`` first, as BIDS ``dseg.tsv`` requires."""
+    missing = {"index", "name"} - set(lut.columns)
+    if missing:
+        raise ValueError(
+            f"The look-up table of atlas {label!r} lacks the column(s) {sorted(missing)}; "
+            "a dseg.tsv needs 'index' and 'name'."
+        )
+    if lut["index"].duplicated().any():
+        raise ValueError(f"The look-up table of atlas {label!r} has duplicate 'index' values.")
+    others = [c for c in lut.columns if c not in ("index", "name")]
+    return lut[["index", "name", *others]].reset_index(drop=True)
+
+
+def _lut_column_descriptions(lut: pd.DataFrame) -> dict[str, Any]:
+    """Describe LUT columns BIDS does not define (the validator warns about undefined ones)."""
+    defined = {"index", "name", "abbreviation", "color", "mapping"}
+    return {
+        str(column): {"Description": f"'{column}' column of the atlas's look-up table."}
+        for column in lut.columns
+        if column not in defined
+    }
+
+
+def _write_unless_different(path: Path, data: bytes, *, overwrite: bool, what: str) -> None:
+    """Write ``data`` if ``path`` is missing; keep an identical file; refuse a different one."""
+    try:
+        if path.read_bytes() == data:
+            return
+    except FileNotFoundError:
+        atomic_write_bytes(path, data)
+        return
+    if not overwrite:
+        raise FileExistsError(
+            f"{path} already holds a different {what}. Two different atlases share this name: "
+            "give one another label, or remove the old outputs (or pass overwrite=True)."
+        )
+    atomic_write_bytes(path, data)
+
+
+def _atlas_dataset_description() -> str:
+    """JSON text of the atlas dataset's ``dataset_description.json``."""
+    return _json_text(
+        {
+            "Name": "Atlases used by bidsapp",
+            "BIDSVersion": BIDS_VERSION,
+            "DatasetType": "derivative",
+            "GeneratedBy": [
+                {
+                    "Name": "bidsapp",
+                    "Version": __version__,
+                    "Description": "Copies of the atlases the parcel timeseries were made with.",
+                }
+            ],
+        }
+    )
+
+
+def copy_atlas(
+    output_dir: str | os.PathLike[str], atlas: AtlasLike, *, overwrite: bool = False
+) -> AtlasFiles:
+    """Copy an atlas image and LUT into the output's atlas dataset (BEP038 layout).
+
+    Writes, under ``OUTPUT_DIR/sourcedata/atlases/``: ``dataset_description.json``,
+    ``atlas-<A>_description.json`` (``AtlasName``, ``License``, plus the items of
+    ``atlas.metadata`` if the atlas has such a mapping), and
+    ``tpl-<space>/tpl-<space>_atlas-<A>[_res-<r>]_dseg.{nii.gz,tsv,json}`` (``res`` from an
+    optional ``atlas.res``). This is the layout bids-validator accepts; XCP-D's older
+    ``atlas-<A>/atlas-<A>_space-<space>_dseg`` layout is rejected. Idempotent: identical
+    files are left alone; every write is atomic, so concurrent calls are safe.
+
+    Parameters
+    ----------
+    output_dir : path-like
+        Output dataset root.
+    atlas : AtlasLike
+        Atlas with ``label``, ``space``, ``dseg``, ``lut`` and ``lut_path``.
+    overwrite : bool
+        Replace an existing image or LUT of the same name whose content differs.
+
+    Returns
+    -------
+    AtlasFiles
+        Paths of the copies and their BIDS URIs.
+
+    Raises
+    ------
+    FileExistsError
+        If a different image or LUT already has this name and ``overwrite`` is False.
+    FileNotFoundError
+        If the atlas image does not exist.
+    ValueError
+        For an invalid label or space, a non-NIfTI image or a LUT without ``index``/``name``.
+
+    """
+    label = check_label(atlas.label, entity="atlas")
+    space = check_label(atlas.space, entity="template")
+    source = Path(atlas.dseg)
+    root = Path(output_dir) / ATLAS_DATASET
+    entities = {"template": space, "atlas": label, "res": getattr(atlas, "res", None)}
+
+    def dseg_path(extension: str) -> Path:
+        return root / f"tpl-{space}" / bids_name(entities, suffix="dseg", extension=extension)
+
+    files = AtlasFiles(
+        root=root,
+        image=dseg_path(_nifti_extension(source)),
+        lut=dseg_path(".tsv"),
+        sidecar=dseg_path(".json"),
+        description=root / f"atlas-{label}_description.json",
+    )
+    lut_text = _tsv_text(_lut_table(atlas.lut, label), path=files.lut)
+    _write_if_changed(root / "dataset_description.json", _atlas_dataset_description())
+    _write_unless_different(files.image, source.read_bytes(), overwrite=overwrite, what="image")
+    _write_unless_different(files.lut, lut_text.encode(), overwrite=overwrite, what="LUT")
+    sources = [Path(os.path.abspath(source)).as_uri()]
+    if atlas.lut_path is not None:
+        sources.append(Path(os.path.abspath(atlas.lut_path)).as_uri())
+    sidecar = {
+        "Description": f"Atlas {label} in {space}, as used by bidsapp.",
+        "Sources": sources,
+        **_lut_column_descriptions(atlas.lut),
+    }
+    _write_if_changed(files.sidecar, _json_text(sidecar))
+    description = {
+        "AtlasName": label,
+        "License": "See the license of the atlas's original distribution.",
+        **dict(getattr(atlas, "metadata", None) or {}),
+    }
+    _write_if_changed(files.description, _json_text(description))
+    return files
+
+
+# --------------------------------------------------------------------------------------------
+# Run status records (group level)
+# --------------------------------------------------------------------------------------------
+
+
+def status_path(output_dir: str | os.PathLike[str], subject: str) -> Path:
+    """Return the path of a subject's run status table.
+
+    The table lives in ``logs/``, a directory BIDS declares opaque in derivative datasets:
+    the validator accepts it without a ``.bidsignore`` entry.
+
+    Parameters
+    ----------
+    output_dir : path-like
+        Output dataset root.
+    subject : str
+        Subject label without ``sub-``.
+
+    Returns
+    -------
+    Path
+        ``OUTPUT_DIR/logs/sub-<subject>_status.tsv``.
+
+    """
+    return Path(output_dir) / "logs" / f"sub-{check_label(subject, entity='subject')}_status.tsv"
+
+
+def _is_missing(value: Any) -> bool:
+    """Tell whether a value is None or float NaN (how a missing cell reads back)."""
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _status_key(row: Mapping[str, Any]) -> tuple[str, ...]:
+    """Row identity: the :data:`STATUS_KEY` values as text ('' when absent)."""
+    return tuple("" if _is_missing(row.get(k)) else str(row.get(k)) for k in STATUS_KEY)
+
+
+def _outputs_cell(value: Any, output_dir: Path) -> Any:
+    """Join output paths with ';', made relative to the output dataset where inside it."""
+    if _is_missing(value) or isinstance(value, str):
+        return value
+    names = []
+    for item in value:
+        path = Path(item)
+        with contextlib.suppress(ValueError):
+            path = Path(os.path.abspath(path)).relative_to(os.path.abspath(output_dir))
+        names.append(path.as_posix())
+    return ";".join(names)
+
+
+def _normalise_status_row(row: Mapping[str, Any], subject: str, output_dir: Path) -> dict[str, Any]:
+    """Check one status row and turn its values into what the table stores."""
+    clean = {
+        k: (None if _is_missing(v) else v) for k, v in row.items() if k not in DROPPED_ENTITIES
+    }
+    if clean.get("subject") is None:
+        clean["subject"] = subject
+    if str(clean["subject"]) != subject:
+        raise ValueError(f"Status row for subject {clean['subject']!r} given for sub-{subject}.")
+    if clean.get("status") not in STATUS_VALUES:
+        raise ValueError(
+            f"Status must be one of {sorted(STATUS_VALUES)}; got {clean.get('status')!r}."
+        )
+    for key in ("task", "space", "atlas", "denoise"):
+        if clean.get(key) is None:
+            raise ValueError(f"Status row lacks {key!r}: {dict(row)}.")
+    for key in STATUS_KEY:
+        if clean.get(key) is not None:
+            clean[key] = str(clean[key])
+    clean["outputs"] = _outputs_cell(clean.get("outputs"), output_dir)
+    return clean
+
+
+def _empty_status() -> pd.DataFrame:
+    """Return a status table without rows."""
+    return pd.DataFrame(columns=list(STATUS_COLUMNS), dtype=str)
+
+
+def _read_status_table(path: Path) -> pd.DataFrame:
+    """Read a status table as text cells; no rows when the file is missing."""
+    try:
+        return read_tsv(path, dtype=str)
+    except FileNotFoundError:
+        return _empty_status()
+
+
+def _read_status_rows(path: Path) -> list[dict[str, Any]]:
+    """Rows of an existing status table as dicts of text values (None when missing)."""
+    records = _read_status_table(path).to_dict("records")
+    return [{k: (None if _is_missing(v) else v) for k, v in r.items()} for r in records]
+
+
+def write_subject_status(
+    output_dir: str | os.PathLike[str], subject: str, rows: Iterable[Mapping[str, Any]]
+) -> Path:
+    """Merge run status rows into a subject's status table.
+
+    A row replaces the existing row with the same :data:`STATUS_KEY` (entities, space, atlas,
+    statistic, denoise label); other rows are kept. The merge runs under a file lock and the
+    table is written atomically, so concurrent processes working on one subject lose no row.
+
+    Parameters
+    ----------
+    output_dir : path-like
+        Output dataset root.
+    subject : str
+        Subject label without ``sub-``.
+    rows : iterable of mapping
+        One mapping per run, atlas and denoise label with keys from :data:`STATUS_COLUMNS`:
+        pybids entity names, ``space``, ``atlas``, ``denoise``, ``status`` (``ok``, ``failed``
+        or ``skipped``), ``reason``, ``volumes_total``, ``volumes_kept``, ``mean_fd`` (mm),
+        ``regions_below_coverage``, ``stat`` (extraction statistic) and ``outputs`` (a
+        sequence of paths, stored relative to ``output_dir`` and joined with ``;``, or a
+        string kept as is). Keys in :data:`DROPPED_ENTITIES` are ignored (they name no
+        output); other extra keys become extra columns.
+
+    Returns
+    -------
+    Path
+        The status table path (:func:`status_path`).
+
+    Raises
+    ------
+    ValueError
+        For a row of another subject, an unknown status, or a row lacking ``task``,
+        ``space``, ``atlas`` or ``denoise``.
+
+    """
+    path = status_path(output_dir, subject)
+    new = [_normalise_status_row(row, subject, Path(output_dir)) for row in rows]
+    with _locked(path):
+        merged = {_status_key(row): row for row in _read_status_rows(path)}
+        merged.update({_status_key(row): row for row in new})
+        ordered = [merged[key] for key in sorted(merged)]
+        atomic_write_tsv(path, _typed_status(pd.DataFrame(ordered)))
+    return path
+
+
+def _typed_status(table: pd.DataFrame) -> pd.DataFrame:
+    """Status table with canonical columns first (extras sorted after) and typed counts."""
+    extras = sorted(c for c in table.columns if c not in STATUS_COLUMNS)
+    table = table.reindex(columns=[*STATUS_COLUMNS, *extras])
+    for column in _STATUS_INT_COLUMNS:
+        table[column] = pd.to_numeric(table[column]).astype("Int64")
+    for column in _STATUS_FLOAT_COLUMNS:
+        table[column] = pd.to_numeric(table[column]).astype(float)
+    return table
+
+
+def read_subject_status(output_dir: str | os.PathLike[str], subject: str) -> pd.DataFrame:
+    """Read a subject's run status table.
+
+    Parameters
+    ----------
+    output_dir : path-like
+        Output dataset root.
+    subject : str
+        Subject label without ``sub-``.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per run, atlas and denoise label; entity columns as text (``"01"`` stays
+        ``"01"``), counts as nullable integers, ``mean_fd`` as float. Empty (with the
+        :data:`STATUS_COLUMNS`) when the subject has no table.
+
+    """
+    return _typed_status(_read_status_table(status_path(output_dir, subject)))
+
+
+def read_all_status(output_dir: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read and concatenate the status tables of every subject (for the group level).
+
+    Parameters
+    ----------
+    output_dir : path-like
+        Output dataset root.
+
+    Returns
+    -------
+    pandas.DataFrame
+        All rows, subjects in sorted order; empty with :data:`STATUS_COLUMNS` when none.
+
+    """
+    paths = sorted((Path(output_dir) / "logs").glob("sub-*_status.tsv"))
+    tables = [_read_status_table(path) for path in paths] or [_empty_status()]
+    return _typed_status(pd.concat(tables, ignore_index=True))

@@ -1,0 +1,136 @@
+"""Shared fixtures: an offline TemplateFlow home and synthetic fMRIPrep datasets.
+
+``TEMPLATEFLOW_HOME`` is pointed at a fresh temporary folder in ``pytest_configure``,
+before any test module is collected, so whatever imports ``templateflow`` (which reads
+the variable once, at import) sees the test home and never the developer's cache. The
+``templateflow_home`` fixture fills that folder (once per session) with the skeleton and
+a few synthetic atlases; code under test may also be given the path explicitly.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from bidsapp import demo
+
+#: Atlases written into the session TemplateFlow home: template -> ((atlas, desc, resolutions)).
+SESSION_ATLASES = {
+    "MNI152NLin2009cAsym": (
+        ("Schaefer2018", "400Parcels7Networks", (2,)),
+        ("Schaefer2018", "100Parcels7Networks", (1, 2)),
+    ),
+    "MNI152NLin6Asym": (("HOSPA", "th25", (2,)),),
+}
+
+_TF_KEY = pytest.StashKey[tuple[Path, str | None]]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Point TEMPLATEFLOW_HOME at an empty temporary folder for the whole session."""
+    home = Path(tempfile.mkdtemp(prefix="bidsapp-templateflow-"))
+    config.stash[_TF_KEY] = (home, os.environ.get("TEMPLATEFLOW_HOME"))
+    os.environ["TEMPLATEFLOW_HOME"] = str(home)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Restore TEMPLATEFLOW_HOME and delete the session home."""
+    if _TF_KEY not in config.stash:
+        return
+    home, previous = config.stash[_TF_KEY]
+    if previous is None:
+        os.environ.pop("TEMPLATEFLOW_HOME", None)
+    else:
+        os.environ["TEMPLATEFLOW_HOME"] = previous
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def templateflow_home(pytestconfig: pytest.Config) -> Path:
+    """The session's TemplateFlow home (also ``$TEMPLATEFLOW_HOME``), with atlases.
+
+    Real images: see ``SESSION_ATLASES`` and each template's ``res-02`` brain mask
+    (plus ``res-01`` for MNI152NLin2009cAsym); everything else is the skeleton's
+    zero-byte placeholders. Do not modify it: use ``make_templateflow_home`` instead.
+    """
+    home, _ = pytestconfig.stash[_TF_KEY]
+    for template, atlases in SESSION_ATLASES.items():
+        for atlas, desc, resolutions in atlases:
+            demo.make_templateflow_home(
+                home, atlases=[(atlas, desc)], template=template, resolutions=resolutions
+            )
+    return home
+
+
+@pytest.fixture
+def make_templateflow_home(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``make_templateflow_home(**kwargs)`` builds a private TemplateFlow home.
+
+    Keyword arguments are those of :func:`bidsapp.demo.make_templateflow_home`;
+    each call writes into a new folder under ``tmp_path``.
+    """
+    counter = iter(range(1_000))
+
+    def build(**kwargs) -> Path:
+        return demo.make_templateflow_home(tmp_path / f"templateflow{next(counter)}", **kwargs)
+
+    return build
+
+
+@pytest.fixture
+def make_dataset(tmp_path: Path) -> Callable[..., Path]:
+    """Factory: ``make_dataset(**kwargs)`` writes a synthetic fMRIPrep dataset.
+
+    Keyword arguments are those of :func:`bidsapp.demo.make_fmriprep_dataset`;
+    each call writes into a new folder under ``tmp_path`` and returns it.
+    """
+    counter = iter(range(1_000))
+
+    def build(**kwargs) -> Path:
+        return demo.make_fmriprep_dataset(tmp_path / f"fmriprep{next(counter)}", **kwargs)
+
+    return build
+
+
+@pytest.fixture(scope="session")
+def fmriprep_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A default synthetic fMRIPrep dataset (2 subjects x 2 runs), made read-only.
+
+    Shared by the whole session: tests must not write into it.
+    """
+    root = demo.make_fmriprep_dataset(tmp_path_factory.mktemp("fmriprep") / "derivatives")
+    _make_read_only(root)
+    return root
+
+
+@pytest.fixture
+def read_only() -> Callable[[Path], None]:
+    """Return a function removing write permission from a folder tree."""
+    return _make_read_only
+
+
+@pytest.fixture
+def snapshot_tree() -> Callable[[Path], dict[str, tuple[int, int]]]:
+    """Return a function mapping every path under a folder to (size, mtime_ns)."""
+    return _snapshot_tree
+
+
+def _make_read_only(root: Path) -> None:
+    """Remove write permission from a folder tree (inputs of a BIDS-App are read-only)."""
+    for path in sorted(root.rglob("*"), reverse=True) + [root]:
+        mode = path.stat().st_mode
+        path.chmod(mode & ~(stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH))
+
+
+def _snapshot_tree(root: Path) -> dict[str, tuple[int, int]]:
+    """Map every path under ``root`` to (size, mtime_ns), to prove nothing was written."""
+    return {
+        str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns)
+        for path in root.rglob("*")
+    }

@@ -1,0 +1,419 @@
+"""find_runs: the right runs and files under every filter, nothing written to inputs."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import pytest
+
+from bidsapp import demo
+from bidsapp.query import (
+    BoldRun,
+    NoRunsFoundError,
+    QueryError,
+    describe_preproc_bold,
+    find_runs,
+    load_bids_filters,
+)
+
+TPL = "MNI152NLin2009cAsym"
+# Tiny runs: query tests only look at file names and sidecars.
+SMALL = {"n_volumes": 8, "n_dummy": 1, "high_motion_volumes": (), "voxel_size_mm": 8.0}
+
+
+@pytest.fixture(scope="module")
+def rich_dataset(tmp_path_factory) -> Path:
+    """2 subjects x 2 sessions x 2 tasks x (no acq, acq-mb4) x 2 runs, plus T1w/AROMA."""
+    return demo.make_fmriprep_dataset(
+        tmp_path_factory.mktemp("rich") / "fmriprep",
+        subjects=["01", "02"],
+        sessions=["1", "2"],
+        tasks=["rest", "nback"],
+        acquisitions=[None, "mb4"],
+        runs=[1, 2],
+        anat_only_subjects=["03"],
+        **SMALL,
+    )
+
+
+def _names(runs: list[BoldRun]) -> list[str]:
+    return [run.name for run in runs]
+
+
+# ------------------------------------------------------------------ basics
+
+
+def test_default_dataset_runs_and_files(fmriprep_dataset):
+    runs = find_runs(fmriprep_dataset)
+    assert _names(runs) == [
+        "sub-01_task-rest_run-1",
+        "sub-01_task-rest_run-2",
+        "sub-02_task-rest_run-1",
+        "sub-02_task-rest_run-2",
+    ]
+    run = runs[0]
+    func = fmriprep_dataset / "sub-01" / "func"
+    stem = f"sub-01_task-rest_run-1_space-{TPL}_res-2"
+    assert run.preproc_bold == func / f"{stem}_desc-preproc_bold.nii.gz"
+    # the func mask, not the anat mask with the same space and res
+    assert run.brain_mask == func / f"{stem}_desc-brain_mask.nii.gz"
+    assert run.confounds == func / "sub-01_task-rest_run-1_desc-confounds_timeseries.tsv"
+    assert run.t_r == 2.0
+    assert run.aroma_bold is None
+    assert run.entities == {
+        "subject": "01",
+        "task": "rest",
+        "run": "1",
+        "space": TPL,
+        "res": "2",
+    }
+    with pytest.raises(AttributeError):
+        run.t_r = 3.0  # frozen
+    assert len({runs[0], runs[1], runs[0]}) == 2  # hashable despite the entities dict
+
+
+def test_name_orders_entities_like_bids():
+    run = BoldRun(
+        preproc_bold=Path("x.nii.gz"),
+        entities={
+            "echo": "2",
+            "run": "01",
+            "direction": "AP",
+            "reconstruction": "mag",
+            "ceagent": "gd",
+            "acquisition": "mb4",
+            "task": "rest",
+            "session": "1",
+            "subject": "01",
+            "space": TPL,
+            "res": "2",
+        },
+    )
+    assert run.name == "sub-01_ses-1_task-rest_acq-mb4_ce-gd_rec-mag_dir-AP_run-01_echo-2"
+
+
+@pytest.mark.parametrize("labels", [["01"], ["sub-01"], "sub-01", ("01", "sub-01")])
+def test_participant_labels_with_or_without_prefix(fmriprep_dataset, labels):
+    runs = find_runs(fmriprep_dataset, participant_labels=labels)
+    assert _names(runs) == ["sub-01_task-rest_run-1", "sub-01_task-rest_run-2"]
+
+
+def test_sessions_tasks_and_labels_combine(rich_dataset):
+    assert len(find_runs(rich_dataset)) == 32
+    runs = find_runs(
+        rich_dataset, participant_labels=["02"], session_labels=["ses-2"], tasks=["task-nback"]
+    )
+    assert _names(runs) == [
+        "sub-02_ses-2_task-nback_run-1",
+        "sub-02_ses-2_task-nback_run-2",
+        "sub-02_ses-2_task-nback_acq-mb4_run-1",
+        "sub-02_ses-2_task-nback_acq-mb4_run-2",
+    ]
+    assert all(run.confounds.name.startswith(run.name) for run in runs)
+    assert all(run.brain_mask.name.startswith(run.name) for run in runs)
+
+
+def test_results_are_sorted_and_deterministic(rich_dataset):
+    first = find_runs(rich_dataset)
+    assert _names(first)[:5] == [
+        "sub-01_ses-1_task-nback_run-1",
+        "sub-01_ses-1_task-nback_run-2",
+        "sub-01_ses-1_task-nback_acq-mb4_run-1",
+        "sub-01_ses-1_task-nback_acq-mb4_run-2",
+        "sub-01_ses-1_task-rest_run-1",
+    ]
+    assert first == find_runs(rich_dataset)
+
+
+def test_runs_sort_numerically(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[2, 10, 1], **SMALL)
+    assert [run.entities["run"] for run in find_runs(root)] == ["1", "2", "10"]
+
+
+# ----------------------------------------------------------------- filters
+
+
+def test_bids_filters_dict_and_short_names(rich_dataset):
+    filters = {
+        "bold": {"session": "1", "run": [2], "task": "rest", "acq": None},
+        "t1w": {"datatype": "anat", "suffix": "T1w"},  # other queries are ignored
+    }
+    runs = find_runs(rich_dataset, bids_filters=filters)
+    assert _names(runs) == ["sub-01_ses-1_task-rest_run-2", "sub-02_ses-1_task-rest_run-2"]
+
+
+def test_bids_filters_any_value(rich_dataset):
+    runs = find_runs(rich_dataset, participant_labels="01", bids_filters={"bold": {"acq": "*"}})
+    assert len(runs) == 8
+    assert {run.entities["acquisition"] for run in runs} == {"mb4"}
+
+
+def test_bids_filter_file(rich_dataset, tmp_path):
+    path = tmp_path / "filter.json"
+    path.write_text(
+        json.dumps({"bold": {"datatype": "func", "suffix": "bold", "ses": "2", "run": 1}})
+    )
+    runs = find_runs(rich_dataset, bids_filters=path, tasks=["nback"], participant_labels="01")
+    assert _names(runs) == [
+        "sub-01_ses-2_task-nback_run-1",
+        "sub-01_ses-2_task-nback_acq-mb4_run-1",
+    ]
+
+
+def test_filters_and_labels_intersect(rich_dataset):
+    with pytest.raises(NoRunsFoundError, match="bids_filters"):
+        find_runs(rich_dataset, participant_labels="01", bids_filters={"bold": {"subject": "02"}})
+
+
+@pytest.mark.parametrize(
+    ("filters", "message"),
+    [
+        ({"bold": {"colour": "red"}}, "unknown entity 'colour'"),
+        ({"bold": {"space": "T1w"}}, "conflicts with space"),
+        ({"bold": {"desc": "smoothAROMAnonaggr"}}, "desc"),
+        ({"bold": "ses-1"}, "'bold' query must be an object"),
+        (["bold"], "JSON object"),
+    ],
+)
+def test_bad_bids_filters(fmriprep_dataset, filters, message):
+    with pytest.raises(QueryError, match=message):
+        find_runs(fmriprep_dataset, bids_filters=filters)
+
+
+def test_unreadable_filter_file(tmp_path):
+    path = tmp_path / "broken.json"
+    path.write_text("{not json")
+    with pytest.raises(QueryError, match="broken.json"):
+        load_bids_filters(path)
+
+
+@pytest.mark.parametrize(
+    "arguments",
+    [
+        {"participant_labels": ["../x"]},
+        {"participant_labels": ["sub-01/func"]},
+        {"session_labels": ["1 2"]},
+        {"tasks": ["rest*"]},
+        {"participant_labels": [""]},
+        {"space": "../MNI"},
+    ],
+)
+def test_invalid_labels_are_rejected(fmriprep_dataset, arguments):
+    with pytest.raises(ValueError, match="letters and digits"):
+        find_runs(fmriprep_dataset, **arguments)
+
+
+# ------------------------------------------------------------- file matching
+
+
+def test_mask_must_match_res(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    func = root / "sub-01" / "func"
+    mask = func / f"sub-01_task-rest_run-1_space-{TPL}_res-2_desc-brain_mask.nii.gz"
+    other_res = func / f"sub-01_task-rest_run-1_space-{TPL}_res-1_desc-brain_mask.nii.gz"
+    shutil.copy(mask, other_res)
+    assert find_runs(root)[0].brain_mask == mask  # res-2, not res-1
+    mask.unlink()
+    assert (root / "sub-01" / "anat" / f"sub-01_space-{TPL}_res-2_desc-brain_mask.nii.gz").exists()
+    assert find_runs(root)[0].brain_mask is None  # neither res-1 nor the anat mask
+
+
+def test_fmriprep_1x_names(make_dataset):
+    root = make_dataset(confounds_suffix="regressors", res=None, **SMALL)
+    runs = find_runs(root)
+    assert len(runs) == 4
+    for run in runs:
+        assert run.confounds.name == f"{run.name}_desc-confounds_regressors.tsv"
+        assert "res" not in run.entities
+        assert run.brain_mask.name == f"{run.name}_space-{TPL}_desc-brain_mask.nii.gz"
+
+
+def test_timeseries_confounds_preferred_over_regressors(make_dataset, caplog):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    func = root / "sub-01" / "func"
+    timeseries = func / "sub-01_task-rest_run-1_desc-confounds_timeseries.tsv"
+    shutil.copy(timeseries, func / "sub-01_task-rest_run-1_desc-confounds_regressors.tsv")
+    with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
+        assert find_runs(root)[0].confounds == timeseries
+    assert "Several confounds files" in caplog.text
+
+
+def test_uncompressed_nifti(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1], bold_extension=".nii", **SMALL)
+    (run,) = find_runs(root)
+    assert run.preproc_bold.name.endswith("_desc-preproc_bold.nii")
+    assert run.brain_mask.name.endswith("_desc-brain_mask.nii")
+
+
+def test_nii_gz_preferred_when_both_exist(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    (run,) = find_runs(root)
+    uncompressed = Path(str(run.preproc_bold).removesuffix(".gz"))
+    nib.save(nib.load(str(run.preproc_bold)), str(uncompressed))
+    (again,) = find_runs(root)
+    assert again.preproc_bold == run.preproc_bold
+    (narrowed,) = find_runs(root, bids_filters={"bold": {"extension": "nii"}})
+    assert narrowed.preproc_bold == uncompressed
+
+
+def test_figures_logs_and_sourcedata_are_not_indexed(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    (run,) = find_runs(root)
+    decoys = [
+        root / "sub-01" / "figures" / run.preproc_bold.name,
+        root / "logs" / run.preproc_bold.name,
+        root / "sourcedata" / "freesurfer" / run.preproc_bold.name,
+    ]
+    for decoy in decoys:
+        decoy.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(run.preproc_bold, decoy)
+    assert [r.preproc_bold for r in find_runs(root)] == [run.preproc_bold]
+
+
+def test_aroma_and_t1w_outputs(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1], aroma=True, t1w_space=True, **SMALL)
+    (run,) = find_runs(root)
+    assert run.aroma_bold.name == (
+        "sub-01_task-rest_run-1_space-MNI152NLin6Asym_res-2_desc-smoothAROMAnonaggr_bold.nii.gz"
+    )
+    (native,) = find_runs(root, space="T1w")
+    assert native.entities["space"] == "T1w"
+    assert native.brain_mask.name == "sub-01_task-rest_run-1_space-T1w_desc-brain_mask.nii.gz"
+    assert native.confounds == run.confounds
+    # the AROMA image alone is not a preprocessed run in its space
+    with pytest.raises(
+        NoRunsFoundError, match="Spaces with preprocessed BOLD: MNI152NLin2009cAsym, T1w"
+    ):
+        find_runs(root, space="MNI152NLin6Asym")
+
+
+def test_several_grids_of_one_run(make_dataset, caplog):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    (run,) = find_runs(root)
+    shutil.copy(run.preproc_bold, str(run.preproc_bold).replace("res-2", "res-1"))
+    with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
+        runs = find_runs(root)
+    assert [r.entities["res"] for r in runs] == ["1", "2"]
+    assert runs[0].brain_mask is None and runs[1].brain_mask == run.brain_mask
+    assert "several grids" in caplog.text
+    assert [r.entities["res"] for r in find_runs(root, bids_filters={"bold": {"res": "2"}})] == [
+        "2"
+    ]
+
+
+# --------------------------------------------------------------- sidecars
+
+
+def test_missing_repetition_time_is_none(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1], write_tr=False, **SMALL)
+    assert find_runs(root)[0].t_r is None
+
+
+@pytest.mark.parametrize("value", ["two", -2.0, 0])
+def test_invalid_repetition_time(make_dataset, value):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    (sidecar,) = root.rglob("*_desc-preproc_bold.json")
+    sidecar.write_text(json.dumps({"RepetitionTime": value, "TaskName": "rest"}))
+    with pytest.raises(QueryError, match=sidecar.name):
+        find_runs(root)
+
+
+def test_other_repetition_time(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1], t_r=0.8, **SMALL)
+    assert find_runs(root)[0].t_r == 0.8
+
+
+# ----------------------------------------------------------- nothing found
+
+
+def test_anatomical_only_subject(rich_dataset):
+    with pytest.raises(NoRunsFoundError) as error:
+        find_runs(rich_dataset, participant_labels=["sub-03"])
+    message = str(error.value)
+    assert str(rich_dataset) in message
+    assert f"space={TPL}" in message
+    assert "participant_labels=['03']" in message
+    assert "Subjects with preprocessed BOLD: 01, 02." in message
+    assert "Participant(s) 03 have outputs but no preprocessed BOLD" in message
+    assert isinstance(error.value, ValueError)
+
+
+def test_unknown_space_lists_spaces(fmriprep_dataset):
+    with pytest.raises(NoRunsFoundError, match=f"Spaces with preprocessed BOLD: {TPL}"):
+        find_runs(fmriprep_dataset, space="MNI152NLin6Asym")
+
+
+def test_unknown_participant_is_reported(fmriprep_dataset):
+    with pytest.raises(NoRunsFoundError, match="Participant\\(s\\) 07 are not in the dataset"):
+        find_runs(fmriprep_dataset, participant_labels=["07"])
+
+
+def test_some_participants_missing_warns(fmriprep_dataset, caplog):
+    with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
+        runs = find_runs(fmriprep_dataset, participant_labels=["01", "07"])
+    assert {run.entities["subject"] for run in runs} == {"01"}
+    assert "07" in caplog.text
+
+
+def test_folder_without_bold(tmp_path):
+    (tmp_path / "dataset_description.json").write_text('{"Name": "x", "BIDSVersion": "1.8.0"}')
+    with pytest.raises(NoRunsFoundError, match="no desc-preproc_bold images at all"):
+        find_runs(tmp_path)
+
+
+def test_missing_folder(tmp_path):
+    with pytest.raises(QueryError, match="does not exist"):
+        find_runs(tmp_path / "nope")
+
+
+def test_describe_preproc_bold(rich_dataset):
+    described = describe_preproc_bold(rich_dataset)
+    assert described == {
+        "space": [TPL],
+        "subject": ["01", "02"],
+        "session": ["1", "2"],
+        "task": ["nback", "rest"],
+        "res": ["2"],
+    }
+
+
+# --------------------------------------------------------- inputs untouched
+
+
+def test_read_only_dataset_is_not_written(fmriprep_dataset, snapshot_tree, tmp_path):
+    assert not (fmriprep_dataset.stat().st_mode & 0o222)  # the fixture is read-only
+    before = snapshot_tree(fmriprep_dataset)
+    assert len(find_runs(fmriprep_dataset)) == 4
+    assert len(find_runs(fmriprep_dataset, database_dir=tmp_path / "db")) == 4
+    assert snapshot_tree(fmriprep_dataset) == before
+    assert (tmp_path / "db" / "layout_index.sqlite").is_file()
+
+
+def test_database_dir_is_reused(make_dataset, tmp_path, read_only):
+    root = make_dataset(subjects=["01"], runs=[1, 2], **SMALL)
+    database = tmp_path / "db"
+    assert len(find_runs(root, database_dir=database)) == 2
+    stored = (database / "layout_index.sqlite").stat().st_mtime_ns
+    # A run added after indexing: the reused index does not see it, a fresh one does.
+    extra = make_dataset(subjects=["01"], runs=[3], **SMALL)
+    for path in (extra / "sub-01" / "func").iterdir():
+        shutil.copy(path, root / "sub-01" / "func" / path.name)
+    read_only(root)
+    assert len(find_runs(root, database_dir=database)) == 2
+    assert (database / "layout_index.sqlite").stat().st_mtime_ns == stored
+    assert len(find_runs(root)) == 3
+
+
+def test_database_of_another_dataset_is_rebuilt(make_dataset, tmp_path, caplog):
+    first = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    second = make_dataset(subjects=["05"], runs=[1, 2], **SMALL)
+    database = tmp_path / "db"
+    assert _names(find_runs(first, database_dir=database)) == ["sub-01_task-rest_run-1"]
+    with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
+        runs = find_runs(second, database_dir=database)
+    assert _names(runs) == ["sub-05_task-rest_run-1", "sub-05_task-rest_run-2"]
+    assert "rebuilding" in caplog.text
