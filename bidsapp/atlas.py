@@ -99,6 +99,11 @@ class Atlas:
     source: str
     resolution: int | None = None
 
+    @property
+    def res(self) -> str | None:
+        """TemplateFlow ``res-`` label of ``dseg`` (e.g. ``"02"``), or None."""
+        return None if self.resolution is None else f"{self.resolution:02d}"
+
 
 # ---------------------------------------------------------------- parsing
 

@@ -141,6 +141,8 @@ def test_resolution_follows_voxel_size(templateflow_home, voxel_size, resolution
         S100, space=TPL, voxel_size_mm=voxel_size, templateflow_home=templateflow_home
     )
     assert atlas.resolution == resolution
+    assert atlas.res == f"{resolution:02d}"
+    assert f"_res-{atlas.res}_" in atlas.dseg.name
     assert f"_res-0{resolution}_" in atlas.dseg.name
 
 
