@@ -105,7 +105,14 @@ ATLAS_DATASET = "sourcedata/atlases"
 #: ``relmat`` suffixes do not exist, and ``stat-`` is not an entity (the validator rejects the
 #: coverage ``_stat-coverage_bold.tsv`` as a misnamed BOLD file). Kept literal on purpose:
 #: bids-validator 3.0.2's matcher missed ``*_stat-*_bold.*``, which gitignore rules match.
-BIDSIGNORE_PATTERNS: tuple[str, ...] = ("*_timeseries.*", "*_relmat.*", "*_stat-coverage_bold.*")
+BIDSIGNORE_PATTERNS: tuple[str, ...] = (
+    "*_timeseries.*",
+    "*_relmat.*",
+    "*_stat-coverage_bold.*",
+    # HTML reports and the group level's folder: the schema has no place for them.
+    "*.html",
+    "/group",
+)
 
 #: Columns of the per-subject run status table, in file order.
 STATUS_COLUMNS: tuple[str, ...] = (
@@ -428,14 +435,17 @@ def output_paths(
         return directory / bids_name(names, suffix=suffix, extension=extension)
 
     stat = to_label(strategy)
+    # The relmat's stat- is the correlation, so a non-mean extraction statistic goes into
+    # its desc- to keep e.g. mean- and median-based matrices apart.
+    relmat_desc = denoise if stat == "mean" else f"{denoise}{stat[0].upper()}{stat[1:]}"
     return RunOutputPaths(
         directory=directory,
         timeseries=path(stat, denoise, "timeseries", ".tsv"),
         timeseries_json=path(stat, denoise, "timeseries", ".json"),
         coverage=path("coverage", None, "bold", ".tsv"),
         coverage_json=path("coverage", None, "bold", ".json"),
-        relmat=path("pearsoncorrelation", denoise, "relmat", ".tsv"),
-        relmat_json=path("pearsoncorrelation", denoise, "relmat", ".json"),
+        relmat=path("pearsoncorrelation", relmat_desc, "relmat", ".tsv"),
+        relmat_json=path("pearsoncorrelation", relmat_desc, "relmat", ".json"),
     )
 
 

@@ -1077,3 +1077,12 @@ def test_e2e_validator_accepts_the_atlas_dataset(derivative_dataset):
     # SpatialReference is only recommended; the LUT's extra 'network' column is described.
     expected = {"SUBJECT_FOLDERS", "README_FILE_MISSING", "TOO_FEW_AUTHORS"}
     assert warnings <= expected | {"SIDECAR_KEY_RECOMMENDED"}
+
+
+def test_relmat_names_keep_extraction_statistics_apart(tmp_path):
+    entities = {"subject": "01", "task": "rest", "space": "MNI152NLin2009cAsym"}
+    mean = outputs.output_paths(tmp_path, entities, "A", "mean", "simple")
+    median = outputs.output_paths(tmp_path, entities, "A", "median", "simple")
+    assert mean.relmat.name.endswith("_stat-pearsoncorrelation_desc-simple_relmat.tsv")
+    assert median.relmat.name.endswith("_stat-pearsoncorrelation_desc-simpleMedian_relmat.tsv")
+    assert mean.relmat != median.relmat

@@ -1,0 +1,889 @@
+"""Report figures: numpy arrays in, embedded PNG (``data:image/png;base64,...``) out.
+
+matplotlib is imported inside the functions only, and through its object-oriented API
+(``matplotlib.figure.Figure``), never ``pyplot``: no global backend is switched, no window
+is opened, nothing is left registered after a figure is drawn, and it works under any
+interactive backend a notebook may have chosen. ``MPLCONFIGDIR`` is pointed at a temporary
+directory (removed at exit) when unset, so matplotlib never needs a writable home directory.
+
+Brain-slice functions expect arrays in RAS+ voxel order (``nibabel.as_closest_canonical``):
+first axis left to right, second posterior to anterior, third inferior to superior.
+"""
+
+from __future__ import annotations
+
+import atexit
+import base64
+import io
+import os
+import re
+import shutil
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = [
+    "network_blocks",
+    "plot_atlas_contours",
+    "plot_carpet",
+    "plot_connectivity",
+    "plot_coverage",
+    "plot_distributions",
+    "plot_framewise_displacement",
+    "plot_message",
+    "plot_strategy_boxes",
+    "region_networks",
+]
+
+PNG_DPI = 96
+CENSORED_COLOR = "#e53e3e"
+NON_STEADY_COLOR = "#718096"
+MASK_COLOR = "#38d430"
+MISSING_COLOR = "#f4c7c3"
+
+_NETWORK_COLUMNS = ("network", "network_label", "network_name", "Network")
+# Schaefer 2018 LUT names: "7Networks_LH_Vis_1", "17Networks_RH_DefaultA_PFCm_3", or the
+# same without the "7Networks_" prefix.
+_SCHAEFER = re.compile(r"^(?:\d+Networks_)?(?:LH|RH)_([A-Za-z]+)(?:_|$)")
+
+
+def _figure(width: float, height: float, **kwargs: Any) -> Any:
+    if "matplotlib" not in sys.modules and not os.environ.get("MPLCONFIGDIR"):
+        folder = tempfile.mkdtemp(prefix="bidsapp-mpl-")
+        atexit.register(shutil.rmtree, folder, ignore_errors=True)
+        os.environ["MPLCONFIGDIR"] = folder
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=(width, height), layout="constrained", **kwargs)
+
+
+#: Horizontal extent (figure fraction) of the time axis shared by the coverage, framewise
+#: displacement and carpet figures, all 13 in wide: their axes line up on the page.
+_TRACK_LEFT, _TRACK_RIGHT = 0.1, 0.93
+_TRACK_WIDTH = 13.0
+
+
+def _track_axes(fig: Any) -> Any:
+    """Add the main axes at the shared horizontal position (0.5 in below, 0.45 in above)."""
+    height = fig.get_figheight()
+    fig.set_layout_engine(None)
+    bottom, top = 0.5 / height, 1 - 0.45 / height
+    return fig.add_axes((_TRACK_LEFT, bottom, _TRACK_RIGHT - _TRACK_LEFT, top - bottom))
+
+
+def _to_data_uri(fig: Any, dpi: int = PNG_DPI) -> str:
+    buffer = io.BytesIO()
+    # No "Software" text chunk: the PNG carries no address and no version string.
+    fig.savefig(
+        buffer, format="png", dpi=dpi, facecolor=fig.get_facecolor(), metadata={"Software": None}
+    )
+    encoded = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f"data:image/png;base64,{encoded}"
+
+
+def _colormap(name: str) -> Any:
+    import matplotlib
+
+    return matplotlib.colormaps[name]
+
+
+def plot_message(text: str, width: float = 10.0, height: float = 1.2) -> str:
+    """Draw a figure holding only a message, for an item that cannot be shown.
+
+    Parameters
+    ----------
+    text : str
+        What is missing and why.
+    width, height : float, default=10.0, 1.2
+        Figure size in inches.
+
+    Returns
+    -------
+    str
+        A ``data:image/png;base64`` URI.
+    """
+    fig = _figure(width, height)
+    ax = fig.add_subplot()
+    ax.set_axis_off()
+    ax.text(0.5, 0.5, text, ha="center", va="center", wrap=True, fontsize=11, color="#4a5560")
+    return _to_data_uri(fig)
+
+
+# --------------------------------------------------------------------------------------
+# Networks
+# --------------------------------------------------------------------------------------
+
+
+def region_networks(names: Sequence[str], lut: Any = None) -> list[str] | None:
+    """Return the network of each region, when the LUT carries it.
+
+    Parameters
+    ----------
+    names : sequence of str
+        Region names in column order.
+    lut : pandas.DataFrame, optional
+        The atlas look-up table (``index``, ``name``, ...). A ``network`` (or
+        ``network_label``) column is used when present; otherwise networks are read from
+        Schaefer-style names (``7Networks_LH_Vis_1`` -> ``Vis``).
+
+    Returns
+    -------
+    list of str or None
+        One network per region, or None when the names do not carry networks (or carry
+        a single one, which groups nothing).
+    """
+    networks: list[str | None] = [None] * len(names)
+    if lut is not None and "name" in getattr(lut, "columns", ()):
+        for column in _NETWORK_COLUMNS:
+            if column in lut.columns:
+                by_name = dict(zip(lut["name"].astype(str), lut[column], strict=False))
+                networks = [_text_or_none(by_name.get(str(n))) for n in names]
+                break
+    if not all(networks):
+        matches = [_SCHAEFER.match(str(n)) for n in names]
+        networks = [m.group(1) if m else None for m in matches]
+    if not names or not all(networks) or len(set(networks)) < 2:
+        return None
+    return [str(n) for n in networks]
+
+
+def _text_or_none(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def network_blocks(networks: Sequence[str]) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
+    """Order regions by network and return the contiguous blocks.
+
+    Networks keep the order of their first appearance; within a network the regions keep
+    their original order (for Schaefer: left hemisphere, then right).
+
+    Parameters
+    ----------
+    networks : sequence of str
+        Network of each region.
+
+    Returns
+    -------
+    order : numpy.ndarray of int
+        Region positions in display order.
+    blocks : list of (str, int, int)
+        Network name, first and one-past-last position in the display order.
+    """
+    first_seen: dict[str, int] = {}
+    for net in networks:
+        first_seen.setdefault(net, len(first_seen))
+    order = np.array(
+        sorted(range(len(networks)), key=lambda i: (first_seen[networks[i]], i)), dtype=int
+    )
+    blocks: list[tuple[str, int, int]] = []
+    for pos, idx in enumerate(order):
+        net = networks[idx]
+        if blocks and blocks[-1][0] == net:
+            blocks[-1] = (net, blocks[-1][1], pos + 1)
+        else:
+            blocks.append((net, pos, pos + 1))
+    return order, blocks
+
+
+def _network_colors(blocks: Sequence[tuple[str, int, int]]) -> dict[str, Any]:
+    cmap = _colormap("tab10")
+    return {name: cmap(i % 10) for i, (name, _, _) in enumerate(blocks)}
+
+
+# --------------------------------------------------------------------------------------
+# Atlas over the mean BOLD
+# --------------------------------------------------------------------------------------
+
+
+def _label_colors(labels: np.ndarray, colors: Mapping[int, str] | None) -> np.ndarray:
+    from matplotlib.colors import to_rgba
+
+    top = int(labels.max()) if labels.size else 0
+    table = np.zeros((top + 1, 4))
+    cycle = _colormap("tab20")
+    for value in np.unique(labels):
+        value = int(value)
+        if value <= 0:
+            continue
+        color = colors.get(value) if colors else None
+        try:
+            table[value] = to_rgba(color) if color else cycle(value % 20)
+        except ValueError:
+            table[value] = cycle(value % 20)
+    return table
+
+
+def _edges(slice_: np.ndarray) -> np.ndarray:
+    """Pixels whose right, left, upper or lower neighbour has another value."""
+    edge = np.zeros(slice_.shape, dtype=bool)
+    diff0 = slice_[1:, :] != slice_[:-1, :]
+    diff1 = slice_[:, 1:] != slice_[:, :-1]
+    edge[1:, :] |= diff0
+    edge[:-1, :] |= diff0
+    edge[:, 1:] |= diff1
+    edge[:, :-1] |= diff1
+    return edge
+
+
+def _cuts(extent_mask: np.ndarray, axis: int, n_cuts: int) -> list[int]:
+    other = tuple(a for a in range(3) if a != axis)
+    present = np.flatnonzero(extent_mask.any(axis=other))
+    if present.size == 0:
+        present = np.arange(extent_mask.shape[axis])
+    lo, hi = present[0], present[-1]
+    return sorted({int(round(v)) for v in np.linspace(lo, hi, n_cuts + 2)[1:-1]})
+
+
+def _panel(
+    background: np.ndarray,
+    labels: np.ndarray,
+    mask: np.ndarray | None,
+    table: np.ndarray,
+    window: tuple[float, float],
+    scale: tuple[int, int],
+) -> np.ndarray:
+    """Compose one slice as RGB: grey background, faint region fill, outlines, mask outline.
+
+    The slice is upsampled (nearest) by ``scale`` pixels per voxel first, so outlines are one
+    pixel wide, thinner than a voxel, and anisotropic voxels get their true aspect.
+    """
+
+    def up(a: np.ndarray) -> np.ndarray:
+        return np.repeat(np.repeat(a, scale[0], axis=0), scale[1], axis=1)
+
+    vmin, vmax = window
+    grey = np.clip((up(background) - vmin) / (vmax - vmin), 0.0, 1.0)
+    grey = np.nan_to_num(grey)
+    rgb = np.repeat(grey[..., None], 3, axis=2)
+    lab = up(labels)
+    inside = lab > 0
+    colors = table[np.where(inside, lab, 0), :3]
+    edge = _edges(lab) & inside
+    fill = inside & ~edge
+    rgb[fill] = 0.85 * rgb[fill] + 0.15 * colors[fill]
+    rgb[edge] = 1.0 - 0.5 * (1.0 - colors[edge])  # brightened: outlines stand out
+    if mask is not None:
+        m = up(mask)
+        rgb[_edges(m) & m] = _rgb(MASK_COLOR)
+    # imshow convention: first axis is the image's rows (top to bottom).
+    return np.flipud(np.transpose(rgb, (1, 0, 2)))
+
+
+def _rgb(color: str) -> np.ndarray:
+    from matplotlib.colors import to_rgb
+
+    return np.asarray(to_rgb(color))
+
+
+def plot_atlas_contours(
+    background: np.ndarray,
+    labels: np.ndarray,
+    mask: np.ndarray | None = None,
+    affine: np.ndarray | None = None,
+    colors: Mapping[int, str] | None = None,
+    n_cuts: int = 6,
+    target_width: int = 1500,
+) -> str:
+    """Draw atlas region outlines and the brain-mask outline over a background image.
+
+    One row per orientation (sagittal, coronal, axial), ``n_cuts`` slices each, spread
+    over the extent of the atlas. Left is on the left (neurological convention).
+
+    Parameters
+    ----------
+    background : numpy.ndarray
+        3D image (for example the run's mean BOLD), RAS+ voxel order.
+    labels : numpy.ndarray
+        3D integer atlas on the same grid (0 = background).
+    mask : numpy.ndarray, optional
+        3D brain mask on the same grid, drawn as a green outline.
+    affine : numpy.ndarray, optional
+        Voxel-to-world (mm) affine of the grid, for slice positions and voxel sizes;
+        1 mm isotropic voxels when None.
+    colors : mapping of int to str, optional
+        Colour of each label (for example the LUT's ``color`` column); a qualitative
+        cycle otherwise.
+    n_cuts : int, default=6
+        Slices per orientation.
+    target_width : int, default=1500
+        Approximate width of the image in pixels.
+
+    Returns
+    -------
+    str
+        A ``data:image/png;base64`` URI.
+    """
+    background = np.asarray(background, dtype=float)
+    labels = np.asarray(labels).astype(int)
+    if background.shape != labels.shape or background.ndim != 3:
+        raise ValueError(f"background {background.shape} and labels {labels.shape} differ")
+    mask_arr = None if mask is None else np.asarray(mask) > 0
+    if mask_arr is not None and mask_arr.shape != labels.shape:
+        raise ValueError(f"mask {mask_arr.shape} and labels {labels.shape} differ")
+    affine = np.eye(4) if affine is None else np.asarray(affine, dtype=float)
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    table = _label_colors(labels, colors)
+    extent_mask = labels > 0 if (labels > 0).any() else background > 0
+    inside = background[mask_arr] if mask_arr is not None and mask_arr.any() else background
+    finite = inside[np.isfinite(inside)]
+    vmin, vmax = np.percentile(finite, [2, 99.5]) if finite.size else (0.0, 1.0)
+    if vmax <= vmin:
+        vmax = vmin + 1.0
+    # Crop to the atlas and mask (plus a margin), then size the widest row near
+    # ``target_width`` pixels, with at least 2 pixels per voxel so outlines stay thinner
+    # than a voxel.
+    occupied = extent_mask | (mask_arr if mask_arr is not None else False)
+    box = []
+    for axis in range(3):
+        other = tuple(a for a in range(3) if a != axis)
+        present = np.flatnonzero(occupied.any(axis=other))
+        lo, hi = (present[0], present[-1]) if present.size else (0, labels.shape[axis] - 1)
+        box.append(slice(max(0, lo - 2), min(labels.shape[axis], hi + 3)))
+    extent_mm = [(b.stop - b.start) * z for b, z in zip(box, zooms, strict=True)]
+    row_mm = max(n_cuts * extent_mm[[a for a in range(3) if a != axis][0]] for axis in range(3))
+    px_per_mm = target_width / row_mm
+    gap = 6
+    rows: list[list[np.ndarray]] = []
+    titles: list[list[str]] = []
+    for axis in range(3):
+        plane = [a for a in range(3) if a != axis]
+        scale = tuple(max(2, int(round(zooms[a] * px_per_mm))) for a in plane)
+        panels, names = [], []
+        for cut in _cuts(extent_mask, axis, n_cuts):
+            index: list[Any] = list(box)
+            index[axis] = cut
+            sl = tuple(index)
+            panels.append(
+                _panel(
+                    background[sl],
+                    labels[sl],
+                    None if mask_arr is None else mask_arr[sl],
+                    table,
+                    (vmin, vmax),
+                    scale,
+                )
+            )
+            voxel = np.zeros(4)
+            voxel[axis], voxel[3] = cut, 1
+            names.append(f"{'xyz'[axis]} = {(affine @ voxel)[axis]:.0f} mm")
+        rows.append(panels)
+        titles.append(names)
+    title_h = 18
+    width = 48 + max(sum(p.shape[1] for p in r) + gap * (len(r) - 1) for r in rows)
+    height = sum(max(p.shape[0] for p in r) + title_h for r in rows) + gap * 2
+    mosaic = np.zeros((height, width, 3))
+    fig = _figure(width / PNG_DPI, height / PNG_DPI, facecolor="black")
+    fig.set_layout_engine(None)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_axis_off()
+    top = 0
+    positions = []
+    for r, panels in enumerate(rows):
+        row_h = max(p.shape[0] for p in panels)
+        left = (width - sum(p.shape[1] for p in panels) - gap * (len(panels) - 1)) // 2
+        for c, p in enumerate(panels):
+            y0 = top + title_h + (row_h - p.shape[0]) // 2
+            mosaic[y0 : y0 + p.shape[0], left : left + p.shape[1]] = p
+            positions.append((left + p.shape[1] / 2, top + title_h - 4, titles[r][c]))
+            if r > 0 and c == 0:
+                positions.append((left - 10, top + title_h + row_h / 2, "L"))
+            if r > 0 and c == len(panels) - 1:
+                positions.append((left + p.shape[1] + 10, top + title_h + row_h / 2, "R"))
+            left += p.shape[1] + gap
+        top += row_h + title_h + gap
+    ax.imshow(mosaic, interpolation="nearest", extent=(0, width, height, 0))
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    for x, y, text in positions:
+        ax.text(
+            x,
+            y,
+            text,
+            color="white",
+            fontsize=8 if len(text) > 1 else 9,
+            ha="center",
+            va="bottom" if len(text) > 1 else "center",
+        )
+    return _to_data_uri(fig)
+
+
+# --------------------------------------------------------------------------------------
+# Coverage, motion
+# --------------------------------------------------------------------------------------
+
+
+def plot_coverage(
+    coverage: Sequence[float],
+    threshold: float,
+    networks: Sequence[str] | None = None,
+) -> str:
+    """Bar chart of the fraction of each region's voxels inside the brain mask.
+
+    Parameters
+    ----------
+    coverage : sequence of float
+        Coverage of each region (0 to 1), in LUT order.
+    threshold : float
+        Minimum coverage; regions below it were written as ``n/a`` (red bars).
+    networks : sequence of str, optional
+        Network of each region; regions are grouped by network and labelled.
+
+    Returns
+    -------
+    str
+        A ``data:image/png;base64`` URI.
+    """
+    values = np.asarray(coverage, dtype=float)
+    order = np.arange(values.size)
+    blocks: list[tuple[str, int, int]] = []
+    if networks is not None:
+        order, blocks = network_blocks(networks)
+    shown = values[order]
+    below = ~(shown >= threshold)
+    fig = _figure(_TRACK_WIDTH, 2.9)
+    ax = _track_axes(fig)
+    x = np.arange(shown.size)
+    ax.bar(x[~below], np.nan_to_num(shown[~below]), width=1.0, color="#4a90c2", linewidth=0)
+    if below.any():
+        ax.bar(
+            x[below],
+            np.nan_to_num(shown[below]),
+            width=1.0,
+            color=CENSORED_COLOR,
+            linewidth=0,
+            label=f"below {threshold:g}: set to n/a ({int(below.sum())} of {shown.size})",
+        )
+        # Regions with zero coverage have no bar: mark them under the axis.
+        zero = below & ~(np.nan_to_num(shown) > 0)
+        ax.plot(
+            x[zero],
+            np.full(int(zero.sum()), -0.04),
+            "|",
+            color=CENSORED_COLOR,
+            markersize=6,
+            clip_on=False,
+        )
+    ax.axhline(threshold, color="black", linestyle="--", linewidth=1, label="threshold")
+    ax.set_xlim(-0.5, shown.size - 0.5)
+    ax.set_ylim(-0.06, 1.05)
+    ax.set_ylabel("coverage")
+    for _, start, _stop in blocks[1:]:
+        ax.axvline(start - 0.5, color="#a0aec0", linewidth=0.6)
+    if blocks:
+        ax.set_xticks(
+            [(a + b - 1) / 2 for _, a, b in blocks], [n for n, _, _ in blocks], fontsize=8
+        )
+    else:
+        ax.set_xlabel("region (LUT order)")
+    ax.legend(loc="lower right", bbox_to_anchor=(1.0, 1.0), ncol=2, fontsize=8, frameon=False)
+    return _to_data_uri(fig)
+
+
+def _spans(indices: Sequence[int]) -> list[tuple[int, int]]:
+    """Contiguous runs of sorted integer indices as (first, last)."""
+    spans: list[tuple[int, int]] = []
+    for i in sorted(int(v) for v in indices):
+        if spans and i == spans[-1][1] + 1:
+            spans[-1] = (spans[-1][0], i)
+        else:
+            spans.append((i, i))
+    return spans
+
+
+def plot_framewise_displacement(
+    fd: Sequence[float] | None,
+    t_r: float | None,
+    censored: Sequence[int] = (),
+    non_steady_state: Sequence[int] = (),
+    fd_threshold: float | None = None,
+    n_volumes: int | None = None,
+) -> str:
+    """Plot framewise displacement over time with removed volumes shaded.
+
+    Parameters
+    ----------
+    fd : sequence of float or None
+        Framewise displacement per volume in mm (NaN for the first volume); None when the
+        confounds file has none (the figure then says so and still marks removed volumes).
+    t_r : float or None
+        Repetition time in seconds, for the time axis on top.
+    censored : sequence of int, default=()
+        0-based volumes removed by censoring (motion or outlier scrubbing), shaded red.
+    non_steady_state : sequence of int, default=()
+        0-based non-steady-state (dummy) volumes, shaded grey.
+    fd_threshold : float, optional
+        Censoring threshold in mm, drawn as a dashed line.
+    n_volumes : int, optional
+        Number of volumes; ``len(fd)`` when None.
+
+    Returns
+    -------
+    str
+        A ``data:image/png;base64`` URI.
+    """
+    values = None if fd is None else np.asarray(fd, dtype=float)
+    n = n_volumes if n_volumes is not None else (0 if values is None else values.size)
+    fig = _figure(_TRACK_WIDTH, 2.9)
+    ax = _track_axes(fig)
+    handles = []
+    from matplotlib.patches import Patch
+
+    for first, last in _spans(non_steady_state):
+        ax.axvspan(first - 0.5, last + 0.5, color=NON_STEADY_COLOR, alpha=0.35, linewidth=0)
+    for first, last in _spans(censored):
+        ax.axvspan(first - 0.5, last + 0.5, color=CENSORED_COLOR, alpha=0.3, linewidth=0)
+    if values is not None and values.size:
+        (line,) = ax.plot(
+            np.arange(values.size),
+            values,
+            color="#1a365d",
+            linewidth=1.1,
+            label=f"FD (mean {np.nanmean(values):.3f} mm)",
+        )
+        handles.append(line)
+        top = np.nanmax(values) if np.isfinite(values).any() else 1.0
+        ax.set_ylim(0, max(top, fd_threshold or 0) * 1.12 + 1e-3)
+    else:
+        ax.set_ylim(0, 1)
+        ax.text(
+            0.5,
+            0.5,
+            "no framewise_displacement column in the confounds file",
+            ha="center",
+            va="center",
+            transform=ax.transAxes,
+            color="#4a5560",
+        )
+    if fd_threshold:
+        handles.append(
+            ax.axhline(
+                fd_threshold,
+                color=CENSORED_COLOR,
+                linestyle="--",
+                linewidth=1,
+                label=f"threshold {fd_threshold:g} mm",
+            )
+        )
+    if len(censored):
+        handles.append(
+            Patch(color=CENSORED_COLOR, alpha=0.3, label=f"censored ({len(censored)} volumes)")
+        )
+    if len(non_steady_state):
+        handles.append(
+            Patch(
+                color=NON_STEADY_COLOR,
+                alpha=0.35,
+                label=f"non-steady-state ({len(non_steady_state)} volumes)",
+            )
+        )
+    ax.set_xlim(-0.5, max(n, 1) - 0.5)
+    ax.set_xlabel("volume")
+    ax.set_ylabel("FD (mm)")
+    if t_r:
+        top_axis = ax.secondary_xaxis("top", functions=(lambda v: v * t_r, lambda s: s / t_r))
+        top_axis.set_xlabel("time (s)", fontsize=9)
+    if handles:
+        ax.legend(handles=handles, loc="upper right", fontsize=8, framealpha=0.9)
+    return _to_data_uri(fig)
+
+
+# --------------------------------------------------------------------------------------
+# Carpet, connectivity
+# --------------------------------------------------------------------------------------
+
+
+def _zscore_rows(data: np.ndarray) -> np.ndarray:
+    out = np.full(data.shape, np.nan)
+    rows = np.isfinite(data).any(axis=1)
+    if rows.any():
+        part = data[rows]
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.nanmean(part, axis=1, keepdims=True)
+            std = np.nanstd(part, axis=1, keepdims=True)
+            out[rows] = (part - mean) / np.where(std > 0, std, 1.0)
+    return out
+
+
+def _network_strip(ax: Any, blocks: Sequence[tuple[str, int, int]], colors: Mapping) -> None:
+    """Draw coloured network blocks in a narrow vertical axis (top to bottom)."""
+    total = blocks[-1][2]
+    for name, start, stop in blocks:
+        ax.axhspan(start - 0.5, stop - 0.5, color=colors[name], linewidth=0)
+        if stop - start >= total / 60:
+            ax.text(
+                -0.15,
+                (start + stop - 1) / 2,
+                name,
+                ha="right",
+                va="center",
+                fontsize=8,
+                transform=ax.get_yaxis_transform(),
+            )
+    ax.set_ylim(total - 0.5, -0.5)
+    ax.set_xlim(0, 1)
+    ax.set_axis_off()
+
+
+def plot_carpet(
+    timeseries: np.ndarray,
+    retained: Sequence[int] | None = None,
+    n_volumes: int | None = None,
+    networks: Sequence[str] | None = None,
+    t_r: float | None = None,
+) -> str:
+    """Carpet plot: one row per region, one column per volume, z-scored per row.
+
+    Columns sit at their original volume positions, so censored volumes show as gaps that
+    line up with the framewise displacement plot.
+
+    Parameters
+    ----------
+    timeseries : numpy.ndarray
+        ``(n_retained_volumes, n_regions)`` region signals; NaN columns (regions set to
+        ``n/a``) are drawn as empty rows.
+    retained : sequence of int, optional
+        0-based original index of each row of ``timeseries``; ``range(n)`` when None.
+    n_volumes : int, optional
+        Volumes in the original series; ``max(retained) + 1`` when None.
+    networks : sequence of str, optional
+        Network of each region: rows are grouped by network with a coloured strip.
+    t_r : float, optional
+        Repetition time in seconds, for the time axis on top.
+
+    Returns
+    -------
+    str
+        A ``data:image/png;base64`` URI.
+    """
+    data = np.asarray(timeseries, dtype=float)
+    kept = np.arange(data.shape[0]) if retained is None else np.asarray(retained, dtype=int)
+    if kept.size != data.shape[0]:
+        raise ValueError(f"{kept.size} retained indices for {data.shape[0]} timeseries rows")
+    total = int(n_volumes) if n_volumes is not None else int(kept.max(initial=-1) + 1)
+    full = np.full((data.shape[1], max(total, 1)), np.nan)
+    full[:, kept] = _zscore_rows(data.T)
+    blocks: list[tuple[str, int, int]] = []
+    if networks is not None:
+        order, blocks = network_blocks(networks)
+        full = full[order]
+
+    cmap = _colormap("gray").with_extremes(bad=MISSING_COLOR)
+    fig = _figure(_TRACK_WIDTH, 4.8)
+    ax = _track_axes(fig)
+    x0, y0, _, h = ax.get_position().bounds
+    if blocks:
+        strip_ax = fig.add_axes((x0 - 0.016, y0, 0.011, h))
+        _network_strip(strip_ax, blocks, _network_colors(blocks))
+    image = ax.imshow(
+        full,
+        aspect="auto",
+        cmap=cmap,
+        vmin=-2,
+        vmax=2,
+        interpolation="nearest",
+        extent=(-0.5, full.shape[1] - 0.5, full.shape[0] - 0.5, -0.5),
+    )
+    for _, start, _stop in blocks[1:]:
+        ax.axhline(start - 0.5, color="#e2a03f", linewidth=0.7)
+    ax.set_xlabel("volume")
+    ax.set_ylabel("region" if not blocks else "")
+    if blocks:
+        ax.set_yticks([])
+    if t_r:
+        top_axis = ax.secondary_xaxis("top", functions=(lambda v: v * t_r, lambda s: s / t_r))
+        top_axis.set_xlabel("time (s)", fontsize=9)
+    bar = fig.colorbar(image, cax=fig.add_axes((_TRACK_RIGHT + 0.008, y0, 0.01, h)))
+    bar.set_label("z", fontsize=9)
+    return _to_data_uri(fig)
+
+
+def plot_connectivity(
+    matrix: np.ndarray,
+    names: Sequence[str] | None = None,
+    networks: Sequence[str] | None = None,
+    title: str = "",
+    vmin: float = -1.0,
+    vmax: float = 1.0,
+    cmap: str = "RdBu_r",
+    label: str = "Pearson r",
+) -> str:
+    """Draw a region x region matrix, grouped by network when known.
+
+    Parameters
+    ----------
+    matrix : numpy.ndarray
+        Square matrix; NaN entries (regions without data) are drawn light grey and the
+        diagonal is left blank.
+    names : sequence of str, optional
+        Region names; used as tick labels when there are at most 40 regions and no
+        networks.
+    networks : sequence of str, optional
+        Network of each region; rows and columns are grouped and the blocks outlined.
+    title : str, default=""
+        Title above the matrix.
+    vmin, vmax : float, default=-1.0, 1.0
+        Colour scale limits.
+    cmap : str, default="RdBu_r"
+        matplotlib colour map name.
+    label : str, default="Pearson r"
+        Colour bar label.
+
+    Returns
+    -------
+    str
+        A ``data:image/png;base64`` URI.
+    """
+    values = np.array(matrix, dtype=float)
+    if values.ndim != 2 or values.shape[0] != values.shape[1]:
+        raise ValueError(f"expected a square matrix, got shape {values.shape}")
+    np.fill_diagonal(values, np.nan)
+    blocks: list[tuple[str, int, int]] = []
+    if networks is not None:
+        order, blocks = network_blocks(networks)
+        values = values[np.ix_(order, order)]
+    fig = _figure(7.4, 6.4)
+    ax = fig.add_subplot()
+    image = ax.imshow(
+        values,
+        cmap=_colormap(cmap).with_extremes(bad="#e2e8f0"),
+        vmin=vmin,
+        vmax=vmax,
+        interpolation="nearest",
+    )
+    for _, start, _stop in blocks[1:]:
+        ax.axhline(start - 0.5, color="black", linewidth=0.6)
+        ax.axvline(start - 0.5, color="black", linewidth=0.6)
+    if blocks:
+        centers = [(a + b - 1) / 2 for _, a, b in blocks]
+        labels = [n for n, _, _ in blocks]
+        ax.set_xticks(centers, labels, rotation=90, fontsize=8)
+        ax.set_yticks(centers, labels, fontsize=8)
+    elif names is not None and len(names) <= 40:
+        ticks = np.arange(len(names))
+        ax.set_xticks(ticks, [str(n) for n in names], rotation=90, fontsize=7)
+        ax.set_yticks(ticks, [str(n) for n in names], fontsize=7)
+    else:
+        ax.set_xlabel("region")
+        ax.set_ylabel("region")
+    if title:
+        ax.set_title(title, fontsize=10)
+    bar = fig.colorbar(image, ax=ax, fraction=0.046, pad=0.02)
+    bar.set_label(label)
+    return _to_data_uri(fig)
+
+
+# --------------------------------------------------------------------------------------
+# Group comparisons
+# --------------------------------------------------------------------------------------
+
+
+def plot_distributions(
+    values: Mapping[str, np.ndarray],
+    xlabel: str,
+    title: str = "",
+    value_range: tuple[float, float] = (-1.0, 1.0),
+    bins: int = 40,
+    value_name: str = "value",
+    count_name: str = "values",
+) -> str:
+    """Overlaid histograms (one outline per group), with each group's median |value|.
+
+    Parameters
+    ----------
+    values : mapping of str to numpy.ndarray
+        Values of each group (for example the QC-FC of every edge, per denoise strategy);
+        NaN values are ignored.
+    xlabel : str
+        Label of the horizontal axis.
+    title : str, default=""
+        Title.
+    value_range : (float, float), default=(-1.0, 1.0)
+        Histogram range.
+    bins : int, default=40
+        Number of bins.
+    value_name, count_name : str, default="value", "values"
+        Words used in the legend (``median |QC-FC| 0.12, 4950 edges``).
+
+    Returns
+    -------
+    str
+        A ``data:image/png;base64`` URI.
+    """
+    fig = _figure(8.0, 3.6)
+    ax = fig.add_subplot()
+    cmap = _colormap("tab10")
+    edges = np.linspace(value_range[0], value_range[1], bins + 1)
+    for i, (name, data) in enumerate(values.items()):
+        finite = np.asarray(data, dtype=float)
+        finite = finite[np.isfinite(finite)]
+        if finite.size == 0:
+            continue
+        med = float(np.median(np.abs(finite)))
+        ax.hist(
+            finite,
+            bins=edges,
+            density=True,
+            histtype="step",
+            linewidth=1.8,
+            color=cmap(i % 10),
+            label=f"{name}: median |{value_name}| {med:.3f}, {finite.size} {count_name}",
+        )
+        ax.axvline(np.median(finite), color=cmap(i % 10), linewidth=0.8, linestyle=":")
+    ax.axvline(0, color="black", linewidth=0.6)
+    ax.set_xlim(*value_range)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("density")
+    if title:
+        ax.set_title(title, fontsize=10)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="upper right", framealpha=0.9)
+    return _to_data_uri(fig)
+
+
+def plot_strategy_boxes(panels: Mapping[str, Mapping[str, Sequence[float]]]) -> str:
+    """Box plots with every run as a dot: one panel per measure, one box per strategy.
+
+    Parameters
+    ----------
+    panels : mapping of str to mapping of str to sequence of float
+        For each panel (keyed by its vertical-axis label), one value per run for each
+        group (denoise strategy); NaN values are ignored.
+
+    Returns
+    -------
+    str
+        A ``data:image/png;base64`` URI.
+    """
+    n_groups = max((len(v) for v in panels.values()), default=1)
+    width = max(2.8, 0.8 * n_groups + 1.3) * max(len(panels), 1)
+    fig = _figure(min(width, 13.0), 3.6)
+    axes = fig.subplots(1, max(len(panels), 1), squeeze=False)[0]
+    cmap = _colormap("tab10")
+    rng = np.random.default_rng(0)
+    for ax, (ylabel, values) in zip(axes, panels.items(), strict=False):
+        names = list(values)
+        data = [np.asarray(values[n], dtype=float) for n in names]
+        data = [d[np.isfinite(d)] for d in data]
+        positions = np.arange(1, len(names) + 1)
+        if any(d.size for d in data):
+            ax.boxplot(
+                [d if d.size else [np.nan] for d in data],
+                positions=positions,
+                widths=0.5,
+                showfliers=False,
+                medianprops={"color": "black"},
+            )
+        for i, d in enumerate(data):
+            jitter = rng.uniform(-0.12, 0.12, d.size)
+            ax.plot(positions[i] + jitter, d, "o", color=cmap(i % 10), markersize=4, alpha=0.8)
+        ax.set_xticks(positions, names, fontsize=9)
+        ax.set_xlim(0.4, len(names) + 0.6)
+        ax.set_ylabel(ylabel)
+        ax.margins(y=0.15)
+    return _to_data_uri(fig)
