@@ -7,9 +7,7 @@ This module only parses arguments into a :class:`bidsapp.config.RunConfig` and h
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,25 +15,25 @@ from pathlib import Path
 from bidsapp import __version__
 from bidsapp.config import (
     DEFAULT_ATLAS,
+    DEFAULT_MIN_COVERAGE,
     DEFAULT_SPACE,
+    PRESETS,
     STANDARDIZE_CHOICES,
     STRATEGIES,
-    DenoiseConfig,
-    ExtractionConfig,
+    ConfigError,
     RunConfig,
+    make_config,
 )
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_USAGE = 2
 
-PRESETS = ("simple", "scrubbing", "compcor", "ica_aroma", "none")
-
 EPILOG = """\
 exit codes:
   0  every run succeeded (or was already done)
-  1  at least one run failed; the others were written (see the summary)
-  2  usage error (bad option, unreadable BIDS_DIR, OUTPUT_DIR equal to BIDS_DIR)
+  1  at least one run failed (the others were written; see the summary), or no run matched
+  2  usage error (bad option or label, unreadable BIDS_DIR, OUTPUT_DIR equal to BIDS_DIR)
 
 Run `bidsapp demo OUTDIR` to build a small synthetic fMRIPrep dataset and process it.
 """
@@ -203,8 +201,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=_dummy_scans,
         metavar="{auto,N}",
         default=None,
-        help="Initial volumes to drop; 'auto' drops fMRIPrep's non-steady-state volumes "
-        "(default: auto).",
+        help="Initial volumes to drop; 'auto' drops fMRIPrep's non-steady-state volumes, "
+        "a number replaces them (default: auto).",
     )
 
     ext = parser.add_argument_group("extraction and cleaning")
@@ -250,9 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
     ext.add_argument(
         "--min-coverage",
         type=_fraction,
-        default=0.5,
+        default=DEFAULT_MIN_COVERAGE,
         help="Regions with a smaller fraction of voxels inside the brain mask are n/a "
-        "(default: 0.5).",
+        f"(default: {DEFAULT_MIN_COVERAGE}).",
     )
 
     run = parser.add_argument_group("running")
@@ -269,8 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
         "-w",
         type=Path,
         default=None,
-        help="Scratch directory for the pybids database and caches (default: a temporary "
-        "directory).",
+        help="Scratch directory for the pybids database and caches, reused by later runs "
+        "(default: none; the pybids index is kept in memory).",
     )
     run.add_argument(
         "--overwrite",
@@ -321,42 +319,14 @@ def build_demo_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _strip_prefix(labels: Sequence[str] | None, prefix: str) -> tuple[str, ...] | None:
-    if labels is None:
-        return None
-    return tuple(label[len(prefix) :] if label.startswith(prefix) else label for label in labels)
-
-
-def _denoise_label(name: str, confounds_columns: Sequence[str] | None) -> str:
-    if confounds_columns:
-        return "custom"
-    if name.endswith(".json"):
-        stem = Path(name).name[: -len(".json")]
-        return re.sub(r"[^A-Za-z0-9]", "", stem) or "custom"
-    return re.sub(r"[^A-Za-z0-9]", "", name)
-
-
-def _read_filter_file(path: Path) -> dict:
-    try:
-        filters = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as err:
-        raise UsageError(f"--bids-filter-file {path}: cannot read JSON ({err})") from err
-    if not isinstance(filters, dict):
-        raise UsageError(f"--bids-filter-file {path}: expected a JSON object of queries")
-    return filters
-
-
-class UsageError(ValueError):
-    """A command-line value that cannot be used (exit code 2)."""
-
-
 def config_from_args(args: argparse.Namespace) -> RunConfig:
     """Turn parsed arguments into a :class:`~bidsapp.config.RunConfig`.
 
     Parameters
     ----------
     args : argparse.Namespace
-        Result of :func:`build_parser` ``.parse_args``.
+        Result of :func:`build_parser` ``.parse_args``; its attribute names are the keyword
+        options of :func:`bidsapp.config.make_config`.
 
     Returns
     -------
@@ -365,51 +335,10 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
 
     Raises
     ------
-    UsageError
-        When an option's value cannot be used.
+    ConfigError
+        When an option's value cannot be used (e.g. a label such as ``../x``).
     """
-    if args.confounds_columns:
-        for pattern in args.confounds_columns:
-            try:
-                re.compile(pattern)
-            except re.error as err:
-                raise UsageError(f"--confounds-columns: invalid regex {pattern!r} ({err})") from err
-    denoise = DenoiseConfig(
-        name=args.denoise_strategy,
-        label=_denoise_label(args.denoise_strategy, args.confounds_columns),
-        confounds_columns=tuple(args.confounds_columns) if args.confounds_columns else None,
-        fd_threshold=args.fd_threshold,
-        std_dvars_threshold=args.std_dvars_threshold,
-        dummy_scans=args.dummy_scans,
-    )
-    extraction = ExtractionConfig(
-        strategy=args.strategy,
-        standardize=args.standardize,
-        detrend=args.detrend,
-        low_pass=args.low_pass,
-        high_pass=args.high_pass,
-        smoothing_fwhm=args.smoothing_fwhm or None,
-        min_coverage=args.min_coverage,
-    )
-    return RunConfig(
-        bids_dir=args.bids_dir.absolute(),
-        output_dir=args.output_dir.absolute(),
-        analysis_level=args.analysis_level,
-        participant_labels=_strip_prefix(args.participant_label, "sub-"),
-        session_labels=_strip_prefix(args.session_label, "ses-"),
-        tasks=tuple(args.task) if args.task else None,
-        bids_filters=_read_filter_file(args.bids_filter_file) if args.bids_filter_file else None,
-        space=args.space,
-        atlases=tuple(args.atlas) if args.atlas else (DEFAULT_ATLAS,),
-        atlas_lut=args.atlas_lut.absolute() if args.atlas_lut else None,
-        denoise=denoise,
-        extraction=extraction,
-        n_jobs=args.n_jobs,
-        work_dir=args.work_dir.absolute() if args.work_dir else None,
-        overwrite=args.overwrite,
-        reports=args.reports,
-        dask_scheduler=args.dask_scheduler,
-    )
+    return make_config(**vars(args))
 
 
 def _configure_logging(verbosity: int) -> None:
@@ -448,7 +377,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose)
     try:
         config = config_from_args(args)
-    except UsageError as err:
+    except ConfigError as err:
         parser.print_usage(sys.stderr)
         print(f"bidsapp: error: {err}", file=sys.stderr)
         return EXIT_USAGE

@@ -1,7 +1,11 @@
 """Settings for one bidsapp invocation, as frozen dataclasses.
 
 Every setting that changes a number in an output lives here, so that it can be written
-into each sidecar (provenance) and compared on re-runs (resume).
+into each sidecar (provenance) and compared on re-runs (resume). The dataclasses check
+and normalise their values when built (labels lose their ``sub-``/``ses-`` prefix, lists
+become tuples) and raise :class:`ConfigError` for values that cannot work; nothing here
+reads the disk. :func:`make_config` builds a :class:`RunConfig` from keyword options named
+like the command-line options, so the CLI and Python callers share one path.
 """
 
 from __future__ import annotations
@@ -9,14 +13,113 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
+import re
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 STRATEGIES = ("mean", "median", "sum", "minimum", "maximum", "variance", "standard_deviation")
 STANDARDIZE_CHOICES = ("zscore_sample", "zscore", "psc", "none")
+PRESETS = ("simple", "scrubbing", "compcor", "ica_aroma", "none")
+ANALYSIS_LEVELS = ("participant", "group")
 DEFAULT_ATLAS = "Schaefer2018:400Parcels7Networks"
 DEFAULT_SPACE = "MNI152NLin2009cAsym"
+DEFAULT_MIN_COVERAGE = 0.5
+
+_LABEL = re.compile(r"[A-Za-z0-9]+")
+
+
+class ConfigError(ValueError):
+    """A setting that cannot be used; the message names the option and the value."""
+
+
+def _set(obj: Any, name: str, value: Any) -> None:
+    """Normalise a field of a frozen dataclass in ``__post_init__``."""
+    object.__setattr__(obj, name, value)
+
+
+def _optional_float(value: Any, option: str, *, zero_is_none: bool = False) -> float | None:
+    """Return a non-negative float (or None), rejecting anything else."""
+    if value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{option}: expected a number, got {value!r}") from None
+    if not number >= 0 or number == float("inf"):
+        raise ConfigError(f"{option}: expected a finite number >= 0, got {value!r}")
+    return None if (zero_is_none and number == 0) else number
+
+
+def normalize_labels(
+    labels: str | Iterable[str] | None, prefix: str, option: str
+) -> tuple[str, ...] | None:
+    """Strip an optional BIDS prefix from labels and check that they are alphanumeric.
+
+    Parameters
+    ----------
+    labels : str or iterable of str or None
+        Labels such as ``"01"`` or ``"sub-01"``.
+    prefix : str
+        Entity key that may prefix the labels, e.g. ``"sub"``.
+    option : str
+        Option name for error messages, e.g. ``"--participant-label"``.
+
+    Returns
+    -------
+    tuple of str or None
+        Unique labels in the order given, without the prefix; None when ``labels`` is None.
+
+    Raises
+    ------
+    ConfigError
+        If a label is empty or has characters other than letters and digits (which also
+        rules out path escapes such as ``../x``).
+    """
+    if labels is None:
+        return None
+    if isinstance(labels, (str, os.PathLike)):
+        labels = [os.fspath(labels)]
+    cleaned: list[str] = []
+    for label in labels:
+        text = str(label)
+        if text.startswith(f"{prefix}-"):
+            text = text[len(prefix) + 1 :]
+        if not _LABEL.fullmatch(text):
+            raise ConfigError(
+                f"{option}: invalid label {str(label)!r}; BIDS labels contain only letters "
+                f"and digits (with or without the '{prefix}-' prefix)"
+            )
+        if text not in cleaned:
+            cleaned.append(text)
+    if not cleaned:
+        raise ConfigError(f"{option}: give at least one label")
+    return tuple(cleaned)
+
+
+def denoise_label(name: str, confounds_columns: Iterable[str] | None = None) -> str:
+    """Return the ``desc-`` label of a denoising setting.
+
+    Parameters
+    ----------
+    name : str
+        Preset name or path of a JSON preset.
+    confounds_columns : iterable of str, optional
+        Explicit confound columns; when given the label is ``custom``.
+
+    Returns
+    -------
+    str
+        ``simple``, ``scrubbing``, ..., the JSON file's stem made alphanumeric, or ``custom``.
+    """
+    if confounds_columns:
+        return "custom"
+    if name.endswith(".json"):
+        stem = Path(name).name[: -len(".json")]
+        return re.sub(r"[^A-Za-z0-9]", "", stem) or "custom"
+    return re.sub(r"[^A-Za-z0-9]", "", name)
 
 
 @dataclass(frozen=True)
@@ -27,29 +130,81 @@ class DenoiseConfig:
     ----------
     name : str
         Preset name (``simple``, ``scrubbing``, ``compcor``, ``ica_aroma``, ``none``) or the
-        path of a JSON preset file.
-    label : str
-        Alphanumeric label used as the ``desc-`` entity of the outputs.
+        path of a JSON preset file of ``load_confounds`` parameters (made absolute).
+    label : str or None
+        Alphanumeric label used as the ``desc-`` entity of the outputs; None derives it
+        from ``name`` (see :func:`denoise_label`).
     confounds_columns : tuple of str or None
         Explicit confound columns (full-match regular expressions) replacing the preset's
         selection, or None to use the preset.
     fd_threshold : float or None
         Framewise displacement threshold in mm above which volumes are censored; None keeps
-        the preset's value (no censoring for presets without scrubbing).
+        the preset's value, 0 disables censoring on framewise displacement.
     std_dvars_threshold : float or None
         Standardized DVARS threshold above which volumes are censored; None keeps the
-        preset's value.
+        preset's value, 0 disables it.
     dummy_scans : int or None
         Number of initial volumes to drop; None ("auto") drops the volumes fMRIPrep flagged
-        as non-steady-state.
+        as non-steady-state. An explicit number replaces fMRIPrep's flags.
+
+    Raises
+    ------
+    ConfigError
+        For an unknown preset name, an invalid regular expression, label or threshold.
     """
 
     name: str = "simple"
-    label: str = "simple"
+    label: str | None = None
     confounds_columns: tuple[str, ...] | None = None
     fd_threshold: float | None = None
     std_dvars_threshold: float | None = None
     dummy_scans: int | None = None
+
+    def __post_init__(self) -> None:
+        name = os.fspath(self.name)
+        if name.endswith(".json"):
+            name = str(Path(name).expanduser().absolute())
+        elif name not in PRESETS:
+            raise ConfigError(
+                f"--denoise-strategy: expected one of {', '.join(PRESETS)} or a path to a "
+                f"JSON preset, got {name!r}"
+            )
+        _set(self, "name", name)
+        columns = self.confounds_columns
+        if columns is not None:
+            columns = (columns,) if isinstance(columns, str) else tuple(columns)
+            if not columns:
+                columns = None
+        for pattern in columns or ():
+            try:
+                re.compile(pattern)
+            except re.error as err:
+                raise ConfigError(
+                    f"--confounds-columns: invalid regular expression {pattern!r} ({err})"
+                ) from None
+        _set(self, "confounds_columns", columns)
+        label = self.label if self.label is not None else denoise_label(name, columns)
+        if not _LABEL.fullmatch(label):
+            raise ConfigError(f"denoise label {label!r}: letters and digits only")
+        _set(self, "label", label)
+        _set(self, "fd_threshold", _optional_float(self.fd_threshold, "--fd-threshold"))
+        _set(
+            self,
+            "std_dvars_threshold",
+            _optional_float(self.std_dvars_threshold, "--std-dvars-threshold"),
+        )
+        dummy = self.dummy_scans
+        if dummy is not None:
+            if isinstance(dummy, bool) or not isinstance(dummy, int) or dummy < 0:
+                raise ConfigError(
+                    f"--dummy-scans: expected 'auto' or an integer >= 0, got {dummy!r}"
+                )
+        _set(self, "dummy_scans", dummy)
+
+    @property
+    def is_preset_file(self) -> bool:
+        """Whether :attr:`name` is the path of a JSON preset."""
+        return self.name.endswith(".json")
 
 
 @dataclass(frozen=True)
@@ -65,12 +220,19 @@ class ExtractionConfig:
     detrend : bool
         Remove a linear trend from each region signal.
     low_pass, high_pass : float or None
-        Butterworth band edges in Hz; None disables that edge.
+        Butterworth band edges in Hz; None (or 0) disables that edge.
     smoothing_fwhm : float or None
-        Gaussian smoothing kernel FWHM in mm applied to the BOLD before extraction.
+        Gaussian smoothing kernel FWHM in mm applied to the BOLD before extraction; None
+        (or 0) disables smoothing.
     min_coverage : float
         Regions with a smaller fraction of their voxels inside the brain mask are written as
-        ``n/a``.
+        ``n/a`` (between 0 and 1).
+
+    Raises
+    ------
+    ConfigError
+        For an unknown strategy or standardization, a negative value, a coverage outside
+        [0, 1], or a low-pass cutoff not above the high-pass cutoff.
     """
 
     strategy: str = "mean"
@@ -79,7 +241,40 @@ class ExtractionConfig:
     low_pass: float | None = None
     high_pass: float | None = None
     smoothing_fwhm: float | None = None
-    min_coverage: float = 0.5
+    min_coverage: float = DEFAULT_MIN_COVERAGE
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise ConfigError(
+                f"--strategy: expected one of {', '.join(STRATEGIES)}, got {self.strategy!r}"
+            )
+        standardize = self.standardize
+        if standardize is False or standardize is None:
+            standardize = "none"
+        if standardize not in STANDARDIZE_CHOICES:
+            raise ConfigError(
+                f"--standardize: expected one of {', '.join(STANDARDIZE_CHOICES)}, "
+                f"got {self.standardize!r}"
+            )
+        _set(self, "standardize", standardize)
+        _set(self, "detrend", bool(self.detrend))
+        low = _optional_float(self.low_pass, "--low-pass", zero_is_none=True)
+        high = _optional_float(self.high_pass, "--high-pass", zero_is_none=True)
+        if low is not None and high is not None and low <= high:
+            raise ConfigError(
+                f"--low-pass ({low:g} Hz) must be above --high-pass ({high:g} Hz) for a "
+                "band-pass filter"
+            )
+        _set(self, "low_pass", low)
+        _set(self, "high_pass", high)
+        fwhm = _optional_float(self.smoothing_fwhm, "--smoothing-fwhm", zero_is_none=True)
+        _set(self, "smoothing_fwhm", fwhm)
+        coverage = _optional_float(self.min_coverage, "--min-coverage")
+        if coverage is None or coverage > 1:
+            raise ConfigError(
+                f"--min-coverage: expected a fraction between 0 and 1, got {self.min_coverage!r}"
+            )
+        _set(self, "min_coverage", coverage)
 
 
 @dataclass(frozen=True)
@@ -89,33 +284,38 @@ class RunConfig:
     Parameters
     ----------
     bids_dir : Path
-        fMRIPrep derivatives dataset (read-only).
+        fMRIPrep derivatives dataset (read-only); made absolute.
     output_dir : Path
-        Where BIDS-derivative outputs are written.
+        Where BIDS-derivative outputs are written; made absolute.
     analysis_level : str
         ``participant`` or ``group``.
     participant_labels, session_labels, tasks : tuple of str or None
-        Selection filters; None selects all.
+        Selection filters, without ``sub-``/``ses-``/``task-`` prefixes; None selects all.
     bids_filters : dict or None
-        fMRIPrep-style ``--bids-filter-file`` content.
+        fMRIPrep-style ``--bids-filter-file`` content (only its ``bold`` query is used).
     space : str
         Template space of the preprocessed BOLD to use.
     atlases : tuple of str
         Atlas specifications (``NAME[:DESC]`` or paths to local ``*_dseg.nii.gz``).
     atlas_lut : Path or None
-        Look-up table for a local atlas without a sibling ``*_dseg.tsv``.
+        Look-up table for the local atlas(es), instead of their sibling ``*_dseg.tsv``.
     denoise, extraction : DenoiseConfig, ExtractionConfig
         Denoising and extraction settings.
     n_jobs : int
         Runs processed in parallel.
     work_dir : Path or None
-        Scratch space (pybids database, caches); a temporary directory when None.
+        Scratch space (pybids database, caches); None keeps the pybids index in memory.
     overwrite : bool
         Recompute outputs even when they exist with the same parameters.
     reports : bool
         Write HTML reports.
     dask_scheduler : str or None
         Address of a Dask scheduler to run the jobs on.
+
+    Raises
+    ------
+    ConfigError
+        For an invalid label, analysis level, space, atlas list or job count.
     """
 
     bids_dir: Path
@@ -136,6 +336,239 @@ class RunConfig:
     reports: bool = True
     dask_scheduler: str | None = None
 
+    def __post_init__(self) -> None:
+        _set(self, "bids_dir", Path(self.bids_dir).expanduser().absolute())
+        _set(self, "output_dir", Path(self.output_dir).expanduser().absolute())
+        if self.analysis_level not in ANALYSIS_LEVELS:
+            raise ConfigError(
+                f"analysis level: expected one of {', '.join(ANALYSIS_LEVELS)}, "
+                f"got {self.analysis_level!r}"
+            )
+        _set(
+            self,
+            "participant_labels",
+            normalize_labels(self.participant_labels, "sub", "--participant-label"),
+        )
+        _set(
+            self,
+            "session_labels",
+            normalize_labels(self.session_labels, "ses", "--session-label"),
+        )
+        _set(self, "tasks", normalize_labels(self.tasks, "task", "--task"))
+        if self.bids_filters is not None and not isinstance(self.bids_filters, Mapping):
+            raise ConfigError(
+                "--bids-filter-file: expected a JSON object of queries, e.g. "
+                '{"bold": {"session": "1"}}'
+            )
+        if not isinstance(self.space, str) or not _LABEL.fullmatch(self.space):
+            raise ConfigError(
+                f"--space: invalid space {self.space!r} (letters and digits only, "
+                "e.g. MNI152NLin2009cAsym)"
+            )
+        atlases = self.atlases
+        atlases = (atlases,) if isinstance(atlases, (str, os.PathLike)) else tuple(atlases)
+        atlases = tuple(os.fspath(a) for a in atlases)
+        if not atlases:
+            raise ConfigError("--atlas: give at least one atlas")
+        _set(self, "atlases", tuple(dict.fromkeys(atlases)))
+        if self.atlas_lut is not None:
+            _set(self, "atlas_lut", Path(self.atlas_lut).expanduser().absolute())
+        if self.work_dir is not None:
+            _set(self, "work_dir", Path(self.work_dir).expanduser().absolute())
+        if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int) or self.n_jobs < 1:
+            raise ConfigError(f"--n-jobs: expected an integer >= 1, got {self.n_jobs!r}")
+
+
+def read_bids_filter_file(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Read an fMRIPrep ``--bids-filter-file``.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        JSON file such as ``{"bold": {"session": "1", "run": [1, 2]}}``.
+
+    Returns
+    -------
+    dict
+        The document.
+
+    Raises
+    ------
+    ConfigError
+        If the file cannot be read, is not JSON or is not a JSON object.
+    """
+    try:
+        filters = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ConfigError(f"--bids-filter-file {path}: cannot read JSON ({err})") from None
+    if not isinstance(filters, dict):
+        raise ConfigError(
+            f"--bids-filter-file {path}: expected a JSON object of queries, e.g. "
+            '{"bold": {"session": "1"}}'
+        )
+    return filters
+
+
+def _dummy_scans(value: Any) -> int | None:
+    if value is None or value == "auto":
+        return None
+    if isinstance(value, str):
+        try:
+            return int(value)
+        except ValueError:
+            raise ConfigError(
+                f"--dummy-scans: expected 'auto' or an integer >= 0, got {value!r}"
+            ) from None
+    return value
+
+
+def make_config(
+    bids_dir: str | os.PathLike[str],
+    output_dir: str | os.PathLike[str],
+    analysis_level: str = "participant",
+    *,
+    participant_label: str | Iterable[str] | None = None,
+    session_label: str | Iterable[str] | None = None,
+    task: str | Iterable[str] | None = None,
+    bids_filter_file: str | os.PathLike[str] | Mapping[str, Any] | None = None,
+    space: str = DEFAULT_SPACE,
+    atlas: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
+    atlas_lut: str | os.PathLike[str] | None = None,
+    denoise_strategy: str | os.PathLike[str] = "simple",
+    confounds_columns: str | Iterable[str] | None = None,
+    fd_threshold: float | None = None,
+    std_dvars_threshold: float | None = None,
+    dummy_scans: int | str | None = None,
+    strategy: str = "mean",
+    standardize: str = "zscore_sample",
+    detrend: bool = False,
+    low_pass: float | None = None,
+    high_pass: float | None = None,
+    smoothing_fwhm: float | None = None,
+    min_coverage: float = DEFAULT_MIN_COVERAGE,
+    n_jobs: int = 1,
+    work_dir: str | os.PathLike[str] | None = None,
+    overwrite: bool = False,
+    reports: bool = True,
+    dask_scheduler: str | None = None,
+    verbose: int = 0,
+) -> RunConfig:
+    """Build a :class:`RunConfig` from options named like the command line's.
+
+    Each keyword is the command-line option with dashes turned into underscores
+    (``--participant-label`` -> ``participant_label``) and takes the same values, with the
+    same defaults; list options also accept a single string.
+
+    Parameters
+    ----------
+    bids_dir : str or os.PathLike
+        fMRIPrep derivatives dataset.
+    output_dir : str or os.PathLike
+        Output dataset.
+    analysis_level : {"participant", "group"}
+        What to run.
+    participant_label, session_label, task : str or iterable of str, optional
+        Selection, with or without the ``sub-``/``ses-`` prefix; None selects all.
+    bids_filter_file : str, os.PathLike or mapping, optional
+        Path of an fMRIPrep filter file, or its content as a mapping.
+    space : str
+        Space of the preprocessed BOLD.
+    atlas : str, os.PathLike or iterable of those, optional
+        ``NAME[:DESC]`` TemplateFlow atlases or local ``*_dseg.nii.gz`` paths; default
+        :data:`DEFAULT_ATLAS`.
+    atlas_lut : str or os.PathLike, optional
+        Look-up table of the local atlas(es).
+    denoise_strategy : str or os.PathLike
+        Preset name or JSON preset path.
+    confounds_columns : str or iterable of str, optional
+        Explicit confound columns (regular expressions).
+    fd_threshold, std_dvars_threshold : float, optional
+        Censoring thresholds (mm, standardized DVARS); None keeps the preset's.
+    dummy_scans : int or "auto", optional
+        Initial volumes to drop; None or "auto" uses fMRIPrep's non-steady-state flags.
+    strategy : str
+        Region reduction.
+    standardize : str
+        Standardization of region signals.
+    detrend : bool
+        Linear detrending.
+    low_pass, high_pass : float, optional
+        Butterworth cutoffs in Hz.
+    smoothing_fwhm : float, optional
+        Smoothing FWHM in mm.
+    min_coverage : float
+        Minimal fraction of a region's voxels inside the brain mask.
+    n_jobs : int
+        Runs processed in parallel.
+    work_dir : str or os.PathLike, optional
+        Scratch directory (pybids database, caches).
+    overwrite : bool
+        Recompute existing outputs.
+    reports : bool
+        Write HTML reports.
+    dask_scheduler : str, optional
+        Dask scheduler address.
+    verbose : int
+        Ignored here (logging is the caller's business); accepted so that the CLI's
+        parsed options can be passed as they are.
+
+    Returns
+    -------
+    RunConfig
+        The settings.
+
+    Raises
+    ------
+    ConfigError
+        For any value that cannot be used (the message names the option).
+    """
+    del verbose
+    if bids_filter_file is None or isinstance(bids_filter_file, Mapping):
+        filters = None if bids_filter_file is None else dict(bids_filter_file)
+    else:
+        filters = read_bids_filter_file(bids_filter_file)
+    if atlas is None:
+        atlases: tuple[str, ...] = (DEFAULT_ATLAS,)
+    elif isinstance(atlas, (str, os.PathLike)):
+        atlases = (os.fspath(atlas),)
+    else:
+        atlases = tuple(os.fspath(a) for a in atlas)
+    denoise = DenoiseConfig(
+        name=os.fspath(denoise_strategy),
+        confounds_columns=confounds_columns,
+        fd_threshold=fd_threshold,
+        std_dvars_threshold=std_dvars_threshold,
+        dummy_scans=_dummy_scans(dummy_scans),
+    )
+    extraction = ExtractionConfig(
+        strategy=strategy,
+        standardize=standardize,
+        detrend=detrend,
+        low_pass=low_pass,
+        high_pass=high_pass,
+        smoothing_fwhm=smoothing_fwhm,
+        min_coverage=min_coverage,
+    )
+    return RunConfig(
+        bids_dir=Path(bids_dir),
+        output_dir=Path(output_dir),
+        analysis_level=analysis_level,
+        participant_labels=participant_label,
+        session_labels=session_label,
+        tasks=task,
+        bids_filters=filters,
+        space=space,
+        atlases=atlases,
+        atlas_lut=None if atlas_lut is None else Path(atlas_lut),
+        denoise=denoise,
+        extraction=extraction,
+        n_jobs=n_jobs,
+        work_dir=None if work_dir is None else Path(work_dir),
+        overwrite=bool(overwrite),
+        reports=bool(reports),
+        dask_scheduler=dask_scheduler,
+    )
+
 
 def to_jsonable(obj: Any) -> Any:
     """Convert a config dataclass (or any nesting of them) to JSON-compatible values.
@@ -152,7 +585,7 @@ def to_jsonable(obj: Any) -> Any:
     """
     if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
         return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, dict):
+    if isinstance(obj, Mapping):
         return {str(k): to_jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [to_jsonable(v) for v in obj]

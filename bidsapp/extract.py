@@ -1,7 +1,16 @@
 """One run -> denoised region timeseries for each atlas.
 
 This module joins the core (confounds, masker, signal cleaning) for one fMRIPrep run. It
-knows the run's files but nothing of the command line or of where outputs go.
+knows the run's files but nothing of the command line or of where outputs go. Two steps:
+
+1. :func:`prepare_run` decides which image is read (the preprocessed BOLD, or fMRIPrep's
+   ``desc-smoothAROMAnonaggr_bold`` for ICA-AROMA presets), in which space it lies, which
+   brain mask goes with it and its repetition time, reading headers only. The workflow
+   needs the space and voxel size to pick the atlas images.
+2. :func:`extract_run` selects confounds and kept volumes, runs the labels masker for each
+   atlas and lays the signals out in look-up-table order.
+
+Both raise :class:`ExtractionError`, whose one-line message names the file at fault.
 """
 
 from __future__ import annotations
@@ -9,23 +18,74 @@ from __future__ import annotations
 import logging
 import re
 import time
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from bidsapp.atlas import Atlas
+from bidsapp.atlas import Atlas, region_ids, region_names
 from bidsapp.config import DenoiseConfig, ExtractionConfig
 from bidsapp.query import BoldRun
 
 logger = logging.getLogger(__name__)
 
+_NIFTI = re.compile(r"\.nii(\.gz)?$")
+_SPACE = re.compile(r"_space-([A-Za-z0-9]+)_")
+# Masker warnings that the coverage table already reports, region by region.
+_COVERED_BY_COVERAGE = ("labels were removed",)
+_DEFAULT_SCRUB = {"scrub": 5, "fd_threshold": 0.5, "std_dvars_threshold": 1.5}
+
 
 class ExtractionError(RuntimeError):
     """A run that cannot be processed; the message names the file and the problem."""
+
+
+@dataclass(frozen=True)
+class RunInputs:
+    """The files and facts one extraction needs, found by :func:`prepare_run`.
+
+    Attributes
+    ----------
+    run : BoldRun
+        The fMRIPrep run.
+    bold : Path
+        The image read: the preprocessed BOLD, or the ICA-AROMA image.
+    space : str
+        Template space of ``bold`` (``MNI152NLin6Asym`` for fMRIPrep's AROMA images).
+    mask : Path or None
+        Brain mask on the grid of ``bold``; None when there is none (AROMA images in a
+        space without a brain mask).
+    t_r : float
+        Repetition time in seconds.
+    n_volumes : int
+        Volumes in ``bold``.
+    voxel_size_mm : tuple of float
+        Voxel size of ``bold`` in mm (to choose the atlas resolution).
+    entities : dict of str to str
+        Entities naming the outputs: the run's, with ``space`` of ``bold``.
+    warnings : tuple of str
+        Problems found so far that do not stop the run.
+    """
+
+    run: BoldRun
+    bold: Path
+    space: str
+    mask: Path | None
+    t_r: float
+    n_volumes: int
+    voxel_size_mm: tuple[float, float, float]
+    entities: dict[str, str] = field(hash=False)
+    warnings: tuple[str, ...] = ()
+
+    @property
+    def name(self) -> str:
+        """Entities naming the run, e.g. ``sub-01_ses-1_task-rest_run-1``."""
+        return self.run.name
 
 
 @dataclass
@@ -37,15 +97,20 @@ class AtlasTimeseries:
     atlas : Atlas
         The atlas the regions come from.
     timeseries : pandas.DataFrame
-        One column per LUT region (LUT ``index`` order, named by the LUT ``name``), one row
-        per retained volume; NaN for regions below the coverage threshold or absent.
+        One column per LUT region (LUT ``index`` order, background excluded, named by the
+        LUT ``name``), one row per retained volume; NaN for regions below the coverage
+        threshold, absent from the BOLD grid, or whose cleaned signal is not finite.
     coverage : pandas.Series
-        Fraction of each LUT region's voxels inside the brain mask (0 when absent).
+        Fraction of each LUT region's voxels inside the brain mask, on the BOLD grid (0 when
+        the region has no voxel there).
+    below_coverage : list of str
+        Names of the regions written as n/a.
     """
 
     atlas: Atlas
     timeseries: pd.DataFrame
     coverage: pd.Series
+    below_coverage: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -54,22 +119,17 @@ class RunExtraction:
 
     Attributes
     ----------
-    run : BoldRun
-        The input run.
-    bold : Path
-        The BOLD image actually read (the AROMA image for ``ica_aroma``).
-    t_r : float
-        Repetition time in seconds.
-    n_volumes : int
-        Volumes in the BOLD series.
+    inputs : RunInputs
+        What was read.
     retained, censored : list of int
         0-based indices of the volumes kept and dropped.
     confound_columns : list of str
         Confound regressors projected out.
+    preset : dict or None
+        The ``load_confounds`` parameters used (after threshold overrides), or None for
+        explicit columns and ``none``.
     mean_fd : float or None
         Mean framewise displacement (mm) over all volumes, when the confounds file has it.
-    framewise_displacement : list of float or None
-        Framewise displacement per volume (NaN where fMRIPrep writes n/a).
     per_atlas : list of AtlasTimeseries
         One entry per atlas.
     warnings : list of str
@@ -78,157 +138,434 @@ class RunExtraction:
         Wall time of the extraction.
     """
 
-    run: BoldRun
-    bold: Path
-    t_r: float
-    n_volumes: int
+    inputs: RunInputs
     retained: list[int]
     censored: list[int]
     confound_columns: list[str]
+    preset: dict[str, Any] | None
     mean_fd: float | None
-    framewise_displacement: list[float] | None
     per_atlas: list[AtlasTimeseries] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
-
-def _bold_image(run: BoldRun, denoise: DenoiseConfig) -> Path:
-    if _uses_aroma(denoise):
-        if run.aroma_bold is None:
-            raise ExtractionError(
-                f"{run.preproc_bold.name}: denoise strategy '{denoise.name}' needs fMRIPrep's "
-                "desc-smoothAROMAnonaggr_bold image for this run, and there is none (was "
-                "fMRIPrep run with --use-aroma?)"
-            )
-        return run.aroma_bold
-    return run.preproc_bold
+    @property
+    def run(self) -> BoldRun:
+        """The input run."""
+        return self.inputs.run
 
 
-def _uses_aroma(denoise: DenoiseConfig) -> bool:
+# ------------------------------------------------------------------ preparing
+
+
+def uses_aroma_image(denoise: DenoiseConfig) -> bool:
+    """Whether a denoising setting reads fMRIPrep's ``desc-smoothAROMAnonaggr_bold``.
+
+    Parameters
+    ----------
+    denoise : DenoiseConfig
+        The denoising setting.
+
+    Returns
+    -------
+    bool
+        True for presets with the ``ica_aroma`` component at level ``full`` (as nilearn).
+
+    Raises
+    ------
+    ExtractionError
+        If a JSON preset cannot be read.
+    """
     if denoise.confounds_columns or denoise.name == "none":
         return False
-    from bidsapp.confounds import load_preset
-
-    parameters = load_preset(denoise.name)["parameters"]
-    return "ica_aroma" in parameters["strategy"] and parameters.get("ica_aroma") == "full"
+    parameters = _preset(denoise)["parameters"]
+    return "ica_aroma" in parameters["strategy"] and parameters.get("ica_aroma", "full") == "full"
 
 
-def _load_header(path: Path) -> nib.Nifti1Image:
+def _preset(denoise: DenoiseConfig) -> dict[str, Any]:
+    from bidsapp import confounds as conf
+
     try:
-        img = nib.load(str(path))
+        return conf.load_preset(denoise.name)
+    except conf.ConfoundsError as err:
+        raise ExtractionError(_one_line(str(err))) from err
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _load_header(path: Path) -> nib.spatialimages.SpatialImage:
+    try:
+        return nib.load(str(path))
     except Exception as err:  # nibabel raises many types for broken files
-        raise ExtractionError(f"{path}: cannot read NIfTI header ({err})") from err
-    if len(img.shape) != 4:
-        raise ExtractionError(f"{path}: expected a 4D BOLD series, got shape {img.shape}")
-    return img
+        raise ExtractionError(f"{path}: cannot read the NIfTI header ({_one_line(err)})") from err
 
 
-def _repetition_time(run: BoldRun, img: nib.Nifti1Image, warnings: list[str]) -> float:
+def _repetition_time(run: BoldRun, img, bold: Path, warnings_: list[str]) -> float:
     if run.t_r is not None:
         return float(run.t_r)
     zooms = img.header.get_zooms()
     t_r = float(zooms[3]) if len(zooms) > 3 else 0.0
-    if t_r <= 0:
-        raise ExtractionError(
-            f"{run.preproc_bold}: no RepetitionTime in the JSON sidecar and none in the header"
-        )
     if img.header.get_xyzt_units()[1] == "msec":
         t_r /= 1000.0
+    elif img.header.get_xyzt_units()[1] == "usec":
+        t_r /= 1e6
+    if not t_r > 0:
+        raise ExtractionError(
+            f"{bold}: no RepetitionTime in the JSON sidecar and none in the NIfTI header; "
+            "add RepetitionTime (seconds) to the sidecar"
+        )
     message = (
-        f"{run.preproc_bold.name}: no RepetitionTime in the JSON sidecar; "
-        f"using the header's {t_r:g} s"
+        f"{run.preproc_bold.name}: no RepetitionTime in the JSON sidecar; using the NIfTI "
+        f"header's {t_r:g} s"
     )
-    logger.warning(message)
-    warnings.append(message)
+    logger.info(message)
+    warnings_.append(message)
     return t_r
 
 
-def _check_mask(run: BoldRun, img: nib.Nifti1Image) -> None:
-    if run.brain_mask is None:
+def _check_grid(mask: Path, img, bold: Path) -> None:
+    mask_img = _load_header(mask)
+    if mask_img.shape[:3] != img.shape[:3]:
         raise ExtractionError(
-            f"{run.preproc_bold.name}: no desc-brain_mask found in the same space and resolution"
+            f"{mask}: brain mask shape {tuple(mask_img.shape[:3])} differs from the shape "
+            f"{tuple(img.shape[:3])} of {bold.name}; they must share one voxel grid"
         )
-    mask = nib.load(str(run.brain_mask))
-    if mask.shape[:3] != img.shape[:3] or not np.allclose(mask.affine, img.affine, atol=1e-3):
+    if not np.allclose(mask_img.affine, img.affine, atol=1e-3):
+        shift = np.abs(mask_img.affine - img.affine).max()
         raise ExtractionError(
-            f"{run.brain_mask}: brain mask grid {mask.shape[:3]} does not match the BOLD grid "
-            f"{img.shape[:3]} of {run.preproc_bold.name} (shape or affine differ)"
+            f"{mask}: brain mask affine differs from that of {bold.name} (by up to "
+            f"{shift:.3g}); they must share one voxel grid"
         )
+
+
+def _sibling_mask(bold: Path) -> Path | None:
+    """Return the ``desc-brain_mask`` fMRIPrep wrote beside an image (same grid), if any."""
+    stem = _NIFTI.sub("", bold.name)
+    stem = re.sub(r"_desc-[A-Za-z0-9]+_bold$", "", stem)
+    for extension in (".nii.gz", ".nii"):
+        candidate = bold.with_name(f"{stem}_desc-brain_mask{extension}")
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def prepare_run(run: BoldRun, denoise: DenoiseConfig) -> RunInputs:
+    """Find the image, space, mask and repetition time of one run (headers only).
+
+    For ICA-AROMA presets the image is fMRIPrep's ``desc-smoothAROMAnonaggr_bold``, which
+    fMRIPrep writes in ``MNI152NLin6Asym`` whatever the other output spaces: its space comes
+    from its file name, and its brain mask is the ``desc-brain_mask`` of the same space and
+    resolution when fMRIPrep wrote one; otherwise regions are extracted without a mask, with
+    a warning.
+
+    Parameters
+    ----------
+    run : BoldRun
+        The run, as :func:`bidsapp.query.find_runs` found it.
+    denoise : DenoiseConfig
+        Denoising setting (decides which image is read).
+
+    Returns
+    -------
+    RunInputs
+        What :func:`extract_run` reads.
+
+    Raises
+    ------
+    ExtractionError
+        If the image is missing or unreadable, not 4D, the brain mask is missing (for the
+        preprocessed BOLD) or on another grid, or the repetition time is unknown.
+    """
+    notes: list[str] = []
+    aroma = uses_aroma_image(denoise)
+    if aroma:
+        if run.aroma_bold is None:
+            raise ExtractionError(
+                f"{run.preproc_bold}: denoise strategy '{denoise.label}' needs fMRIPrep's "
+                f"desc-smoothAROMAnonaggr_bold image of {run.name}, and there is none (run "
+                "fMRIPrep < 23.1 with --use-aroma, or choose another --denoise-strategy)"
+            )
+        bold = run.aroma_bold
+    else:
+        bold = run.preproc_bold
+    img = _load_header(bold)
+    if len(img.shape) != 4 or img.shape[3] < 2:
+        raise ExtractionError(f"{bold}: expected a 4D BOLD series, got shape {img.shape}")
+    t_r = _repetition_time(run, img, bold, notes)
+    entities = dict(run.entities)
+    if aroma:
+        found = _SPACE.search(bold.name)
+        if found is None:
+            raise ExtractionError(f"{bold}: the file name has no space- entity")
+        space = found.group(1)
+        entities = {k: v for k, v in entities.items() if k not in ("res", "den")}
+        entities["space"] = space
+        mask = _sibling_mask(bold)
+        if mask is None:
+            message = (
+                f"{bold.name}: no desc-brain_mask in {space} beside it; regions are "
+                "extracted without a brain mask (coverage counts every voxel)"
+            )
+            logger.info(message)
+            notes.append(message)
+    else:
+        space = run.entities.get("space", "")
+        mask = run.brain_mask
+        if mask is None:
+            raise ExtractionError(
+                f"{bold}: no desc-brain_mask of the same space and resolution was found beside it"
+            )
+    if mask is not None:
+        _check_grid(mask, img, bold)
+    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
+    return RunInputs(
+        run=run,
+        bold=bold,
+        space=space,
+        mask=mask,
+        t_r=t_r,
+        n_volumes=int(img.shape[3]),
+        voxel_size_mm=zooms,  # type: ignore[arg-type]
+        entities=entities,
+        warnings=tuple(notes),
+    )
+
+
+# ------------------------------------------------------------------ confounds
 
 
 def _read_confounds_table(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path, sep="\t", na_values=["n/a"])
-    except Exception as err:
-        raise ExtractionError(f"{path}: cannot read confounds TSV ({err})") from err
+    except Exception as err:  # pandas raises several types for malformed files
+        raise ExtractionError(f"{path}: cannot read the confounds TSV ({_one_line(err)})") from err
 
 
-def _framewise_displacement(table: pd.DataFrame | None) -> list[float] | None:
-    if table is None or "framewise_displacement" not in table:
-        return None
-    return [float(v) for v in pd.to_numeric(table["framewise_displacement"], errors="coerce")]
+def _numeric(table: pd.DataFrame, column: str) -> np.ndarray:
+    return pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
 
 
-def _explicit_columns(table: pd.DataFrame, patterns: Sequence[str], path: Path) -> list[str]:
-    columns: list[str] = []
-    for pattern in patterns:
-        matched = [c for c in table.columns if re.fullmatch(pattern, c)]
-        if not matched:
-            raise ExtractionError(f"{path}: no confound column matches {pattern!r}")
-        columns.extend(c for c in matched if c not in columns)
-    return columns
+def _outliers(table: pd.DataFrame, fd: float, dvars: float, min_segment: int) -> np.ndarray:
+    """Volumes censored by scrubbing, with nilearn's rule for short kept segments."""
+    flagged = np.zeros(len(table), dtype=bool)
+    with np.errstate(invalid="ignore"):
+        if np.isfinite(fd) and "framewise_displacement" in table:
+            flagged |= _numeric(table, "framewise_displacement") > fd
+        if np.isfinite(dvars) and "std_dvars" in table:
+            flagged |= _numeric(table, "std_dvars") > dvars
+    if min_segment > 0 and flagged.any():
+        edges = np.diff(np.concatenate(([0], (~flagged).astype(np.int8), [0])))
+        for start, stop in zip(
+            np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True
+        ):
+            if stop - start < min_segment:
+                flagged[start:stop] = True
+    return flagged
 
 
-def _select_confounds(
-    bold: Path, run: BoldRun, denoise: DenoiseConfig, n_volumes: int
-) -> tuple[pd.DataFrame | None, np.ndarray | None]:
-    """Return the confounds and the sample mask (kept indices) for one run."""
+def _preset_parameters(denoise: DenoiseConfig) -> dict[str, Any]:
+    """``load_confounds`` parameters of the preset, with the censoring overrides applied."""
     from bidsapp import confounds as conf
 
-    if denoise.name == "none" and not denoise.confounds_columns:
-        return None, None
-    try:
-        if denoise.confounds_columns:
-            return conf.load_confounds_columns(
-                bold,
-                denoise.confounds_columns,
-                fd_threshold=denoise.fd_threshold,
-                std_dvars_threshold=denoise.std_dvars_threshold,
+    if denoise.name == "none":
+        parameters: dict[str, Any] = {"strategy": []}
+    else:
+        parameters = _preset(denoise)["parameters"]
+    parameters = conf.apply_censoring_overrides(
+        parameters,
+        fd_threshold=denoise.fd_threshold,
+        std_dvars_threshold=denoise.std_dvars_threshold,
+    )
+    parameters = {k: v for k, v in parameters.items() if v is not None}
+    parameters["strategy"] = list(parameters["strategy"])
+    return parameters
+
+
+def _censoring(denoise: DenoiseConfig, parameters: dict[str, Any] | None) -> tuple:
+    """(fd, std_dvars, min segment) thresholds in force; inf disables a measure."""
+    inf = float("inf")
+    if parameters is None:  # explicit columns
+        return (denoise.fd_threshold or inf, denoise.std_dvars_threshold or inf, 5)
+    if "scrub" not in parameters["strategy"]:
+        return (inf, inf, 0)
+    merged = {**_DEFAULT_SCRUB, **parameters}
+    return (merged["fd_threshold"], merged["std_dvars_threshold"], merged["scrub"])
+
+
+@dataclass
+class ConfoundsSelection:
+    """Confounds and kept volumes of one run.
+
+    Attributes
+    ----------
+    confounds : pandas.DataFrame or None
+        One row per volume; None when nothing is regressed out.
+    sample_mask : numpy.ndarray or None
+        Indices of kept volumes; None keeps every volume.
+    parameters : dict or None
+        ``load_confounds`` parameters used; None for explicit columns.
+    mean_fd : float or None
+        Mean framewise displacement (mm) over all volumes, if the confounds file has it.
+    """
+
+    confounds: pd.DataFrame | None
+    sample_mask: np.ndarray | None
+    parameters: dict[str, Any] | None
+    mean_fd: float | None
+
+
+def select_confounds(
+    inputs: RunInputs, denoise: DenoiseConfig, notes: list[str]
+) -> ConfoundsSelection:
+    """Select the confounds and kept volumes of one run.
+
+    Parameters
+    ----------
+    inputs : RunInputs
+        From :func:`prepare_run`.
+    denoise : DenoiseConfig
+        Preset or explicit columns, censoring thresholds and dummy scans.
+    notes : list of str
+        Warnings are appended here.
+
+    Returns
+    -------
+    ConfoundsSelection
+        Confounds, kept volumes, parameters used and mean framewise displacement.
+
+    Raises
+    ------
+    ExtractionError
+        If the confounds file is missing, malformed, lacks a column, has another number of
+        rows than the image has volumes, or has missing values in kept volumes.
+    """
+    from bidsapp import confounds as conf
+
+    run = inputs.run
+    parameters = None if denoise.confounds_columns else _preset_parameters(denoise)
+    needs_file = bool(
+        denoise.confounds_columns or parameters["strategy"] or denoise.dummy_scans is None
+    )
+    if run.confounds is None:
+        if needs_file and (denoise.confounds_columns or parameters["strategy"]):
+            raise ExtractionError(
+                f"{run.preproc_bold}: no desc-confounds_timeseries.tsv found for {run.name}"
             )
-        params = conf.apply_censoring_overrides(
-            conf.load_preset(denoise.name)["parameters"],
-            fd_threshold=denoise.fd_threshold,
-            std_dvars_threshold=denoise.std_dvars_threshold,
+        if needs_file:
+            notes.append(
+                f"{run.name}: no confounds file, so fMRIPrep's non-steady-state volumes are "
+                "unknown; every volume is kept (set --dummy-scans)"
+            )
+        confounds, sample_mask, table = None, None, None
+    else:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                if denoise.confounds_columns:
+                    confounds, sample_mask = conf.load_confounds_columns(
+                        str(run.preproc_bold),
+                        denoise.confounds_columns,
+                        fd_threshold=denoise.fd_threshold,
+                        std_dvars_threshold=denoise.std_dvars_threshold,
+                    )
+                else:
+                    confounds, sample_mask = conf.load_confounds(
+                        str(inputs.bold),
+                        **{**parameters, "strategy": tuple(parameters["strategy"])},
+                    )
+            except (conf.ConfoundsError, ValueError, OSError) as err:
+                raise ExtractionError(_one_line(err)) from err
+        for warning in caught:
+            text = str(warning.message)
+            if "strategy is empty" not in text and "motion outliers" not in text:
+                notes.append(_one_line(text))
+        table = _read_confounds_table(run.confounds)
+        if len(table) != inputs.n_volumes:
+            raise ExtractionError(
+                f"{run.confounds}: {len(table)} rows but {inputs.bold.name} has "
+                f"{inputs.n_volumes} volumes"
+            )
+        if confounds is not None and confounds.shape[1] == 0:
+            confounds = None
+    if denoise.dummy_scans is not None:
+        fd, dvars, min_segment = _censoring(denoise, parameters)
+        keep = np.ones(inputs.n_volumes, dtype=bool)
+        keep[: denoise.dummy_scans] = False
+        if table is not None:
+            keep &= ~_outliers(table, fd, dvars, min_segment)
+        sample_mask = None if keep.all() else np.flatnonzero(keep)
+    if confounds is not None:
+        confounds = _check_finite(confounds, sample_mask, run.confounds)
+    mean_fd = None
+    if table is not None and "framewise_displacement" in table:
+        fd_values = _numeric(table, "framewise_displacement")
+        mean_fd = float(np.nanmean(fd_values)) if np.isfinite(fd_values).any() else None
+    return ConfoundsSelection(confounds, sample_mask, parameters, mean_fd)
+
+
+def _check_finite(
+    confounds: pd.DataFrame, sample_mask: np.ndarray | None, path: Path | None
+) -> pd.DataFrame:
+    """Refuse missing values in kept volumes; zero them in censored ones (never used)."""
+    values = confounds.to_numpy(dtype=float)
+    bad = ~np.isfinite(values)
+    if not bad.any():
+        return confounds
+    kept = np.ones(len(values), dtype=bool)
+    if sample_mask is not None:
+        kept[:] = False
+        kept[sample_mask] = True
+    rows = np.flatnonzero(bad[kept].any(axis=1))
+    if rows.size:
+        volumes = np.flatnonzero(kept)[rows]
+        columns = [c for c, b in zip(confounds.columns, bad[kept].any(axis=0), strict=True) if b]
+        shown = ", ".join(columns[:4]) + (
+            f" (+{len(columns) - 4} more)" if len(columns) > 4 else ""
         )
-        params["strategy"] = tuple(params["strategy"])
-        return conf.load_confounds(str(bold), **params)
-    except conf.ConfoundsError as err:
-        raise ExtractionError(str(err)) from err
+        where = ", ".join(str(v) for v in volumes[:5]) + (" ..." if volumes.size > 5 else "")
+        raise ExtractionError(
+            f"{path}: missing or non-finite values (n/a) at volume(s) {where} in column(s) {shown}"
+        )
+    return confounds.where(np.isfinite(values), 0.0)
 
 
-def _apply_dummy_scans(
-    sample_mask: np.ndarray | None, dummy_scans: int | None, n_volumes: int
-) -> np.ndarray | None:
-    if not dummy_scans:
-        return sample_mask
-    kept = np.arange(n_volumes) if sample_mask is None else np.asarray(sample_mask)
-    return kept[kept >= dummy_scans]
+# ------------------------------------------------------------------ extraction
+
+
+def _masker_warnings(caught: Sequence[warnings.WarningMessage]) -> list[str]:
+    notes = []
+    for warning in caught:
+        if issubclass(warning.category, DeprecationWarning):
+            continue
+        text = _one_line(str(warning.message))
+        if any(marker in text for marker in _COVERED_BY_COVERAGE):
+            continue
+        notes.append(text)
+    return notes
 
 
 def extract_run(
-    run: BoldRun,
+    inputs: RunInputs,
     atlases: Sequence[Atlas],
     denoise: DenoiseConfig,
     extraction: ExtractionConfig,
 ) -> RunExtraction:
     """Extract denoised region timeseries of one run for each atlas.
 
+    The result equals ``NiftiLabelsMasker(labels_img=atlas, mask_img=mask,
+    strategy=..., standardize=..., detrend=..., low_pass=..., high_pass=..., t_r=TR,
+    smoothing_fwhm=...).fit_transform(bold, confounds=confounds, sample_mask=sample_mask)``
+    with the confounds and sample mask of ``load_confounds_strategy`` (nilearn 0.12.1),
+    with columns placed in look-up-table order and ``n/a`` for regions below
+    ``extraction.min_coverage``.
+
     Parameters
     ----------
-    run : BoldRun
-        The fMRIPrep run (preprocessed BOLD, brain mask, confounds, TR).
+    inputs : RunInputs
+        From :func:`prepare_run`.
     atlases : sequence of Atlas
-        Atlases in the run's space.
+        Atlases in ``inputs.space``.
     denoise : DenoiseConfig
         Confound selection and censoring.
     extraction : ExtractionConfig
@@ -244,102 +581,124 @@ def extract_run(
     ExtractionError
         When an input file is missing, unreadable or inconsistent; the message names it.
     """
-    from bidsapp.maskers import NiftiLabelsMasker
-    from bidsapp.regions import region_coverage
-
     started = time.perf_counter()
-    warnings: list[str] = []
-    bold = _bold_image(run, denoise)
-    img = _load_header(bold)
-    n_volumes = int(img.shape[3])
-    t_r = _repetition_time(run, img, warnings)
-    if bold == run.preproc_bold:
-        _check_mask(run, img)
-    mask = run.brain_mask if bold == run.preproc_bold else None
-
-    table = None
-    if run.confounds is not None:
-        table = _read_confounds_table(run.confounds)
-        if len(table) != n_volumes:
-            raise ExtractionError(
-                f"{run.confounds}: {len(table)} rows but {bold.name} has {n_volumes} volumes"
-            )
-    elif denoise.name != "none" or denoise.confounds_columns:
-        raise ExtractionError(f"{run.preproc_bold.name}: no desc-confounds_timeseries.tsv found")
-
-    confounds, sample_mask = _select_confounds(bold, run, denoise, n_volumes)
-    sample_mask = _apply_dummy_scans(sample_mask, denoise.dummy_scans, n_volumes)
-    if confounds is not None:
-        bad = [c for c in confounds.columns if not np.isfinite(confounds[c].to_numpy()).all()]
-        if bad:
-            raise ExtractionError(f"{run.confounds}: non-finite values in column(s) {bad}")
+    notes = list(inputs.warnings)
+    selection = select_confounds(inputs, denoise, notes)
+    confounds, sample_mask = selection.confounds, selection.sample_mask
+    n_volumes = inputs.n_volumes
     retained = list(range(n_volumes)) if sample_mask is None else [int(i) for i in sample_mask]
     if len(retained) < 2:
         raise ExtractionError(
-            f"{bold.name}: only {len(retained)} volume(s) left after censoring; nothing to extract"
+            f"{inputs.bold}: only {len(retained)} of {n_volumes} volume(s) left after "
+            "censoring; nothing to extract"
         )
-    fd = _framewise_displacement(table)
-    finite_fd = [v for v in fd or [] if np.isfinite(v)]
-
+    n_regressors = 0 if confounds is None else confounds.shape[1]
+    if n_regressors >= len(retained) - 1:
+        notes.append(
+            f"{inputs.run.name}: {n_regressors} confound regressors for {len(retained)} kept "
+            "volumes leave no degrees of freedom"
+        )
     result = RunExtraction(
-        run=run,
-        bold=bold,
-        t_r=t_r,
-        n_volumes=n_volumes,
+        inputs=inputs,
         retained=retained,
         censored=sorted(set(range(n_volumes)) - set(retained)),
-        confound_columns=[] if confounds is None else list(confounds.columns),
-        mean_fd=float(np.mean(finite_fd)) if finite_fd else None,
-        framewise_displacement=fd,
-        warnings=warnings,
+        confound_columns=[] if confounds is None else [str(c) for c in confounds.columns],
+        preset=selection.parameters,
+        mean_fd=selection.mean_fd,
+        warnings=notes,
     )
+    _extract_atlases(result, inputs, atlases, confounds, sample_mask, extraction)
+    result.seconds = time.perf_counter() - started
+    return result
+
+
+def _extract_atlases(
+    result: RunExtraction,
+    inputs: RunInputs,
+    atlases: Sequence[Atlas],
+    confounds: pd.DataFrame | None,
+    sample_mask: np.ndarray | None,
+    extraction: ExtractionConfig,
+) -> None:
+    """Run the labels masker for each atlas, appending to ``result.per_atlas``."""
+    from bidsapp.maskers import NiftiLabelsMasker
+
+    notes = result.warnings
     standardize = False if extraction.standardize == "none" else extraction.standardize
     for atlas in atlases:
         masker = NiftiLabelsMasker(
             labels_img=str(atlas.dseg),
-            mask_img=None if mask is None else str(mask),
+            mask_img=None if inputs.mask is None else str(inputs.mask),
             strategy=extraction.strategy,
             standardize=standardize,
             detrend=extraction.detrend,
             low_pass=extraction.low_pass,
             high_pass=extraction.high_pass,
-            t_r=t_r,
+            t_r=inputs.t_r,
             smoothing_fwhm=extraction.smoothing_fwhm,
             resampling_target="data",
             keep_masked_labels=False,
             reports=False,
         )
-        try:
-            signals = masker.fit_transform(str(bold), confounds=confounds, sample_mask=sample_mask)
-        except (OSError, EOFError, ValueError) as err:
-            raise ExtractionError(f"{bold}: extraction failed ({err})") from err
-        if not np.isfinite(signals).all():
-            raise ExtractionError(f"{bold}: non-finite values in the extracted region signals")
-        coverage = region_coverage(atlas.dseg, mask, reference=bold, region_ids=atlas.lut["index"])
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                signals = masker.fit_transform(
+                    str(inputs.bold), confounds=confounds, sample_mask=sample_mask
+                )
+            except Exception as err:  # broken gzip, bad data, signal errors: one-line reason
+                logger.debug("extraction of %s failed", inputs.bold, exc_info=True)
+                raise ExtractionError(
+                    f"{inputs.bold}: cannot extract region signals "
+                    f"({type(err).__name__}: {_one_line(err)})"
+                ) from err
+        for note in _masker_warnings(caught):
+            if note not in notes:
+                notes.append(note)
         result.per_atlas.append(
-            _lut_frame(atlas, masker.region_ids_, signals, coverage, extraction.min_coverage)
+            _lut_frame(atlas, masker, np.asarray(signals), extraction.min_coverage, notes)
         )
-    result.seconds = time.perf_counter() - started
-    return result
 
 
 def _lut_frame(
-    atlas: Atlas,
-    region_ids: dict,
-    signals: np.ndarray,
-    coverage: np.ndarray,
-    min_coverage: float,
+    atlas: Atlas, masker: Any, signals: np.ndarray, min_coverage: float, notes: list[str]
 ) -> AtlasTimeseries:
     """Place the masker's columns into the LUT's order, n/a where coverage is too low."""
-    lut_index = [int(i) for i in atlas.lut["index"]]
-    names = [str(n) for n in atlas.lut["name"]]
-    column_of = {int(label): pos for pos, label in region_ids.items() if pos != "background"}
-    data = np.full((signals.shape[0], len(lut_index)), np.nan)
-    for j, label in enumerate(lut_index):
-        if label in column_of and coverage[j] >= min_coverage and coverage[j] > 0:
-            data[:, j] = signals[:, column_of[label]]
+    from bidsapp.regions import region_coverage
+
+    ids = region_ids(atlas)
+    names = region_names(atlas)
+    coverage = region_coverage(masker.labels_img_, masker.mask_img_, region_ids=ids)
+    coverage = np.nan_to_num(np.asarray(coverage, dtype=float), nan=0.0)
+    column_of = {
+        int(label): position
+        for position, label in masker.region_ids_.items()
+        if position != "background"
+    }
+    if signals.ndim == 1:
+        signals = signals[np.newaxis, :]
+    data = np.full((signals.shape[0], len(ids)), np.nan)
+    not_finite = []
+    for j, label in enumerate(ids):
+        if label not in column_of or coverage[j] <= 0 or coverage[j] < min_coverage:
+            continue
+        column = signals[:, column_of[label]]
+        if np.isfinite(column).all():
+            data[:, j] = column
+        else:
+            not_finite.append(names[j])
+    if not_finite:
+        notes.append(
+            f"atlas {atlas.label}: non-finite cleaned signal in {len(not_finite)} region(s) "
+            f"({', '.join(not_finite[:5])}{' ...' if len(not_finite) > 5 else ''}); written as n/a"
+        )
+    timeseries = pd.DataFrame(data, columns=names)
+    below = [
+        name for name, column in zip(names, data.T, strict=True) if not np.isfinite(column).all()
+    ]
     return AtlasTimeseries(
         atlas=atlas,
-        timeseries=pd.DataFrame(data, columns=names),
+        timeseries=timeseries,
         coverage=pd.Series(coverage, index=names, name="coverage"),
+        below_coverage=below,
     )

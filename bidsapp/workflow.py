@@ -1,14 +1,20 @@
 """run(config): query -> atlas -> extract (joblib) -> write -> summary.
 
 Each run is an independent job: one that fails is reported with a one-line reason and the
-others still finish. Outputs of a run are written atomically, sidecar last, so a sidecar
-whose recorded parameters match means the run is complete (resume).
+others still finish. Outputs of a run are written atomically, timeseries TSV last, so a
+timeseries TSV whose sidecar records the same parameters fingerprint means the run is
+complete (resume). After the last run of a subject, its status table and HTML report are
+written.
 """
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import logging
 import os
+import shutil
+import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
@@ -22,10 +28,9 @@ import pandas as pd
 from bidsapp import __version__
 from bidsapp.atlas import Atlas
 from bidsapp.config import RunConfig, fingerprint, to_jsonable
-from bidsapp.query import BoldRun
+from bidsapp.extract import RunExtraction, RunInputs
 
 logger = logging.getLogger(__name__)
-progress = logging.getLogger("bidsapp.progress")
 
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
@@ -37,11 +42,38 @@ class UsageProblem(ValueError):
 
 @dataclass
 class RunStatus:
-    """Outcome of one run for one atlas (a row of the per-subject status table)."""
+    """Outcome of one run for one atlas (a row of the subject's status table).
 
-    run: BoldRun
+    Attributes
+    ----------
+    name : str
+        Run name, e.g. ``sub-01_task-rest_run-1``.
+    entities : dict
+        Entities of the outputs (pybids long names, ``space`` included).
+    atlas : str
+        Atlas label.
+    status : str
+        ``ok``, ``skipped`` (outputs exist with the same parameters) or ``failed``.
+    reason : str
+        One-line reason of a failure, or the run's warnings.
+    volumes_total, volumes_kept : int or None
+        Volumes in the series and kept after censoring.
+    mean_fd : float or None
+        Mean framewise displacement (mm).
+    regions_below_coverage : int or None
+        Regions written as n/a.
+    seconds : float
+        Wall time of the extraction.
+    outputs : list of str
+        Files written (or found, when skipped).
+    warnings : list of str
+        Problems that did not stop the run.
+    """
+
+    name: str
+    entities: dict[str, str]
     atlas: str
-    status: str  # ok, skipped (already done), failed
+    status: str
     reason: str = ""
     volumes_total: int | None = None
     volumes_kept: int | None = None
@@ -49,12 +81,30 @@ class RunStatus:
     regions_below_coverage: int | None = None
     seconds: float = 0.0
     outputs: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def subject(self) -> str:
+        """Subject label without ``sub-``."""
+        return self.entities["subject"]
 
     def as_row(self, denoise_label: str, stat: str) -> dict[str, Any]:
-        """Return this status as a flat dict for the status table."""
-        row: dict[str, Any] = {k: v for k, v in self.run.entities.items()}
+        """Return this status as a flat dict for :func:`bidsapp.outputs.write_subject_status`.
+
+        Parameters
+        ----------
+        denoise_label : str
+            ``desc-`` label of the denoising setting.
+        stat : str
+            Extraction statistic.
+
+        Returns
+        -------
+        dict
+            Entities, ``atlas``, ``denoise``, ``stat``, ``status``, ``reason`` and counts.
+        """
+        row: dict[str, Any] = dict(self.entities)
         row.update(
-            run_name=self.run.name,
             atlas=self.atlas,
             denoise=denoise_label,
             stat=stat,
@@ -64,12 +114,50 @@ class RunStatus:
             volumes_kept=self.volumes_kept,
             mean_fd=self.mean_fd,
             regions_below_coverage=self.regions_below_coverage,
-            outputs=";".join(self.outputs),
+            outputs=list(self.outputs),
         )
         return row
 
 
-def _check_directories(config: RunConfig) -> None:
+@dataclass(frozen=True)
+class AtlasTarget:
+    """An atlas resolved for one space and voxel size, with its copy in the outputs.
+
+    Attributes
+    ----------
+    atlas : Atlas
+        The atlas.
+    node_files : tuple of str
+        BIDS URIs (``bids:atlases:...``) of the copied image and look-up table.
+    digest : str
+        Hash of the image and look-up table contents (part of the resume fingerprint).
+    """
+
+    atlas: Atlas
+    node_files: tuple[str, ...]
+    digest: str
+
+
+# ------------------------------------------------------------------ checks
+
+
+def _one_line(text: Any) -> str:
+    return " ".join(str(text).split())
+
+
+def check_directories(config: RunConfig) -> None:
+    """Refuse directories that cannot work (exit code 2).
+
+    Parameters
+    ----------
+    config : RunConfig
+        The invocation's settings.
+
+    Raises
+    ------
+    UsageProblem
+        If BIDS_DIR is not a dataset directory or OUTPUT_DIR is BIDS_DIR.
+    """
     bids_dir = config.bids_dir.resolve()
     output_dir = config.output_dir.resolve()
     if not bids_dir.is_dir():
@@ -80,21 +168,140 @@ def _check_directories(config: RunConfig) -> None:
             "derivatives dataset"
         )
     if output_dir == bids_dir:
-        raise UsageProblem("OUTPUT_DIR must not be BIDS_DIR: outputs would mix with the inputs")
-    if bids_dir in output_dir.parents and (output_dir.parent == bids_dir):
-        logger.warning("OUTPUT_DIR is inside BIDS_DIR; pybids may index outputs on later runs")
+        raise UsageProblem(
+            f"OUTPUT_DIR {config.output_dir} is BIDS_DIR: outputs would mix with the inputs; "
+            "choose another OUTPUT_DIR"
+        )
+    if bids_dir in output_dir.parents:
+        logger.warning("OUTPUT_DIR %s is inside BIDS_DIR %s", output_dir, bids_dir)
 
 
-def _run_fingerprint(run: BoldRun, atlas: Atlas, config: RunConfig) -> str:
-    return fingerprint(
-        {
-            "bold": str(run.preproc_bold),
-            "atlas": [atlas.label, str(atlas.dseg), atlas.source],
-            "denoise": config.denoise,
-            "extraction": config.extraction,
-            "version": __version__,
-        }
-    )
+def check_options(config: RunConfig) -> None:
+    """Check the options that need the disk: preset file, filters, local atlases, LUT.
+
+    Parameters
+    ----------
+    config : RunConfig
+        The invocation's settings.
+
+    Raises
+    ------
+    UsageProblem
+        With a message naming the option and the file.
+    """
+    from bidsapp import confounds as conf
+    from bidsapp.atlas import AtlasError, parse_atlas_spec
+    from bidsapp.query import QueryError, load_bids_filters
+
+    if config.denoise.is_preset_file:
+        try:
+            conf.load_preset(config.denoise.name)
+        except conf.ConfoundsError as err:
+            raise UsageProblem(f"--denoise-strategy: {_one_line(err)}") from err
+    try:
+        load_bids_filters(config.bids_filters)
+    except QueryError as err:
+        raise UsageProblem(f"--bids-filter-file: {_one_line(err)}") from err
+    local = []
+    for spec in config.atlases:
+        try:
+            parsed = parse_atlas_spec(spec)
+        except AtlasError as err:
+            raise UsageProblem(f"--atlas: {_one_line(err)}") from err
+        if parsed.path is not None:
+            if not parsed.path.is_file():
+                raise UsageProblem(f"--atlas {spec}: no such file")
+            local.append(parsed.path)
+    if config.atlas_lut is not None:
+        if not local:
+            raise UsageProblem(
+                "--atlas-lut applies to a local atlas (--atlas path/to/*_dseg.nii.gz); "
+                "TemplateFlow atlases bring their own look-up table"
+            )
+        if not config.atlas_lut.is_file():
+            raise UsageProblem(f"--atlas-lut {config.atlas_lut}: no such file")
+
+
+# ------------------------------------------------------------------ atlases
+
+
+def _atlas_labels(config: RunConfig) -> list[str]:
+    """Labels of the requested atlases as written before they are resolved."""
+    from bidsapp.atlas import atlas_label, parse_atlas_spec
+
+    labels = []
+    for spec in config.atlases:
+        parsed = parse_atlas_spec(spec)
+        labels.append(atlas_label(parsed.name, parsed.desc))
+    return labels
+
+
+def _grid_key(inputs: RunInputs) -> tuple:
+    return (inputs.space, tuple(round(z, 3) for z in inputs.voxel_size_mm))
+
+
+def _digest(atlas: Atlas) -> str:
+    sha = hashlib.sha256(Path(atlas.dseg).read_bytes())
+    sha.update(atlas.lut[["index", "name"]].to_csv(sep="\t", index=False).encode())
+    return sha.hexdigest()[:16]
+
+
+def _atlas_reason(spec: str, space: str, err: Exception) -> str:
+    """One-line reason for the runs an atlas error stops (the full message is printed)."""
+    first = _one_line(str(err).split(". ")[0].split(":\n")[0]) or type(err).__name__
+    return f"atlas {spec} is unusable in space {space} (see 'atlas error' above): {first}"
+
+
+def resolve_atlases(
+    jobs: Sequence[RunInputs], config: RunConfig
+) -> tuple[dict[tuple, list[AtlasTarget]], dict[tuple, list[tuple[str, str]]]]:
+    """Resolve and copy every atlas once per (space, voxel size) among the jobs.
+
+    Parameters
+    ----------
+    jobs : sequence of RunInputs
+        Prepared runs.
+    config : RunConfig
+        The invocation's settings.
+
+    Returns
+    -------
+    targets : dict
+        Grid key -> atlases ready for extraction.
+    failures : dict
+        Grid key -> ``(atlas label, one-line reason)`` of atlases that cannot be used; the
+        full message is printed once.
+    """
+    from bidsapp import outputs
+    from bidsapp.atlas import AtlasError, get_atlas, parse_atlas_spec
+
+    labels = _atlas_labels(config)
+    targets: dict[tuple, list[AtlasTarget]] = {}
+    failures: dict[tuple, list[tuple[str, str]]] = {}
+    for job in jobs:
+        key = _grid_key(job)
+        if key in targets:
+            continue
+        targets[key], failures[key] = [], []
+        for spec, label in zip(config.atlases, labels, strict=True):
+            local = parse_atlas_spec(spec).path is not None
+            try:
+                atlas = get_atlas(
+                    spec,
+                    space=job.space,
+                    voxel_size_mm=job.voxel_size_mm,
+                    lut_path=config.atlas_lut if local else None,
+                )
+                copied = outputs.copy_atlas(config.output_dir, atlas)
+            except (AtlasError, OSError, ValueError) as err:
+                print(f"bidsapp: atlas error: {err}", file=sys.stderr, flush=True)
+                failures[key].append((label, _atlas_reason(spec, job.space, err)))
+                continue
+            targets[key].append(AtlasTarget(atlas, tuple(copied.node_files), _digest(atlas)))
+    return targets, failures
+
+
+# ------------------------------------------------------------------ one run
 
 
 def _source_uri(path: Path, bids_dir: Path) -> str:
@@ -106,19 +313,106 @@ def _source_uri(path: Path, bids_dir: Path) -> str:
         return path.resolve().as_uri()
 
 
-def _sidecar(
-    extraction: Any, atlas_result: Any, config: RunConfig, node_files: list[str], fp: str
+def _file_identity(path: Path | None, bids_dir: Path) -> list[Any] | None:
+    if path is None:
+        return None
+    try:
+        size = path.stat().st_size
+    except OSError:
+        size = None
+    return [_source_uri(path, bids_dir), size]
+
+
+def run_fingerprint(inputs: RunInputs, target: AtlasTarget, config: RunConfig) -> str:
+    """Fingerprint of everything that changes a run's outputs for one atlas.
+
+    Parameters
+    ----------
+    inputs : RunInputs
+        The prepared run.
+    target : AtlasTarget
+        The atlas.
+    config : RunConfig
+        The invocation's settings.
+
+    Returns
+    -------
+    str
+        16 hexadecimal characters, recorded as ``ParametersFingerprint`` in the sidecar.
+    """
+    from bidsapp import confounds as conf
+
+    denoise = to_jsonable(config.denoise)
+    if config.denoise.is_preset_file:
+        try:
+            denoise["preset"] = conf.load_preset(config.denoise.name)
+        except conf.ConfoundsError:
+            denoise["preset"] = None
+    return fingerprint(
+        {
+            "inputs": [
+                _file_identity(p, config.bids_dir)
+                for p in (inputs.bold, inputs.mask, inputs.run.confounds)
+            ],
+            "t_r": inputs.t_r,
+            "atlas": [target.atlas.label, target.atlas.space, target.digest],
+            "denoise": denoise,
+            "extraction": config.extraction,
+            "version": __version__,
+        }
+    )
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace infinite thresholds (censoring disabled) by None for strict JSON."""
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not np.isfinite(value):
+        return None
+    return value
+
+
+def build_sidecar(
+    extraction: RunExtraction,
+    result: Any,
+    target: AtlasTarget,
+    config: RunConfig,
+    parameters_fingerprint: str,
 ) -> dict[str, Any]:
-    run = extraction.run
-    atlas = atlas_result.atlas
-    coverage = atlas_result.coverage
-    below = [str(n) for n, c in coverage.items() if c < config.extraction.min_coverage]
-    sources = [_source_uri(extraction.bold, config.bids_dir)]
-    sources += [_source_uri(p, config.bids_dir) for p in (run.brain_mask, run.confounds) if p]
-    sources += node_files
+    """Return the timeseries sidecar of one run and atlas.
+
+    Parameters
+    ----------
+    extraction : RunExtraction
+        The run's extraction.
+    result : AtlasTimeseries
+        The atlas's timeseries and coverage.
+    target : AtlasTarget
+        The atlas and its copy in the outputs.
+    config : RunConfig
+        The invocation's settings.
+    parameters_fingerprint : str
+        From :func:`run_fingerprint`.
+
+    Returns
+    -------
+    dict
+        JSON-compatible metadata: sampling frequency (Hz), sources (BIDS URIs), atlas,
+        extraction and denoising parameters, confound columns, kept and censored volumes,
+        mean framewise displacement (mm), software and fingerprint.
+    """
+    inputs = extraction.inputs
+    atlas = target.atlas
+    sources = [_source_uri(inputs.bold, config.bids_dir)]
+    sources += [_source_uri(p, config.bids_dir) for p in (inputs.mask, inputs.run.confounds) if p]
+    sources += list(target.node_files)
+    denoise = to_jsonable(config.denoise)
+    denoise["parameters"] = _json_safe(to_jsonable(extraction.preset))
     return {
-        "SamplingFrequency": 1.0 / extraction.t_r,
-        "RepetitionTime": extraction.t_r,
+        "SamplingFrequency": 1.0 / inputs.t_r,
+        "RepetitionTime": inputs.t_r,
         "Sources": sources,
         "Atlas": {
             "Name": atlas.name,
@@ -127,50 +421,67 @@ def _sidecar(
             "Space": atlas.space,
             "Source": atlas.source,
             "Resolution": atlas.resolution,
+            "Image": target.node_files[0] if target.node_files else None,
+            "LookUpTable": target.node_files[1] if len(target.node_files) > 1 else None,
+            "NumberOfRegions": int(result.timeseries.shape[1]),
         },
         "Extraction": to_jsonable(config.extraction),
-        "Denoising": to_jsonable(config.denoise),
+        "Denoising": denoise,
         "ConfoundColumns": extraction.confound_columns,
-        "NumberOfVolumes": extraction.n_volumes,
+        "NumberOfVolumes": inputs.n_volumes,
         "RetainedVolumes": extraction.retained,
         "CensoredVolumes": extraction.censored,
         "MeanFramewiseDisplacement": extraction.mean_fd,
-        "RegionsBelowCoverage": below,
+        "RegionsBelowCoverage": result.below_coverage,
         "Warnings": extraction.warnings,
         "SoftwareName": "bidsapp",
         "SoftwareVersion": __version__,
-        "ParametersFingerprint": fp,
+        "ParametersFingerprint": parameters_fingerprint,
     }
 
 
 def _relmat(timeseries: pd.DataFrame) -> pd.DataFrame:
     """Pearson correlation between regions; n/a for regions without data."""
     values = timeseries.to_numpy(dtype=float)
-    valid = np.isfinite(values).all(axis=0) & (np.nanstd(values, axis=0) > 0)
+    valid = np.isfinite(values).all(axis=0)
+    valid[valid] = np.std(values[:, valid], axis=0) > 0
     corr = np.full((values.shape[1], values.shape[1]), np.nan)
-    if valid.sum() > 0:
+    if valid.any():
         corr[np.ix_(valid, valid)] = np.corrcoef(values[:, valid], rowvar=False)
     return pd.DataFrame(corr, index=timeseries.columns, columns=timeseries.columns)
 
 
+def _skipped(inputs: RunInputs, target: AtlasTarget, paths: Any) -> RunStatus:
+    from bidsapp import outputs
+
+    sidecar = outputs.read_sidecar(paths.timeseries_json) or {}
+    return RunStatus(
+        inputs.name,
+        inputs.entities,
+        target.atlas.label,
+        "skipped",
+        "outputs exist with the same parameters",
+        volumes_total=sidecar.get("NumberOfVolumes"),
+        volumes_kept=len(sidecar.get("RetainedVolumes") or []),
+        mean_fd=sidecar.get("MeanFramewiseDisplacement"),
+        regions_below_coverage=len(sidecar.get("RegionsBelowCoverage") or []),
+        outputs=[str(p) for p in paths.all() if p.is_file()],
+    )
+
+
 def process_run(
-    run: BoldRun,
-    atlases: Sequence[Atlas],
-    config: RunConfig,
-    node_files: dict[str, list[str]],
+    inputs: RunInputs, targets: Sequence[AtlasTarget], config: RunConfig
 ) -> list[RunStatus]:
     """Extract and write one run's outputs for every atlas; never raises.
 
     Parameters
     ----------
-    run : BoldRun
-        The fMRIPrep run.
-    atlases : sequence of Atlas
-        Atlases resolved for the run's grid.
+    inputs : RunInputs
+        The prepared run.
+    targets : sequence of AtlasTarget
+        Atlases resolved for the run's space and voxel size.
     config : RunConfig
         The invocation's settings.
-    node_files : dict
-        BIDS URIs of each atlas's copy in the output (image and LUT), by atlas label.
 
     Returns
     -------
@@ -183,127 +494,166 @@ def process_run(
 
     stat = config.extraction.strategy
     desc = config.denoise.label
-    todo: list[Atlas] = []
+    todo: list[tuple[AtlasTarget, Any, str]] = []
     statuses: list[RunStatus] = []
-    for atlas in atlases:
-        paths = outputs.output_paths(config.output_dir, run.entities, atlas.label, stat, desc)
-        fp = _run_fingerprint(run, atlas, config)
+    for target in targets:
+        paths = outputs.output_paths(
+            config.output_dir, inputs.entities, target.atlas.label, stat, desc
+        )
+        fp = run_fingerprint(inputs, target, config)
         if not config.overwrite and outputs.outputs_complete(paths, {"ParametersFingerprint": fp}):
-            sidecar = outputs.read_sidecar(paths.timeseries_json) or {}
-            statuses.append(
-                RunStatus(
-                    run,
-                    atlas.label,
-                    "skipped",
-                    "outputs exist with the same parameters",
-                    volumes_total=sidecar.get("NumberOfVolumes"),
-                    volumes_kept=len(sidecar.get("RetainedVolumes", [])),
-                    mean_fd=sidecar.get("MeanFramewiseDisplacement"),
-                    regions_below_coverage=len(sidecar.get("RegionsBelowCoverage", [])),
-                    outputs=[str(paths.timeseries)],
-                )
-            )
+            statuses.append(_skipped(inputs, target, paths))
         else:
-            todo.append(atlas)
+            todo.append((target, paths, fp))
     if not todo:
         return statuses
-    try:
-        extraction = extract_run(run, todo, config.denoise, config.extraction)
-    except ExtractionError as err:
-        return statuses + [RunStatus(run, a.label, "failed", str(err)) for a in todo]
-    except Exception as err:  # one broken run must never stop the others
-        logger.debug("unexpected failure in %s", run.name, exc_info=True)
-        reason = f"{run.preproc_bold}: {type(err).__name__}: {err}"
-        return statuses + [RunStatus(run, a.label, "failed", reason) for a in todo]
 
-    for atlas_result in extraction.per_atlas:
-        atlas = atlas_result.atlas
-        paths = outputs.output_paths(config.output_dir, run.entities, atlas.label, stat, desc)
-        fp = _run_fingerprint(run, atlas, config)
-        files = node_files.get(atlas.label, [])
-        sidecar = _sidecar(extraction, atlas_result, config, files, fp)
-        relmat_sidecar = outputs.relmat_metadata(files)
-        # "bids::" names a file of this very dataset.
+    def failed(target: AtlasTarget, reason: str) -> RunStatus:
+        return RunStatus(inputs.name, inputs.entities, target.atlas.label, "failed", reason)
+
+    try:
+        extraction = extract_run(
+            inputs, [t.atlas for t, _, _ in todo], config.denoise, config.extraction
+        )
+    except ExtractionError as err:
+        return statuses + [failed(t, _one_line(err)) for t, _, _ in todo]
+    except Exception as err:  # one broken run must never stop the others
+        logger.debug("unexpected failure in %s", inputs.name, exc_info=True)
+        reason = f"{inputs.bold}: {type(err).__name__}: {_one_line(err)}"
+        return statuses + [failed(t, reason) for t, _, _ in todo]
+
+    for (target, paths, fp), result in zip(todo, extraction.per_atlas, strict=True):
+        relmat_sidecar = outputs.relmat_metadata(list(target.node_files))
         relmat_sidecar["Sources"] = [
             outputs.bids_uri(paths.timeseries, root=config.output_dir, dataset="")
         ]
         try:
             written = outputs.write_run_outputs(
                 paths,
-                timeseries=atlas_result.timeseries,
-                timeseries_sidecar=sidecar,
-                coverage=atlas_result.coverage,
-                relmat=_relmat(atlas_result.timeseries),
+                timeseries=result.timeseries,
+                timeseries_sidecar=build_sidecar(extraction, result, target, config, fp),
+                coverage=result.coverage,
+                relmat=_relmat(result.timeseries),
                 relmat_sidecar=relmat_sidecar,
             )
-        except (OSError, ValueError) as err:
-            statuses.append(RunStatus(run, atlas.label, "failed", f"cannot write outputs: {err}"))
+        except Exception as err:  # disk full, permissions: this run only
+            logger.debug("writing %s failed", paths.timeseries, exc_info=True)
+            statuses.append(
+                failed(target, f"cannot write {paths.timeseries.name}: {_one_line(err)}")
+            )
             continue
-        below = int((atlas_result.coverage < config.extraction.min_coverage).sum())
         statuses.append(
             RunStatus(
-                run,
-                atlas.label,
+                inputs.name,
+                inputs.entities,
+                target.atlas.label,
                 "ok",
                 "; ".join(extraction.warnings),
-                volumes_total=extraction.n_volumes,
+                volumes_total=inputs.n_volumes,
                 volumes_kept=len(extraction.retained),
                 mean_fd=extraction.mean_fd,
-                regions_below_coverage=below,
+                regions_below_coverage=len(result.below_coverage),
                 seconds=extraction.seconds,
                 outputs=[str(p) for p in written],
+                warnings=list(extraction.warnings),
             )
         )
     return statuses
 
 
-def _voxel_size(run: BoldRun) -> tuple[float, float, float]:
-    import nibabel as nib
-
-    zooms = nib.load(str(run.preproc_bold)).header.get_zooms()[:3]
-    return tuple(float(z) for z in zooms)  # type: ignore[return-value]
-
-
-def _resolve_atlases(runs: Sequence[BoldRun], config: RunConfig) -> dict[tuple, list[Atlas]]:
-    """Resolve every atlas once per (space, voxel size) among the runs."""
-    from bidsapp.atlas import get_atlas
-
-    resolved: dict[tuple, list[Atlas]] = {}
-    for run in runs:
-        key = (run.entities.get("space", config.space), _rounded(_voxel_size(run)))
-        if key not in resolved:
-            resolved[key] = [
-                get_atlas(spec, space=key[0], voxel_size_mm=key[1], lut_path=config.atlas_lut)
-                for spec in config.atlases
-            ]
-    return resolved
-
-
-def _rounded(zooms: tuple[float, ...]) -> tuple[float, ...]:
-    return tuple(round(z, 3) for z in zooms)
+# ------------------------------------------------------------------ scheduling
 
 
 def _parallel_results(
-    runs: Sequence[BoldRun], atlases_for: dict, config: RunConfig, node_files: dict
+    jobs: Sequence[tuple[RunInputs, list[AtlasTarget]]], config: RunConfig
 ) -> Iterator[list[RunStatus]]:
-    def atlases_of(run: BoldRun) -> list[Atlas]:
-        key = (run.entities.get("space", config.space), _rounded(_voxel_size(run)))
-        return atlases_for[key]
-
+    """Run the jobs, yielding each one's statuses as it finishes."""
     if config.n_jobs == 1 and config.dask_scheduler is None:
-        for run in runs:
-            yield process_run(run, atlases_of(run), config, node_files)
+        for inputs, targets in jobs:
+            yield process_run(inputs, targets, config)
         return
     from joblib import Parallel, delayed, parallel_backend
 
-    tasks = (delayed(process_run)(run, atlases_of(run), config, node_files) for run in runs)
+    tasks = (delayed(process_run)(inputs, targets, config) for inputs, targets in jobs)
     if config.dask_scheduler is not None:
         from dask.distributed import Client  # optional 'dask' extra
 
         with Client(config.dask_scheduler), parallel_backend("dask"):
             yield from Parallel(return_as="generator_unordered")(tasks)
         return
-    yield from Parallel(n_jobs=config.n_jobs, return_as="generator_unordered")(tasks)
+    options: dict[str, Any] = {}
+    if config.work_dir is not None:
+        options["temp_folder"] = str(config.work_dir / "joblib")
+    yield from Parallel(n_jobs=config.n_jobs, return_as="generator_unordered", **options)(tasks)
+
+
+def _print_progress(status: RunStatus) -> None:
+    name = f"{status.name} [{status.atlas}]"
+    if status.status == "failed":
+        print(f"FAILED  {name}: {status.reason}", flush=True)
+    elif status.status == "skipped":
+        print(f"skipped {name}: already done", flush=True)
+    else:
+        print(
+            f"ok      {name}: {status.volumes_kept}/{status.volumes_total} volumes kept, "
+            f"{status.seconds:.1f} s",
+            flush=True,
+        )
+        for warning in status.warnings:
+            print(f"        warning: {warning}", flush=True)
+
+
+def _write_report(config: RunConfig, subject: str) -> None:
+    """Write a subject's HTML report; a failure is a printed warning, never fatal."""
+    try:
+        from bidsapp.report.participant import write_participant_report
+    except ImportError as err:
+        print(f"warning: no participant report for sub-{subject}: {err}", flush=True)
+        return
+    try:
+        path = write_participant_report(config.output_dir, subject, config.bids_dir)
+    except Exception as err:  # a report must never fail the runs
+        logger.debug("report of sub-%s failed", subject, exc_info=True)
+        print(
+            f"warning: participant report for sub-{subject} not written: "
+            f"{type(err).__name__}: {_one_line(err)}",
+            flush=True,
+        )
+        return
+    logger.info("wrote %s", path)
+
+
+def _finish_subject(config: RunConfig, subject: str, statuses: Sequence[RunStatus]) -> None:
+    """Record a subject's run statuses, then write its report."""
+    from bidsapp import outputs
+
+    rows = [s.as_row(config.denoise.label, config.extraction.strategy) for s in statuses]
+    try:
+        outputs.write_subject_status(config.output_dir, subject, rows)
+    except (OSError, ValueError) as err:
+        print(f"warning: status table of sub-{subject} not written: {_one_line(err)}")
+    report = config.output_dir / f"sub-{subject}.html"
+    if config.reports and (any(s.status != "skipped" for s in statuses) or not report.is_file()):
+        _write_report(config, subject)
+
+
+def _summarise(statuses: Sequence[RunStatus], seconds: float) -> int:
+    failed = [s for s in statuses if s.status == "failed"]
+    ok = sum(s.status == "ok" for s in statuses)
+    skipped = sum(s.status == "skipped" for s in statuses)
+    print(
+        f"done in {seconds:.1f} s: {ok} written, {skipped} already done, {len(failed)} failed",
+        flush=True,
+    )
+    if failed:
+        print(f"failed runs ({len(failed)}):")
+        for status in failed:
+            print(f"  {status.name} [{status.atlas}]: {status.reason}")
+        return EXIT_RUN_FAILED
+    return EXIT_OK
+
+
+# ------------------------------------------------------------------ levels
 
 
 def run_participant(config: RunConfig) -> int:
@@ -317,13 +667,20 @@ def run_participant(config: RunConfig) -> int:
     Returns
     -------
     int
-        0 when every run succeeded or was already complete, 1 otherwise.
+        0 when every run succeeded or was already complete; 1 when a run failed or no run
+        matched the selection.
+
+    Raises
+    ------
+    UsageProblem
+        When the directories or options make the invocation impossible.
     """
     from bidsapp import outputs
-    from bidsapp.atlas import AtlasError
-    from bidsapp.query import NoRunsFoundError, find_runs
+    from bidsapp.extract import ExtractionError, prepare_run
+    from bidsapp.query import NoRunsFoundError, QueryError, find_runs
 
-    _check_directories(config)
+    check_directories(config)
+    check_options(config)
     started = time.perf_counter()
     database_dir = config.work_dir / "pybids_db" if config.work_dir else None
     try:
@@ -337,74 +694,95 @@ def run_participant(config: RunConfig) -> int:
             database_dir=database_dir,
         )
     except NoRunsFoundError as err:
-        print(f"bidsapp: nothing to do: {err}")
+        print(f"bidsapp: nothing to do: {err}", file=sys.stderr, flush=True)
         return EXIT_RUN_FAILED
+    except QueryError as err:
+        raise UsageProblem(_one_line(err)) from err
+
     try:
-        atlases_for = _resolve_atlases(runs, config)
-    except AtlasError as err:
-        print(f"bidsapp: atlas error: {err}")
-        return EXIT_RUN_FAILED
-
-    config.output_dir.mkdir(parents=True, exist_ok=True)
-    outputs.write_dataset_description(
-        config.output_dir,
-        version=__version__,
-        source_dir=config.bids_dir,
-        container=os.environ.get("BIDSAPP_CONTAINER"),
+        config.output_dir.mkdir(parents=True, exist_ok=True)
+        outputs.write_dataset_description(
+            config.output_dir,
+            version=__version__,
+            source_dir=config.bids_dir,
+            container=os.environ.get("BIDSAPP_CONTAINER") or None,
+        )
+        outputs.write_bidsignore(config.output_dir)
+    except OSError as err:
+        raise UsageProblem(f"cannot write into OUTPUT_DIR {config.output_dir}: {err}") from err
+    print(
+        f"bidsapp {__version__}: {len(runs)} run(s), {len(config.atlases)} atlas(es), "
+        f"denoising {config.denoise.label}, stat {config.extraction.strategy}",
+        flush=True,
     )
-    outputs.write_bidsignore(config.output_dir)
-    node_files = {
-        atlas.label: outputs.copy_atlas(config.output_dir, atlas).node_files
-        for atlases in atlases_for.values()
-        for atlas in atlases
-    }
-
-    print(f"bidsapp {__version__}: {len(runs)} run(s), {len(config.atlases)} atlas(es)")
     statuses: list[RunStatus] = []
-    for batch in _parallel_results(runs, atlases_for, config, node_files):
+    prepared: list[RunInputs] = []
+    labels = _atlas_labels(config)
+    for run in runs:
+        try:
+            prepared.append(prepare_run(run, config.denoise))
+        except ExtractionError as err:
+            statuses += [
+                RunStatus(run.name, dict(run.entities), label, "failed", _one_line(err))
+                for label in labels
+            ]
+    targets, failures = resolve_atlases(prepared, config)
+
+    jobs = []
+    for inputs in prepared:
+        key = _grid_key(inputs)
+        statuses += [
+            RunStatus(inputs.name, inputs.entities, label, "failed", reason)
+            for label, reason in failures[key]
+        ]
+        if targets[key]:
+            jobs.append((inputs, targets[key]))
+    for status in statuses:
+        _print_progress(status)
+
+    remaining: dict[str, int] = {}
+    for inputs, _ in jobs:
+        subject = inputs.entities["subject"]
+        remaining[subject] = remaining.get(subject, 0) + 1
+    by_subject: dict[str, list[RunStatus]] = {}
+    for status in statuses:
+        by_subject.setdefault(status.subject, []).append(status)
+    for subject in sorted(set(by_subject) - set(remaining)):
+        _finish_subject(config, subject, by_subject[subject])
+    for batch in _parallel_results(jobs, config):
         for status in batch:
             _print_progress(status)
         statuses.extend(batch)
-    _write_status(statuses, config)
+        if not batch:
+            continue
+        subject = batch[0].subject
+        by_subject.setdefault(subject, []).extend(batch)
+        remaining[subject] -= 1
+        if remaining[subject] == 0:
+            _finish_subject(config, subject, by_subject[subject])
     return _summarise(statuses, time.perf_counter() - started)
 
 
-def _print_progress(status: RunStatus) -> None:
-    name = f"{status.run.name} [{status.atlas}]"
-    if status.status == "failed":
-        print(f"FAILED  {name}: {status.reason}", flush=True)
-    elif status.status == "skipped":
-        print(f"skipped {name}: already done", flush=True)
-    else:
-        print(
-            f"ok      {name}: {status.volumes_kept}/{status.volumes_total} volumes kept, "
-            f"{status.seconds:.1f} s",
-            flush=True,
-        )
+def _matplotlib_dir(config: RunConfig) -> None:
+    """Give matplotlib (reports) a writable cache in --work-dir or a temporary directory.
 
-
-def _write_status(statuses: Sequence[RunStatus], config: RunConfig) -> None:
-    from bidsapp import outputs
-
-    by_subject: dict[str, list[dict[str, Any]]] = {}
-    for status in statuses:
-        row = status.as_row(config.denoise.label, config.extraction.strategy)
-        by_subject.setdefault(status.run.entities["subject"], []).append(row)
-    for subject, rows in by_subject.items():
-        outputs.write_subject_status(config.output_dir, subject, rows)
-
-
-def _summarise(statuses: Sequence[RunStatus], seconds: float) -> int:
-    failed = [s for s in statuses if s.status == "failed"]
-    ok = sum(s.status == "ok" for s in statuses)
-    skipped = sum(s.status == "skipped" for s in statuses)
-    print(f"done in {seconds:.1f} s: {ok} written, {skipped} already done, {len(failed)} failed")
-    if failed:
-        print("failed runs:")
-        for status in failed:
-            print(f"  {status.run.name} [{status.atlas}]: {status.reason}")
-        return EXIT_RUN_FAILED
-    return EXIT_OK
+    Nothing happens when ``MPLCONFIGDIR`` is set or reports are off. Without --work-dir
+    and without any writable temporary directory, reports fail with a warning.
+    """
+    if not config.reports or os.environ.get("MPLCONFIGDIR"):
+        return
+    if config.work_dir is not None:
+        folder = config.work_dir / "matplotlib"
+        folder.mkdir(parents=True, exist_ok=True)
+        os.environ["MPLCONFIGDIR"] = str(folder)
+        return
+    try:
+        folder = Path(tempfile.mkdtemp(prefix="bidsapp-mpl-"))
+    except OSError:
+        logger.warning("No writable temporary directory: pass --work-dir for the reports")
+        return
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    os.environ["MPLCONFIGDIR"] = str(folder)
 
 
 def run(config: RunConfig) -> int:
@@ -418,18 +796,19 @@ def run(config: RunConfig) -> int:
     Returns
     -------
     int
-        The exit code: 0 success, 1 a run failed or nothing to do.
+        The exit code: 0 success; 1 a run failed, or nothing to do.
 
     Raises
     ------
     UsageProblem
-        When the directories or options make the invocation impossible.
+        When the directories or options make the invocation impossible (exit code 2).
     """
     if config.work_dir is not None:
-        config.work_dir.mkdir(parents=True, exist_ok=True)
-        os.environ.setdefault("MPLCONFIGDIR", str(config.work_dir / "matplotlib"))
-    else:
-        os.environ.setdefault("MPLCONFIGDIR", tempfile.mkdtemp(prefix="bidsapp-mpl-"))
+        try:
+            config.work_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageProblem(f"cannot create --work-dir {config.work_dir}: {err}") from err
+    _matplotlib_dir(config)
     if config.analysis_level == "group":
         from bidsapp.group import run_group
 
