@@ -1040,10 +1040,14 @@ def _fill_first_row(confounds: pd.DataFrame) -> pd.DataFrame:
 def _warn_missing_values(confounds: pd.DataFrame, confounds_file: Path) -> None:
     with_nan = [column for column in confounds.columns if confounds[column].isna().any()]
     if with_nan:
+        shown = ", ".join(with_nan[:3]) + (
+            f" and {len(with_nan) - 3} more" if len(with_nan) > 3 else ""
+        )
         logger.warning(
-            "Confounds file %s has missing values (n/a) after the first row in %s.",
+            "Confounds file %s has missing values (n/a) after the first row in %d column(s): %s.",
             confounds_file,
-            with_nan,
+            len(with_nan),
+            shown,
         )
 
 
