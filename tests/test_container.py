@@ -133,7 +133,7 @@ def test_oci_labels():
     assert labels[prefix + "version"] == "${VERSION}" and args["VERSION"] == __version__
     assert labels[prefix + "source"] == "${SOURCE}" and args["SOURCE"].startswith("https://")
     pyproject = (REPO / "pyproject.toml").read_text()
-    license_text = re.search(r'license\s*=\s*\{\s*text\s*=\s*"([^"]+)"', pyproject).group(1)
+    license_text = re.search(r'^license\s*=\s*"([^"]+)"', pyproject, re.MULTILINE).group(1)
     assert labels[prefix + "licenses"] == license_text
     descriptor = json.loads((REPO / "descriptor.json").read_text())
     assert descriptor["url"] == args["SOURCE"]
