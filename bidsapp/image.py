@@ -700,6 +700,130 @@ def resample_img(
     return new_img_like(img, resampled, target_affine, copy_header=copy_header)
 
 
+class VolumeResampler:
+    """Resample the volumes of a 4D series one at a time, as :func:`resample_img` does.
+
+    Built once from the source grid; each call resamples one 3D volume. Used to stream a
+    series onto another grid without holding it whole. :func:`resample_img` clips its output
+    to ``[min(data, 0), max(data, 0)]`` over the whole series: pass those bounds as ``clip``
+    (see :attr:`needs_bounds`) to get identical values.
+
+    Parameters
+    ----------
+    source_shape : sequence of 3 int
+        Shape of the source volumes.
+    source_affine : numpy.ndarray of shape (4, 4)
+        Voxel-to-world affine of the source grid.
+    dtype : numpy.dtype
+        Type of the source volumes.
+    target_affine : numpy.ndarray of shape (4, 4)
+        Voxel-to-world affine of the target grid.
+    target_shape : sequence of 3 int
+        Shape of the target grid.
+    interpolation : {"continuous", "linear", "nearest"}, default="continuous"
+        See :func:`resample_img`.
+    fill_value : float, default=0
+        Value of target voxels outside the source field of view.
+    force_resample : bool, default=False
+        See :func:`resample_img`.
+
+    Attributes
+    ----------
+    target_affine : numpy.ndarray
+        Affine of the output volumes.
+    target_shape : tuple of int
+        Shape of the output volumes.
+    dtype : numpy.dtype
+        Type of the output volumes.
+    needed : bool
+        False when the target grid is the source grid (volumes are returned as copies).
+    needs_bounds : bool
+        True when values are interpolated, so that clipping to the series' range can
+        change them (an integer voxel translation only copies values).
+    """
+
+    def __init__(
+        self,
+        source_shape: Sequence[int],
+        source_affine: np.ndarray,
+        dtype: Any,
+        target_affine: np.ndarray,
+        target_shape: Sequence[int],
+        interpolation: str = "continuous",
+        fill_value: float = 0,
+        force_resample: bool = False,
+    ) -> None:
+        _check_resample_inputs(target_affine, target_shape, interpolation)
+        source = nib.Nifti1Image(np.empty((1, 1, 1), dtype=np.uint8), source_affine)
+        self._source_shape = tuple(int(s) for s in source_shape[:3])
+        self.needed = not (
+            tuple(target_shape) == self._source_shape and np.allclose(target_affine, source_affine)
+        )
+        self.dtype = (
+            _resampled_dtype(np.dtype(dtype), interpolation) if self.needed else np.dtype(dtype)
+        )
+        self.target_affine = np.asarray(target_affine, dtype=float)
+        self.target_shape = tuple(int(s) for s in target_shape)
+        self._order = INTERPOLATION_ORDERS[interpolation]
+        self._fill_value = fill_value
+        self.needs_bounds = False
+        if not self.needed:
+            return
+        grid = np.empty(self._source_shape, dtype=np.uint8)
+        self.target_affine, self.target_shape, to_source = _target_grid(
+            source, grid, target_affine, target_shape
+        )
+        matrix, self._offset = to_source[:3, :3], to_source[:3, 3]
+        self._shift = bool(
+            np.all(np.eye(3) == matrix)
+            and all(v == np.round(v) for v in self._offset)
+            and not force_resample
+        )
+        if np.all(np.diag(np.diag(matrix)) == matrix):
+            matrix = np.diag(matrix)
+        self._matrix = matrix
+        self.needs_bounds = not self._shift
+
+    def __call__(self, volume: np.ndarray, clip: tuple[float, float] | None = None) -> np.ndarray:
+        """Resample one volume.
+
+        Parameters
+        ----------
+        volume : numpy.ndarray
+            3D array on the source grid.
+        clip : (float, float), optional
+            ``(min(series, 0), max(series, 0))`` of the whole series, as
+            :func:`resample_img` clips; None does not clip.
+
+        Returns
+        -------
+        numpy.ndarray
+            3D array on the target grid, Fortran order, of type :attr:`dtype`.
+        """
+        if tuple(volume.shape) != self._source_shape:
+            raise ValueError(
+                f"volume of shape {volume.shape} is not on the source grid {self._source_shape}."
+            )
+        if not self.needed:
+            return np.array(volume, dtype=self.dtype, order="F")
+        out = np.zeros(self.target_shape, order="F", dtype=self.dtype)
+        if self._shift:
+            _shift_copy(volume, self._offset, out)
+        else:
+            _resample_volume(
+                volume,
+                self._matrix,
+                self._offset,
+                self.target_shape,
+                self._order,
+                out,
+                self._fill_value,
+            )
+        if clip is not None:
+            out.clip(clip[0], clip[1], out=out)
+        return out
+
+
 def resample_to_img(
     source_img: Any,
     target_img: Any,

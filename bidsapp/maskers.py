@@ -13,7 +13,12 @@ Per image, ``transform`` does: resample labels/mask to the data grid
 (``resampling_target="data"``, nearest neighbour) or the data to the labels
 grid (``"labels"``, cubic spline) -> optional Gaussian smoothing -> non-finite
 values to 0 -> one value per region and volume (:mod:`bidsapp.regions`) ->
-:func:`bidsapp.signal.clean` on the region signals.
+:func:`bidsapp.signal.clean` on the region signals. The steps before cleaning
+run volume by volume in one streaming pass (:mod:`bidsapp.engine`): a
+``.nii.gz`` is inflated once and the 4D array is never held in memory.
+
+:func:`extract_labels_signals` gives, for several atlases in one pass over the
+image, what one masker per atlas gives.
 """
 
 from __future__ import annotations
@@ -23,15 +28,18 @@ import logging
 import warnings
 from collections import defaultdict
 from collections.abc import Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import nibabel as nib
 import numpy as np
 import pandas as pd
 from joblib import Memory, Parallel, delayed
 from nibabel.spatialimages import SpatialImage
 
-from bidsapp import image, regions
+from bidsapp import engine, image, regions, stream
 from bidsapp.signal import clean, high_variance_confounds
 
 logger = logging.getLogger(__name__)
@@ -53,7 +61,14 @@ except ImportError:  # pragma: no cover - exercised only without scikit-learn
     _ESTIMATOR_BASES = ()
     _CLASS_OPTIONS = {}
 
-__all__ = ["MultiNiftiLabelsMasker", "NiftiLabelsMasker", "NotFittedError"]
+__all__ = [
+    "LabelsExtraction",
+    "LabelsSignals",
+    "MultiNiftiLabelsMasker",
+    "NiftiLabelsMasker",
+    "NotFittedError",
+    "extract_labels_signals",
+]
 
 _NIIMG_TYPES = (str, Path, SpatialImage)
 _NUMBER = (int, float, np.integer, np.floating)
@@ -433,46 +448,111 @@ def _extract_signals(
     memory: Memory,
     memory_level: int,
 ) -> tuple[np.ndarray, list, SpatialImage]:
-    """Resample, smooth, reduce to regions and clean one image.
+    """Resample, smooth, reduce to regions (one streaming pass) and clean one image.
 
     Returns the region signals (1D for a 3D input image), the label value
     of each column, and the labels image after masking.
     """
-    input_ndim = len(image.load_img(imgs).shape) if isinstance(imgs, _NIIMG_TYPES) else 4
-    img = image.check_niimg(imgs, atleast_4d=True, dtype=dtype, name="imgs")
-    if target_affine is not None:
-        logger.debug("Resampling images to the labels grid")
-        img = _cached(image.resample_img, memory, 2, memory_level)(
-            img,
-            interpolation="continuous",
-            target_shape=target_shape,
-            target_affine=target_affine,
-            copy_header=True,
-        )
-    if smoothing_fwhm is not None:
-        logger.debug("Smoothing images (FWHM %s mm)", smoothing_fwhm)
-        img = _cached(image.smooth_img, memory, 2, memory_level)(img, smoothing_fwhm)
-    signals, ids, atlas = _cached(regions.img_to_signals, memory, 2, memory_level)(
-        img,
-        labels_img,
-        mask_img,
+    per_atlas, _, input_ndim = _cached(_stream_signals, memory, 2, memory_level)(
+        imgs,
+        [(labels_img, mask_img)],
         background_label=background_label,
         strategy=strategy,
         keep_masked_labels=keep_masked_labels,
+        target_affine=target_affine,
+        target_shape=target_shape,
+        smoothing_fwhm=smoothing_fwhm,
+        dtype=dtype,
     )
+    (raw, ids, atlas) = per_atlas[0]
     if mask_img is not None and not keep_masked_labels:
         _warn_removed_by_mask(labels_img, ids, background_label)
-    signals = _cached(clean, memory, 2, memory_level)(
-        signals,
-        confounds=confounds,
-        sample_mask=sample_mask,
-        runs=None,
-        **clean_params,
-        **clean_kwargs,
-    )
+    with _one_blas_thread():
+        signals = _cached(clean, memory, 2, memory_level)(
+            raw,
+            confounds=confounds,
+            sample_mask=sample_mask,
+            runs=None,
+            **clean_params,
+            **clean_kwargs,
+        )
     if input_ndim == 3:
         signals = signals[0]
     return signals, ids, atlas
+
+
+@contextmanager
+def _one_blas_thread():
+    """Run BLAS/LAPACK single-threaded (region signals are small matrices).
+
+    On a busy machine a multi-threaded BLAS is much slower on ``(n_volumes x n_regions)``
+    matrices than one thread (pivoted QR of 300 x 37: ~130 ms against 0.2 ms measured on
+    two shared cores). Uses threadpoolctl when it is installed; otherwise does nothing.
+    """
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - threadpoolctl comes with scikit-learn
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+def _stream_signals(
+    imgs: Any,
+    atlases: Sequence[tuple[SpatialImage, SpatialImage | None]],
+    *,
+    background_label: float,
+    strategy: str,
+    keep_masked_labels: bool,
+    target_affine: np.ndarray | None,
+    target_shape: tuple | None,
+    smoothing_fwhm: Any,
+    dtype: Any,
+    mean_volume: bool = False,
+    inflater: str | None = None,
+) -> tuple[list[tuple[np.ndarray, list, SpatialImage]], np.ndarray | None, int]:
+    """Raw region signals of one image for several (labels, mask) pairs, in one pass.
+
+    Labels and masks must be on the extraction grid: the image's, or the target grid
+    when resampling. Returns, per pair, the raw signals ``(n_volumes, n_regions)``, the
+    label value of each column and the masked labels image; the mean volume of the
+    image when ``mean_volume`` (else None); and the input's dimensionality (3 for one
+    3D image, else 4). A path is loaded once (loading a ``.nii.gz`` header can cost tens
+    of milliseconds when nibabel uses indexed_gzip).
+    """
+    if isinstance(imgs, _NIIMG_TYPES):
+        imgs = image.load_img(imgs, name="imgs")
+        header, input_ndim = imgs, len(imgs.shape)
+    else:
+        header, input_ndim = _header_img(imgs, name="imgs"), 4
+    reference = None if target_affine is not None else header
+    built = [
+        regions.labels_reducer(
+            labels_img,
+            mask_img,
+            reference=reference,
+            background_label=background_label,
+            strategy=strategy,
+            keep_masked_labels=keep_masked_labels,
+        )
+        for labels_img, mask_img in atlases
+    ]
+    streamed = engine.stream_region_signals(
+        imgs,
+        [reducer for reducer, _, _ in built],
+        dtype=dtype,
+        target_affine=target_affine,
+        target_shape=target_shape,
+        smoothing_fwhm=smoothing_fwhm,
+        mean_volume=mean_volume,
+        inflater=inflater,
+    )
+    per_atlas = [
+        (signals, ids, atlas)
+        for signals, (_, ids, atlas) in zip(streamed.signals, built, strict=True)
+    ]
+    return per_atlas, streamed.mean_volume, input_ndim
 
 
 def _warn_removed_by_mask(labels_img: SpatialImage, ids: list, background_label) -> None:
@@ -839,7 +919,7 @@ class NiftiLabelsMasker(_ParamsMixin, *_ESTIMATOR_BASES, **_CLASS_OPTIONS):
         )
         for stale in ("_lut_", "region_atlas_"):
             self.__dict__.pop(stale, None)
-        self._reporting_data = self._make_reporting_data(imgs) if self.reports else None
+        self._reporting_data = self._make_reporting_data(imgs, ref) if self.reports else None
         self._log("Finished fit")
         return self
 
@@ -861,7 +941,7 @@ class NiftiLabelsMasker(_ParamsMixin, *_ESTIMATOR_BASES, **_CLASS_OPTIONS):
             mask_img = self._resample_mask(mask_img, target)
         return labels_img, mask_img
 
-    def _make_reporting_data(self, imgs) -> dict:
+    def _make_reporting_data(self, imgs, ref=None) -> dict:
         """Store what a report needs: images, and a table of region sizes."""
         data = {
             "labels_image": self.labels_img_,
@@ -877,7 +957,7 @@ class NiftiLabelsMasker(_ParamsMixin, *_ESTIMATOR_BASES, **_CLASS_OPTIONS):
             "number_of_regions": self.n_elements_,
         }
         if imgs is not None:
-            data["img"], data["dim"] = _middle_image(imgs)
+            data["img"], data["dim"] = _middle_image(imgs, ref)
         return data
 
     # -- transform --------------------------------------------------------------
@@ -913,8 +993,8 @@ class NiftiLabelsMasker(_ParamsMixin, *_ESTIMATOR_BASES, **_CLASS_OPTIONS):
             "high_pass": self.high_pass,
         }
 
-    def _extract(self, imgs, confounds=None, sample_mask=None, items_3d=True):
-        """Extract one image without changing the masker's state."""
+    def _extraction_grid(self, imgs, confounds=None, items_3d=True):
+        """Check an image and its confounds; return labels, mask and target grid for it."""
         header = _header_img(imgs, name="imgs", items_3d=items_3d)
         _check_confounds_rows(confounds, _n_volumes(imgs, header), _describe_input(imgs))
         labels_img, mask_img = self._grids_for(header)
@@ -928,6 +1008,23 @@ class NiftiLabelsMasker(_ParamsMixin, *_ESTIMATOR_BASES, **_CLASS_OPTIONS):
                 "deprecated. Pass keep_masked_labels=False to drop such regions.",
                 DeprecationWarning,
             )
+        return labels_img, mask_img, target_affine, target_shape
+
+    def _stream_params(self) -> dict:
+        """Parameters of the streaming pass (see :func:`_stream_signals`)."""
+        return {
+            "background_label": self.background_label,
+            "strategy": self.strategy,
+            "keep_masked_labels": self.keep_masked_labels,
+            "smoothing_fwhm": self.smoothing_fwhm,
+            "dtype": self.dtype,
+        }
+
+    def _extract(self, imgs, confounds=None, sample_mask=None, items_3d=True):
+        """Extract one image without changing the masker's state."""
+        labels_img, mask_img, target_affine, target_shape = self._extraction_grid(
+            imgs, confounds, items_3d
+        )
         self._log("Extracting region signals from %r", imgs)
         extract = _cached(
             _extract_signals,
@@ -940,19 +1037,15 @@ class NiftiLabelsMasker(_ParamsMixin, *_ESTIMATOR_BASES, **_CLASS_OPTIONS):
             imgs,
             labels_img,
             mask_img,
-            background_label=self.background_label,
-            strategy=self.strategy,
-            keep_masked_labels=self.keep_masked_labels,
             target_affine=target_affine,
             target_shape=target_shape,
-            smoothing_fwhm=self.smoothing_fwhm,
-            dtype=self.dtype,
             clean_params=self._clean_params(),
             clean_kwargs=self._active_clean_kwargs(),
             confounds=confounds,
             sample_mask=sample_mask,
             memory=self.memory_,
             memory_level=self._memory_level,
+            **self._stream_params(),
         )
 
     def _active_clean_kwargs(self) -> dict:
@@ -1288,6 +1381,203 @@ class MultiNiftiLabelsMasker(NiftiLabelsMasker):
         return self.fit(imgs, y=y).transform(imgs, confounds=confounds, sample_mask=sample_mask)
 
 
+# ---------------------------------------------------------------------------
+# Several atlases, one pass
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class LabelsSignals:
+    """Region signals of one image for one atlas.
+
+    Attributes
+    ----------
+    signals : numpy.ndarray
+        ``(n_volumes, n_regions)`` (``(n_regions,)`` for a 3D image): what
+        ``NiftiLabelsMasker(labels_img=..., ...).fit_transform(imgs, ...)`` returns.
+    region_ids : dict
+        The masker's ``region_ids_`` after that transform: column index -> label value,
+        ``"background"`` -> background label when the labels image has a background.
+    masker : NiftiLabelsMasker
+        The fitted masker, in the state ``fit_transform`` leaves it in (``labels_img_``,
+        ``mask_img_``, ``region_names_``, ``region_atlas_``, ``lut_`` ...).
+    """
+
+    signals: np.ndarray
+    region_ids: dict
+    masker: NiftiLabelsMasker
+
+
+@dataclass(frozen=True)
+class LabelsExtraction:
+    """Region signals of one image for several atlases, from one pass over the image.
+
+    Iterating over it (or indexing it) gives the :class:`LabelsSignals` of each atlas,
+    in the order the atlases were given.
+
+    Attributes
+    ----------
+    atlases : tuple of LabelsSignals
+        One entry per labels image.
+    mean_img : nibabel.Nifti1Image or None
+        Mean over time of the image (on its own grid), when asked for.
+    """
+
+    atlases: tuple[LabelsSignals, ...]
+    mean_img: nib.Nifti1Image | None = None
+
+    def __iter__(self):
+        """Iterate over the atlases' results."""
+        return iter(self.atlases)
+
+    def __len__(self) -> int:
+        """Return the number of atlases."""
+        return len(self.atlases)
+
+    def __getitem__(self, index: int) -> LabelsSignals:
+        """Return the result of the ``index``-th atlas."""
+        return self.atlases[index]
+
+
+def extract_labels_signals(
+    imgs: Any,
+    labels_imgs: Sequence[Any],
+    *,
+    mask_img: Any = None,
+    confounds: Any = None,
+    sample_mask: Any = None,
+    luts: Sequence[Any] | None = None,
+    mean_img: bool = False,
+    inflater: str | None = None,
+    **params: Any,
+) -> LabelsExtraction:
+    """Extract region signals of one image for several atlases, reading the image once.
+
+    For each labels image ``L`` the result equals
+    ``NiftiLabelsMasker(labels_img=L, mask_img=mask_img, lut=lut, **params)
+    .fit_transform(imgs, confounds=confounds, sample_mask=sample_mask)``, with the same
+    warnings; but the image is streamed once for all atlases that share an extraction
+    grid (all of them with ``resampling_target="data"``, the default): a ``.nii.gz`` is
+    inflated once, not once per atlas, and the 4D array is never held in memory.
+
+    Parameters
+    ----------
+    imgs : str, pathlib.Path, nibabel image or list of 3D images
+        One 3D or 4D image (a list of 3D images is one series).
+    labels_imgs : sequence of niimg-like
+        The atlases (3D labels images, on any grid).
+    mask_img : niimg-like, optional
+        Brain mask shared by all atlases.
+    confounds : array, DataFrame, path, or list of those, optional
+        Confounds to regress out, one row per volume.
+    sample_mask : array of int or bool, optional
+        Volumes to keep.
+    luts : sequence, optional
+        One look-up table (``lut`` parameter) per atlas, or None entries.
+    mean_img : bool, default=False
+        Also return the mean image over time, computed in the same pass.
+    inflater : {"isal", "zlib-ng", "zlib"}, optional
+        Gzip inflater; the fastest installed when None.
+    **params
+        Any other :class:`NiftiLabelsMasker` parameter (``strategy``, ``standardize``,
+        ``detrend``, ``low_pass``, ``high_pass``, ``t_r``, ``smoothing_fwhm``,
+        ``keep_masked_labels``, ``resampling_target``, ``clean_args``, ``memory`` ...),
+        applied to every atlas. ``reports`` defaults to False here.
+
+    Returns
+    -------
+    LabelsExtraction
+        One :class:`LabelsSignals` per atlas (iterable), and the mean image if asked for.
+
+    Raises
+    ------
+    TypeError
+        If ``params`` holds ``labels_img``, ``mask_img`` or ``lut``, or an unknown name.
+    ValueError
+        If ``luts`` does not have one entry per atlas; and as the masker does.
+    """
+    for name, instead in (
+        ("labels_img", "labels_imgs"),
+        ("mask_img", "mask_img="),
+        ("lut", "luts"),
+    ):
+        if name in params:
+            raise TypeError(
+                f"extract_labels_signals: '{name}' is not a shared masker parameter; use {instead}."
+            )
+    labels_imgs = list(labels_imgs)
+    luts = [None] * len(labels_imgs) if luts is None else list(luts)
+    if len(luts) != len(labels_imgs):
+        raise ValueError(
+            f"'luts' has {len(luts)} entries for {len(labels_imgs)} labels images: give one "
+            "look-up table (or None) per atlas."
+        )
+    params.setdefault("reports", False)
+    maskers = [
+        NiftiLabelsMasker(labels_img=labels_img, mask_img=mask_img, lut=lut, **params).fit(imgs)
+        for labels_img, lut in zip(labels_imgs, luts, strict=True)
+    ]
+    if not maskers:
+        return LabelsExtraction(atlases=(), mean_img=None)
+    first = maskers[0]
+    if first.high_variance_confounds:
+        hv = _cached(_image_high_variance_confounds, first.memory_, 1, first._memory_level)(imgs)
+        confounds = _with_high_variance(confounds, hv, first=True)
+    grids = [masker._extraction_grid(imgs, confounds) for masker in maskers]
+    # Atlases sharing an extraction grid share a pass (all of them when resampling to data).
+    passes: dict[Any, list[int]] = defaultdict(list)
+    for i, (_, _, target_affine, target_shape) in enumerate(grids):
+        key = (
+            None
+            if target_affine is None
+            else (np.asarray(target_affine).tobytes(), tuple(target_shape))
+        )
+        passes[key].append(i)
+    raw: list[Any] = [None] * len(maskers)
+    mean = None
+    stream_signals = _cached(_stream_signals, first.memory_, 1, first._memory_level)
+    for n, members in enumerate(passes.values()):
+        _, _, target_affine, target_shape = grids[members[0]]
+        first._log("Extracting region signals of %d atlas(es) from %r", len(members), imgs)
+        per_atlas, pass_mean, input_ndim = stream_signals(
+            imgs,
+            [(grids[i][0], grids[i][1]) for i in members],
+            target_affine=target_affine,
+            target_shape=target_shape,
+            mean_volume=mean_img and n == 0,
+            inflater=inflater,
+            **first._stream_params(),
+        )
+        mean = pass_mean if n == 0 else mean
+        for i, item in zip(members, per_atlas, strict=True):
+            raw[i] = item
+    results = []
+    three_d = input_ndim == 3
+    for masker, (labels_img, mask_img, _, _), (signals, ids, atlas) in zip(
+        maskers, grids, raw, strict=True
+    ):
+        if mask_img is not None and not masker.keep_masked_labels:
+            _warn_removed_by_mask(labels_img, ids, masker.background_label)
+        with _one_blas_thread():
+            signals = _cached(clean, masker.memory_, 1, masker._memory_level)(
+                signals,
+                confounds=confounds,
+                sample_mask=sample_mask,
+                runs=None,
+                **masker._clean_params(),
+                **masker._active_clean_kwargs(),
+            )
+        if three_d:
+            signals = signals[0]
+        masker._record_columns(ids, atlas)
+        results.append(LabelsSignals(signals=signals, region_ids=masker.region_ids_, masker=masker))
+    mean_image = None
+    if mean is not None:
+        header = _header_img(imgs, name="imgs")
+        mean_image = nib.Nifti1Image(mean, header.affine)
+    return LabelsExtraction(atlases=tuple(results), mean_img=mean_image)
+
+
 def _check_mask_not_empty(mask_img: SpatialImage, name: str) -> None:
     if not np.any(image.get_data(mask_img)):
         raise ValueError(
@@ -1303,13 +1593,49 @@ def _describe_input(imgs: Any) -> str:
     return "the list of images"
 
 
-def _middle_image(imgs: Any) -> tuple[SpatialImage, int]:
-    """Return a representative 3D volume for reports and its input dimensionality."""
+def _middle_image(imgs: Any, loaded: SpatialImage | None = None) -> tuple[SpatialImage, int]:
+    """Return a representative 3D volume for reports and its input dimensionality.
+
+    The middle volume of a 4D NIfTI file is read only when a report uses it (reading it
+    means inflating half of a ``.nii.gz``). ``loaded`` is ``imgs`` already loaded, if so.
+    """
     if isinstance(imgs, _NIIMG_TYPES):
-        img = image.load_img(imgs, name="imgs")
+        img = loaded if loaded is not None else image.load_img(imgs, name="imgs")
         if len(img.shape) == 4:
-            return image.index_img(img, img.shape[3] // 2), 4
+            middle = img.shape[3] // 2
+            if stream.file_layout(img) is not None:
+                lazy = _LazyVolume(img.dataobj, middle, image.img_data_dtype(img))
+                return nib.Nifti1Image(lazy, img.affine), 4
+            return image.index_img(img, middle), 4
         return img, 3
     first = image.load_img(imgs[0], name="imgs[0]")
     dims = 5 if len(first.shape) == 4 else 4
     return image.index_img(first, 0), dims
+
+
+class _LazyVolume:
+    """Array-like volume of a file-backed 4D image, read from the file on first use.
+
+    Not flagged as a nibabel proxy (``is_proxy``): nibabel would read a voxel of it to
+    learn its dtype when an image is built from it.
+    """
+
+    def __init__(self, proxy: Any, index: int, dtype: np.dtype) -> None:
+        self._proxy = proxy
+        self._index = index
+        self.shape = tuple(proxy.shape[:3])
+        self.ndim = 3
+        self.dtype = np.dtype(dtype)
+        self._data: np.ndarray | None = None
+
+    def _read(self) -> np.ndarray:
+        if self._data is None:
+            self._data = np.asarray(self._proxy[..., self._index])
+        return self._data
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        data = self._read()
+        return data if dtype is None else data.astype(dtype)
+
+    def __getitem__(self, key: Any) -> np.ndarray:
+        return self._read()[key]

@@ -1214,3 +1214,137 @@ def test_generate_report_is_an_html_report(tmp_path):
     html = (tmp_path / "report.html").read_text()
     assert "<img" in html and "data:image/png;base64," in html
     assert report._repr_html_()
+
+
+# ---------------------------------------------------------------------------
+# Several atlases in one pass (extract_labels_signals), streaming from files
+# ---------------------------------------------------------------------------
+
+
+def extract_labels_signals(*args, **kwargs):
+    from bidsapp.maskers import extract_labels_signals as function
+
+    return function(*args, **kwargs)
+
+
+def _three_atlases(data):
+    third = image.get_data(data["labels"]["data"]).copy()
+    third[third == 3] = 0  # a different parcellation on the same grid as the second
+    third_img = nib.Nifti1Image(third, LABELS_AFFINE)
+    return [data["labels"][None], data["labels"]["data"], third_img]
+
+
+@pytest.mark.parametrize("resampling_target", ["data", "labels"])
+@pytest.mark.parametrize("keep_masked_labels", [False, True])
+def test_extract_labels_signals_equals_one_masker_per_atlas(
+    data, tmp_path, resampling_target, keep_masked_labels
+):
+    bold = tmp_path / "bold.nii.gz"
+    data["bold"].to_filename(bold)
+    params = {
+        "standardize": "zscore_sample",
+        "detrend": True,
+        "high_pass": 0.01,
+        "t_r": T_R,
+        "keep_masked_labels": keep_masked_labels,
+        "resampling_target": resampling_target,
+    }
+    mask = data["mask"]["data"]
+    kwargs = {"confounds": data["confounds"], "sample_mask": _sample_mask("indices")}
+    atlases = _three_atlases(data)
+    result = _quietly(extract_labels_signals, str(bold), atlases, mask_img=mask, **kwargs, **params)
+    assert len(result) == 3
+    for labels_img, item in zip(atlases, result, strict=True):
+        ours = NiftiLabelsMasker(labels_img=labels_img, mask_img=mask, **params)
+        expected = _quietly(ours.fit_transform, str(bold), **kwargs)
+        theirs = nl_maskers.NiftiLabelsMasker(labels_img=labels_img, mask_img=mask, **params)
+        oracle = _quietly(theirs.fit_transform, str(bold), **kwargs)
+        assert_array_equal(item.signals, expected)
+        _assert_signals_equal(item.signals, oracle)
+        assert item.region_ids == ours.region_ids_ == theirs.region_ids_
+        _assert_fitted_equal(item.masker, theirs)
+
+
+def test_extract_labels_signals_reads_the_file_once(data, tmp_path, monkeypatch):
+    from bidsapp import stream
+
+    bold = tmp_path / "bold.nii.gz"
+    data["bold"].to_filename(bold)
+    opened = []
+    original = stream.open_stream
+    monkeypatch.setattr(
+        stream, "open_stream", lambda *a, **k: opened.append(a[0]) or original(*a, **k)
+    )
+    result = _quietly(
+        extract_labels_signals,
+        bold,
+        _three_atlases(data),
+        mask_img=data["mask"]["data"],
+        keep_masked_labels=False,
+        mean_img=True,
+    )
+    assert len(opened) == 1  # three atlases (two grids), one inflate, mean image included
+    assert_allclose(
+        image.get_data(result.mean_img), image.get_data(image.mean_img(data["bold"])), rtol=1e-6
+    )
+    assert_allclose(result.mean_img.affine, data["bold"].affine)
+
+
+def test_extract_labels_signals_warnings_and_errors(data):
+    with pytest.warns(UserWarning, match=r"the following labels were removed: \[9\]"):
+        extract_labels_signals(
+            data["bold"],
+            [data["labels"]["data"]],
+            mask_img=data["mask"]["data"],
+            keep_masked_labels=False,
+        )
+    with pytest.raises(TypeError, match="use luts"):
+        extract_labels_signals(data["bold"], [data["labels"]["data"]], lut=_lut_frame())
+    with pytest.raises(ValueError, match="'luts' has 1 entries for 2 labels images"):
+        extract_labels_signals(
+            data["bold"], [data["labels"]["data"]] * 2, luts=[None], keep_masked_labels=False
+        )
+    assert len(extract_labels_signals(data["bold"], [])) == 0
+
+
+def test_extract_labels_signals_with_luts_and_3d_image(data):
+    volume = image.index_img(data["bold"], 3)
+    result = _quietly(
+        extract_labels_signals,
+        volume,
+        [data["labels"]["data"], data["labels"][None]],
+        luts=[_lut_frame(), None],
+        keep_masked_labels=False,
+    )
+    named = NiftiLabelsMasker(data["labels"]["data"], lut=_lut_frame(), keep_masked_labels=False)
+    assert_array_equal(result[0].signals, _quietly(named.fit_transform, volume))
+    assert result[0].signals.shape == (7,)
+    assert result[0].masker.region_names_ == named.region_names_
+
+
+def test_streamed_masker_matches_nilearn_on_gzip_file_with_smoothing(data, tmp_path):
+    bold = tmp_path / "bold.nii.gz"
+    nib.Nifti1Image(np.asarray(data["bold"].dataobj, dtype=np.float32), DATA_AFFINE).to_filename(
+        bold
+    )
+    params = {"labels_img": data["labels"]["data"], "smoothing_fwhm": 5.0, "dtype": "auto"}
+    _check_parity(params, str(bold))
+
+
+def test_report_middle_volume_of_a_file_is_read_only_when_used(data, tmp_path, monkeypatch):
+    bold = tmp_path / "bold.nii.gz"
+    data["bold"].to_filename(bold)
+    reads = []
+    original = nib.arrayproxy.ArrayProxy.__getitem__
+
+    def counting(self, key):
+        reads.append(key)
+        return original(self, key)
+
+    monkeypatch.setattr(nib.arrayproxy.ArrayProxy, "__getitem__", counting)
+    masker = NiftiLabelsMasker(data["labels"]["data"]).fit(bold)
+    assert reads == []
+    middle = image.get_data(masker._reporting_data["img"])
+    assert len(reads) == 1
+    assert_array_equal(middle, image.get_data(data["bold"])[..., N_VOLUMES // 2])
+    assert masker._reporting_data["dim"] == 4

@@ -65,7 +65,9 @@ def test_scaled_integers_and_big_endian(tmp_path):
     assert (layout.slope, layout.inter) == (0.5, 10.0)
     assert not layout.dtype.isnative
     _, values = _collect(iter_file_blocks(layout))
-    np.testing.assert_allclose(values, _expected(loaded), rtol=0, atol=1e-6)
+    # Scaled exactly as nibabel scales: same float64 values, bit for bit.
+    assert values.dtype == np.float64 == layout.value_dtype
+    np.testing.assert_array_equal(values, _expected(loaded))
 
 
 def test_array_blocks_equal_file_blocks(tmp_path):
@@ -116,3 +118,24 @@ def test_stopping_early_releases_the_reader(tmp_path):
     first_start, _ = next(blocks)
     blocks.close()  # must not hang on the reader thread
     assert first_start == 0
+
+
+@pytest.mark.parametrize("stored", [np.float32, np.uint8, np.int32])
+def test_scaling_is_bit_identical_to_nibabel(tmp_path, stored):
+    rng = np.random.default_rng(7)
+    data = (rng.random(SHAPE) * 200).astype(stored)
+    img = nib.Nifti1Image(data, np.eye(4))
+    img.header.set_slope_inter(1.7, -3.25)
+    nib.save(img, tmp_path / "scaled.nii.gz")
+    loaded = nib.load(tmp_path / "scaled.nii.gz")
+    layout = file_layout(loaded)
+    select = np.arange(0, int(np.prod(SHAPE[:3])), 5)
+    _, values = _collect(iter_file_blocks(layout, select, volumes_per_block=4))
+    expected = _expected(loaded, select)
+    assert values.dtype == expected.dtype == layout.value_dtype
+    np.testing.assert_array_equal(values, expected)
+
+
+def test_block_size_is_at_least_one_volume():
+    assert stream.volumes_per_block_for(stream.BLOCK_BYTES * 3) == 1
+    assert stream.volumes_per_block_for(stream.BLOCK_BYTES // 4) == 4

@@ -1,0 +1,378 @@
+"""One streaming pass over a BOLD series: volumes become region signals, for several atlases.
+
+:func:`stream_region_signals` reads a 3D/4D image once, front to back, a block of volumes at
+a time (:mod:`bidsapp.stream`: one inflate of a ``.nii.gz``, in a background thread), and
+reduces each block to region values at once with one :class:`~bidsapp.regions.RegionReducer`
+per atlas. The 4D array is never held: memory stays a few blocks whatever the number of
+volumes (:func:`memory_bound`). Per volume, and only when asked, it applies what nilearn
+0.12.1's ``NiftiLabelsMasker`` applies to the whole series before reducing, in the same
+order and with the same numbers:
+
+1. the masker's ``dtype`` cast (after ``scl_slope``/``scl_inter`` scaling, as nibabel does);
+2. resampling onto the labels grid (``resampling_target="labels"``: cubic splines, clipped
+   to the range of the whole series, which a first pass measures when interpolation can
+   overshoot it);
+3. Gaussian smoothing (``smoothing_fwhm``; non-finite values become 0 first);
+4. non-finite values become 0 (with nilearn's warning) before the reduction.
+
+The voxels of all atlases are gathered once (their union); each atlas then takes its own
+columns. The mean volume over time is an optional by-product of the same pass.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from collections.abc import Iterator, Sequence
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from nibabel.spatialimages import SpatialImage
+
+from bidsapp import image, stream
+from bidsapp.regions import RegionReducer
+
+logger = logging.getLogger(__name__)
+
+#: Resident memory of a job before its pass: the interpreter with bidsapp's imports (numpy,
+#: scipy, nibabel, pandas, joblib; scikit-learn when installed: ~150 MB measured for the
+#: masker alone; pybids and the CLI's modules: ~200 MB measured), rounded up.
+BASELINE_BYTES = 256 * 2**20
+
+_NON_FINITE_MESSAGE = "Non-finite values detected. These values will be replaced with zeros."
+
+
+@dataclass(frozen=True)
+class StreamedSignals:
+    """What one pass over an image produced.
+
+    Attributes
+    ----------
+    signals : tuple of numpy.ndarray
+        One ``(n_volumes, n_regions)`` array per reducer, raw (not cleaned) region values:
+        float32 when the reduced data are float32, float64 otherwise.
+    n_volumes : int
+        Volumes read (1 for a 3D image).
+    mean_volume : numpy.ndarray or None
+        Mean over time of the input volumes on their own grid (after the ``dtype`` cast,
+        before resampling and smoothing; non-finite values propagate as in
+        :func:`bidsapp.image.mean_img`), when asked for.
+    non_finite : bool
+        Whether non-finite values reached the reduction (and were set to 0).
+    """
+
+    signals: tuple[np.ndarray, ...]
+    n_volumes: int
+    mean_volume: np.ndarray | None = None
+    non_finite: bool = False
+
+
+class _Source:
+    """Where the volumes come from: a NIfTI file read as a stream, or an array."""
+
+    def __init__(self, imgs: Any, dtype: Any) -> None:
+        if isinstance(imgs, (str, Path, SpatialImage)):
+            img = image.load_img(imgs, name="imgs")
+        else:  # a list of 3D images is one series: build it (in memory) as nilearn does
+            img = image.check_niimg(imgs, atleast_4d=True, dtype=dtype, name="imgs")
+        if len(img.shape) not in (3, 4):
+            raise image.DimensionError(
+                f"'imgs': expected a 3D or 4D image, got {len(img.shape)}D image of shape "
+                f"{img.shape}."
+            )
+        self.img = img
+        self.shape = tuple(int(s) for s in img.shape[:3])
+        self.affine = img.affine
+        self.n_volumes = int(img.shape[3]) if len(img.shape) == 4 else 1
+        self.layout = stream.file_layout(img)
+        stored = self.layout.value_dtype if self.layout else image.img_data_dtype(img)
+        self.cast = image._target_dtype(np.dtype(stored), dtype)
+        self.dtype = self.cast if self.cast is not None else np.dtype(stored)
+
+    def blocks(
+        self,
+        select: np.ndarray | None,
+        *,
+        volumes_per_block: int | None,
+        inflater: str | None,
+    ) -> Iterator[tuple[int, np.ndarray]]:
+        """Yield ``(start, (n, n_selected))`` blocks, ``select`` being Fortran-order indices."""
+        if self.layout is not None:
+            blocks = stream.iter_file_blocks(
+                self.layout, select, volumes_per_block=volumes_per_block, inflater=inflater
+            )
+        else:
+            data = np.asanyarray(self.img.dataobj)
+            blocks = stream.iter_array_blocks(data, select, volumes_per_block=volumes_per_block)
+        with closing(blocks):
+            for start, block in blocks:
+                yield start, block if self.cast is None else block.astype(self.cast)
+
+    def bounds(self, *, volumes_per_block: int | None, inflater: str | None) -> tuple:
+        """``(min(data, 0), max(data, 0))`` over the series, NaNs ignored, as resample_img."""
+        low, high = np.inf, -np.inf
+        for _, block in self.blocks(None, volumes_per_block=volumes_per_block, inflater=inflater):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN blocks
+                block_low, block_high = np.nanmin(block), np.nanmax(block)
+            low = np.fmin(low, block_low)
+            high = np.fmax(high, block_high)
+        return min(low, 0), max(high, 0)
+
+
+def _fortran_indices(reducer: RegionReducer) -> np.ndarray:
+    """Fortran-order flat indices of a reducer's voxels, in the reducer's column order."""
+    return np.ravel_multi_index(
+        np.unravel_index(reducer.voxel_indices, reducer.shape), reducer.shape, order="F"
+    )
+
+
+class _Gather:
+    """Take the voxels of several reducers from volumes with one gather for all."""
+
+    def __init__(self, reducers: Sequence[RegionReducer], shape: tuple[int, ...]) -> None:
+        own = [_fortran_indices(r) for r in reducers]
+        if len(reducers) == 1:
+            # One atlas: gather straight into its column order.
+            self.select = own[0]
+            self.columns: list[np.ndarray | None] = [None]
+        else:
+            self.select = np.unique(np.concatenate(own)) if own else np.empty(0, np.intp)
+            self.columns = [np.searchsorted(self.select, f) for f in own]
+        self.select_c = np.ravel_multi_index(np.unravel_index(self.select, shape, order="F"), shape)
+
+    def from_volume(self, volume: np.ndarray) -> np.ndarray:
+        """Take the selected voxels of one 3D volume (any memory order)."""
+        if volume.flags.f_contiguous:
+            return np.take(volume.ravel(order="F"), self.select)
+        return np.take(np.ascontiguousarray(volume).ravel(), self.select_c)
+
+    def split(self, gathered: np.ndarray) -> Iterator[np.ndarray]:
+        """Each reducer's block, from a block of the selected voxels."""
+        for columns in self.columns:
+            yield gathered if columns is None else np.take(gathered, columns, axis=1)
+
+
+def stream_region_signals(
+    imgs: Any,
+    reducers: Sequence[RegionReducer],
+    *,
+    dtype: Any = None,
+    target_affine: np.ndarray | None = None,
+    target_shape: Sequence[int] | None = None,
+    smoothing_fwhm: Any = None,
+    mean_volume: bool = False,
+    volumes_per_block: int | None = None,
+    inflater: str | None = None,
+) -> StreamedSignals:
+    """Reduce an image to region signals for several reducers in one pass.
+
+    Parameters
+    ----------
+    imgs : str, pathlib.Path, nibabel image, or list of 3D images
+        The series. A file-backed NIfTI image (path, or an image loaded from a file) is
+        streamed from disk, inflating a ``.nii.gz`` once; other images are read block by
+        block from their array; a list of 3D images is first assembled (in memory).
+    reducers : sequence of RegionReducer
+        One per atlas, built on the grid the signals are extracted on: the image's grid,
+        or ``target_shape`` when resampling.
+    dtype : numpy dtype, "auto" or None, default=None
+        Cast the (scaled) data to this type first, as the masker's ``dtype``.
+    target_affine : numpy.ndarray of shape (4, 4), optional
+        Resample each volume onto this grid (cubic splines) first, with ``target_shape``.
+    target_shape : sequence of 3 int, optional
+        Shape of the grid to resample onto.
+    smoothing_fwhm : float, sequence of 3 floats, "fast" or None, optional
+        Smooth each volume with a Gaussian kernel of this full width at half maximum (mm),
+        after resampling (see :func:`bidsapp.image.smooth_array`).
+    mean_volume : bool, default=False
+        Also return the mean volume over time of the input (on the input grid).
+    volumes_per_block : int, optional
+        Volumes read and reduced at a time; by default as many as fit in
+        :data:`bidsapp.stream.BLOCK_BYTES`.
+    inflater : {"isal", "zlib-ng", "zlib"}, optional
+        Gzip inflater; the fastest installed when None.
+
+    Returns
+    -------
+    StreamedSignals
+        Raw region signals per reducer (and the mean volume when asked for).
+
+    Raises
+    ------
+    ValueError
+        If a reducer is not on the grid signals are extracted on.
+    bidsapp.stream.StreamError
+        If the file is truncated or corrupt (the message names it).
+    """
+    if (
+        isinstance(smoothing_fwhm, (int, float))
+        and not isinstance(smoothing_fwhm, bool)
+        and smoothing_fwhm == 0
+    ):
+        # As smooth_array (once, not once per volume): 0 means no smoothing, with a warning.
+        warnings.warn(
+            f"The parameter 'fwhm' for smoothing is specified as {smoothing_fwhm}. "
+            "Setting it to None (no smoothing will be performed)",
+            stacklevel=2,
+        )
+        smoothing_fwhm = None
+    source = _Source(imgs, dtype)
+    resampler = None
+    if target_affine is not None or target_shape is not None:
+        resampler = image.VolumeResampler(
+            source.shape, source.affine, source.dtype, target_affine, target_shape
+        )
+        if not resampler.needed:
+            resampler = None
+    grid = resampler.target_shape if resampler else source.shape
+    for i, reducer in enumerate(reducers):
+        if tuple(reducer.shape) != tuple(grid):
+            raise ValueError(
+                f"reducer #{i} is on a grid of shape {reducer.shape}, but signals are "
+                f"extracted on a grid of shape {grid}."
+            )
+    if resampler is not None and hasattr(source.img, "get_sform"):
+        if not source.img.get_sform(coded=True)[1]:
+            warnings.warn(
+                "The provided image has no sform in its header. Please check the "
+                "provided file. Results may not be as expected.",
+                stacklevel=2,
+            )
+    clip = None
+    if resampler is not None and resampler.needs_bounds:
+        logger.debug("Measuring the data range for resampling (one more pass)")
+        clip = source.bounds(volumes_per_block=volumes_per_block, inflater=inflater)
+    spatial = resampler is not None or smoothing_fwhm is not None
+    gather = _Gather(reducers, grid)
+    out_dtype = _reduced_dtype(resampler.dtype if resampler else source.dtype, smoothing_fwhm)
+    signals = [np.zeros((source.n_volumes, r.n_regions), dtype=out_dtype) for r in reducers]
+    total = np.zeros(source.shape, dtype=np.float64, order="F") if mean_volume else None
+    non_finite = False
+    select = None if (spatial or mean_volume) else gather.select
+    blocks = source.blocks(select, volumes_per_block=volumes_per_block, inflater=inflater)
+    with closing(blocks):  # stops the reader thread at once if a reduction fails
+        for start, block in blocks:
+            if total is not None:
+                total += block.sum(axis=0, dtype=np.float64).reshape(source.shape, order="F")
+            if spatial:
+                gathered = np.stack(
+                    [
+                        gather.from_volume(
+                            _transform_volume(
+                                volume.reshape(source.shape, order="F"),
+                                resampler,
+                                clip,
+                                smoothing_fwhm,
+                                source.affine,
+                            )
+                        )
+                        for volume in block
+                    ]
+                )
+            elif select is None:
+                gathered = np.take(block, gather.select, axis=1)
+            else:
+                gathered = block
+            if gathered.dtype.kind in "fc" and not np.isfinite(gathered).all():
+                if not non_finite:
+                    warnings.warn(_NON_FINITE_MESSAGE, UserWarning, stacklevel=2)
+                non_finite = True
+                gathered = np.where(np.isfinite(gathered), gathered, 0).astype(gathered.dtype)
+            stop = start + len(block)
+            for out, reducer, part in zip(signals, reducers, gather.split(gathered), strict=True):
+                out[start:stop] = reducer.reduce(part)
+    mean = None
+    if total is not None:
+        mean = total / max(source.n_volumes, 1)
+        if source.dtype == np.float32:
+            mean = mean.astype(np.float32)
+    return StreamedSignals(
+        signals=tuple(signals),
+        n_volumes=source.n_volumes,
+        mean_volume=mean,
+        non_finite=non_finite,
+    )
+
+
+def _reduced_dtype(data_dtype: np.dtype, smoothing_fwhm: Any) -> np.dtype:
+    """Type of the region signals for data of ``data_dtype`` (after smoothing, if any)."""
+    dtype = np.dtype(data_dtype)
+    if smoothing_fwhm is not None and dtype.kind == "i":
+        dtype = np.dtype(np.float64 if dtype == np.int64 else np.float32)
+    return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
+
+
+def _transform_volume(volume, resampler, clip, smoothing_fwhm, affine) -> np.ndarray:
+    """Resample then smooth one volume, as the masker does to the whole series."""
+    if resampler is not None:
+        volume = resampler(volume, clip=clip)
+        affine = resampler.target_affine
+    if smoothing_fwhm is not None:
+        volume = image.smooth_array(volume, affine, fwhm=smoothing_fwhm, ensure_finite=True)
+    return volume
+
+
+def memory_bound(
+    shape: Sequence[int],
+    dtype: Any = np.float32,
+    n_atlases: int = 1,
+    *,
+    n_regions: int = 1000,
+    smoothing: bool = False,
+    resampling: bool = False,
+    scaled: bool = False,
+) -> int:
+    """Upper bound of the peak memory (bytes) of extracting one run with this engine.
+
+    The working set is a few blocks of volumes, whatever the number of volumes: only the
+    small ``n_volumes x n_regions`` outputs grow with it (32 bytes per value: raw signals
+    and the cleaning's copies).
+
+    Parameters
+    ----------
+    shape : sequence of int
+        Image shape ``(x, y, z[, t])``; a 3D shape counts as one volume.
+    dtype : numpy dtype, default=float32
+        Stored voxel type.
+    n_atlases : int, default=1
+        Atlases reduced in the same pass.
+    n_regions : int, default=1000
+        Regions per atlas (an upper bound).
+    smoothing : bool, default=False
+        Whether volumes are smoothed.
+    resampling : bool, default=False
+        Whether volumes are resampled (cubic splines; the target grid is assumed no larger
+        than the data grid).
+    scaled : bool, default=False
+        Whether the file has ``scl_slope``/``scl_inter`` scaling (values become float64).
+
+    Returns
+    -------
+    int
+        :data:`BASELINE_BYTES` (interpreter and libraries) plus the working set: the
+        stream's blocks (three alive plus the inflater's copy of one), the gathered and
+        per-atlas voxel blocks with the float64 temporaries of the reduction, per-volume
+        resampling/smoothing buffers, each atlas' voxel index, and the outputs.
+    """
+    shape = tuple(int(s) for s in shape)
+    n_voxels = int(np.prod(shape[:3]))
+    n_volumes = int(np.prod(shape[3:])) if len(shape) > 3 else 1
+    itemsize = np.dtype(dtype).itemsize
+    per_block = stream.volumes_per_block_for(n_voxels * itemsize)
+    block = per_block * n_voxels * itemsize
+    value_size = 8 if (scaled or itemsize > 4) else 4
+    values = per_block * n_voxels * value_size  # one block of (scaled) values
+    working = 4 * block + values
+    # gathered union + each atlas' columns and float64 temporaries of its reduction
+    working += values + n_atlases * (values + per_block * n_voxels * 8)
+    if smoothing or resampling:
+        # per volume: float64 spline coefficients, output, non-finite masks, smoothed copy
+        working += per_block * n_voxels * (8 * 3 + 4 * value_size)
+    # each atlas: labels and its voxel index (built before the pass, kept during it)
+    working += n_atlases * n_voxels * (8 * 3 + 2)
+    outputs = n_atlases * n_volumes * n_regions * 8 * 4
+    return int(BASELINE_BYTES + working + outputs)
