@@ -21,9 +21,9 @@ ENV PIP_NO_CACHE_DIR=1 \
 
 RUN python3 -m venv /opt/bidsapp
 
-COPY pyproject.toml README.md /src/
+COPY pyproject.toml README.md LICENSE /src/
 COPY bidsapp /src/bidsapp
-RUN /opt/bidsapp/bin/python -m pip install --no-cache-dir /src \
+RUN /opt/bidsapp/bin/python -m pip install --no-cache-dir "/src[fast]" \
     && /opt/bidsapp/bin/python -m compileall -q /opt/bidsapp/lib
 
 # The default atlas (bidsapp.config.DEFAULT_ATLAS) in the default space, at the resolutions

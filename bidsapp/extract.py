@@ -620,43 +620,42 @@ def _extract_atlases(
     sample_mask: np.ndarray | None,
     extraction: ExtractionConfig,
 ) -> None:
-    """Run the labels masker for each atlas, appending to ``result.per_atlas``."""
-    from bidsapp.maskers import NiftiLabelsMasker
+    """Extract every atlas in one pass over the BOLD, appending to ``result.per_atlas``."""
+    from bidsapp.maskers import extract_labels_signals
 
     notes = result.warnings
     standardize = False if extraction.standardize == "none" else extraction.standardize
-    for atlas in atlases:
-        masker = NiftiLabelsMasker(
-            labels_img=str(atlas.dseg),
-            mask_img=None if inputs.mask is None else str(inputs.mask),
-            strategy=extraction.strategy,
-            standardize=standardize,
-            detrend=extraction.detrend,
-            low_pass=extraction.low_pass,
-            high_pass=extraction.high_pass,
-            t_r=inputs.t_r,
-            smoothing_fwhm=extraction.smoothing_fwhm,
-            resampling_target="data",
-            keep_masked_labels=False,
-            reports=False,
-        )
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                signals = masker.fit_transform(
-                    str(inputs.bold), confounds=confounds, sample_mask=sample_mask
-                )
-            except Exception as err:  # broken gzip, bad data, signal errors: one-line reason
-                logger.debug("extraction of %s failed", inputs.bold, exc_info=True)
-                raise ExtractionError(
-                    f"{inputs.bold}: cannot extract region signals "
-                    f"({type(err).__name__}: {_one_line(err)})"
-                ) from err
-        for note in _masker_warnings(caught):
-            if note not in notes:
-                notes.append(note)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            extracted = extract_labels_signals(
+                str(inputs.bold),
+                [str(atlas.dseg) for atlas in atlases],
+                mask_img=None if inputs.mask is None else str(inputs.mask),
+                confounds=confounds,
+                sample_mask=sample_mask,
+                strategy=extraction.strategy,
+                standardize=standardize,
+                detrend=extraction.detrend,
+                low_pass=extraction.low_pass,
+                high_pass=extraction.high_pass,
+                t_r=inputs.t_r,
+                smoothing_fwhm=extraction.smoothing_fwhm,
+                resampling_target="data",
+                keep_masked_labels=False,
+            )
+        except Exception as err:  # broken gzip, bad data, signal errors: one-line reason
+            logger.debug("extraction of %s failed", inputs.bold, exc_info=True)
+            raise ExtractionError(
+                f"{inputs.bold}: cannot extract region signals "
+                f"({type(err).__name__}: {_one_line(err)})"
+            ) from err
+    for note in _masker_warnings(caught):
+        if note not in notes:
+            notes.append(note)
+    for atlas, item in zip(atlases, extracted, strict=True):
         result.per_atlas.append(
-            _lut_frame(atlas, masker, np.asarray(signals), extraction.min_coverage, notes)
+            _lut_frame(atlas, item.masker, np.asarray(item.signals), extraction.min_coverage, notes)
         )
 
 

@@ -564,27 +564,52 @@ def process_run(
 # ------------------------------------------------------------------ scheduling
 
 
+def _process_job(job: tuple[RunInputs, list[AtlasTarget]], config: RunConfig) -> list[RunStatus]:
+    """Process one ``(inputs, targets)`` job (module level, so that it pickles)."""
+    inputs, targets = job
+    return process_run(inputs, targets, config)
+
+
 def _parallel_results(
     jobs: Sequence[tuple[RunInputs, list[AtlasTarget]]], config: RunConfig
 ) -> Iterator[list[RunStatus]]:
     """Run the jobs, yielding each one's statuses as it finishes."""
-    if config.n_jobs == 1 and config.dask_scheduler is None:
-        for inputs, targets in jobs:
-            yield process_run(inputs, targets, config)
-        return
-    from joblib import Parallel, delayed, parallel_backend
+    from functools import partial
 
-    tasks = (delayed(process_run)(inputs, targets, config) for inputs, targets in jobs)
-    if config.dask_scheduler is not None:
-        from dask.distributed import Client  # optional 'dask' extra
+    from bidsapp.parallel import run_jobs
 
-        with Client(config.dask_scheduler), parallel_backend("dask"):
-            yield from Parallel(return_as="generator_unordered")(tasks)
-        return
-    options: dict[str, Any] = {}
-    if config.work_dir is not None:
-        options["temp_folder"] = str(config.work_dir / "joblib")
-    yield from Parallel(n_jobs=config.n_jobs, return_as="generator_unordered", **options)(tasks)
+    yield from run_jobs(
+        partial(_process_job, config=config),
+        jobs,
+        n_jobs=config.n_jobs,
+        dask_scheduler=config.dask_scheduler,
+        temp_folder=None if config.work_dir is None else str(config.work_dir / "joblib"),
+    )
+
+
+def _print_memory_bound(jobs: Sequence[tuple[RunInputs, list[AtlasTarget]]], config) -> None:
+    """Print what ``--n-jobs`` parallel jobs need in memory (the largest job's bound)."""
+    import nibabel as nib
+
+    from bidsapp.engine import memory_bound
+    from bidsapp.parallel import memory_message
+
+    bound = 0
+    for inputs, targets in jobs:
+        img = nib.load(str(inputs.bold))
+        n_regions = max((len(t.atlas.lut) for t in targets), default=0)
+        bound = max(
+            bound,
+            memory_bound(
+                img.shape,
+                img.get_data_dtype(),
+                n_atlases=len(targets),
+                n_regions=n_regions,
+                smoothing=config.extraction.smoothing_fwhm is not None,
+            ),
+        )
+    n_jobs = 1 if config.dask_scheduler is not None else config.n_jobs
+    print(memory_message(n_jobs, bound) + (" (per Dask worker)" if config.dask_scheduler else ""))
 
 
 def _print_progress(status: RunStatus) -> None:
@@ -749,6 +774,7 @@ def run_participant(config: RunConfig) -> int:
         by_subject.setdefault(status.subject, []).append(status)
     for subject in sorted(set(by_subject) - set(remaining)):
         _finish_subject(config, subject, by_subject[subject])
+    _print_memory_bound(jobs, config)
     for batch in _parallel_results(jobs, config):
         for status in batch:
             _print_progress(status)
