@@ -1355,5 +1355,11 @@ def run_demo(outdir: str | Path) -> int:
             os.environ.pop("TEMPLATEFLOW_HOME", None)
         else:
             os.environ["TEMPLATEFLOW_HOME"] = previous
-    print(f"bidsapp demo: inputs in {bids_dir} (TemplateFlow home {home}), outputs in {output_dir}")
+    print(f"bidsapp demo: inputs in {bids_dir} (TemplateFlow home {home})")
+    print(f"bidsapp demo: outputs in {output_dir}")
+    reports = sorted(output_dir.glob("*.html"))
+    if reports:
+        print("bidsapp demo: reports (open in a browser):")
+        for report in reports:
+            print(f"  {report}")
     return 0

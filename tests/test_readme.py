@@ -282,6 +282,12 @@ def test_demo_command_output_validates(tmp_path):
         check=False,
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
+    # It says where the outputs and the reports are.
+    derivatives = outdir / "derivatives"
+    assert f"outputs in {derivatives}" in proc.stdout
+    for report in ("sub-01.html", "sub-02.html", "group.html"):
+        assert str(derivatives / report) in proc.stdout
+        assert (derivatives / report).is_file()
 
     outputs = []
     for description in outdir.rglob("dataset_description.json"):
