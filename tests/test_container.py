@@ -281,6 +281,14 @@ def can_remount() -> bool:
     return probe.returncode == 0
 
 
+def _closed_to_others(path: Path) -> Path | None:
+    """The first directory above ``path`` that other users cannot traverse, if any."""
+    for parent in reversed(path.absolute().parents):
+        if not parent.stat().st_mode & 0o001:
+            return parent
+    return None
+
+
 def run_unprivileged(
     argv: list[str],
     sandbox: dict[str, Path],
@@ -311,6 +319,13 @@ def run_unprivileged(
     command = [str(BIN / "bidsapp"), *argv]
     if IS_ROOT:
         assert can_remount(), "as root, the test needs unshare -m and setpriv (util-linux)"
+        private = _closed_to_others(BIN / "bidsapp")
+        if private is not None:
+            pytest.skip(
+                f"{private} is closed to other users, so uid {UID} cannot run this install's "
+                "bidsapp; create the virtual environment in a world-readable directory "
+                "(.ci/run does)"
+            )
         lines = ["set -e"]
         for tree in [*READ_ONLY_TREES, *map(str, install_roots())]:
             if Path(tree).is_dir():
