@@ -1,9 +1,10 @@
 """Time and peak memory of bidsapp's labels masker against nilearn's, in one run.
 
-Synthetic data on TemplateFlow's 2 mm MNI152NLin2009cAsym grid (97 x 115 x 97): a float32
-BOLD series written as fMRIPrep does (gzip level 1, one member), a brain mask, a
-400-parcel atlas and 36 confounds. Every measurement runs in a fresh child process so that
-its peak RSS is its own; each is repeated and the median reported.
+Synthetic data from ``bench_speed.make_data`` on TemplateFlow's 2 mm MNI152NLin2009cAsym grid
+(97 x 115 x 97): a float32 BOLD series written as fMRIPrep does (gzip level 1, one member,
+noise outside the brain), a brain mask, a 400-parcel atlas and 36 confounds. Every
+measurement runs in a fresh child process so that its peak RSS is its own; each is repeated
+and the median reported.
 
 Usage::
 
@@ -30,83 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
-SHAPE = (97, 115, 97)
-AFFINE = np.array(
-    [[2.0, 0, 0, -96.5], [0, 2.0, 0, -132.5], [0, 0, 2.0, -78.5], [0, 0, 0, 1]], dtype=float
-)
+# The masker's t_r; bench_speed.py writes the data with the same repetition time.
 T_R = 2.0
-N_REGIONS = 400
-N_CONFOUNDS = 36
-
-
-def _brain(shape: tuple[int, int, int]) -> np.ndarray:
-    grid = np.indices(shape, dtype=np.float32)
-    centre = [(s - 1) / 2 for s in shape]
-    radii = [s * 0.42 for s in shape]
-    dist = sum(((g - c) / r) ** 2 for g, c, r in zip(grid, centre, radii, strict=True))
-    return dist <= 1.0
-
-
-def _atlas(brain: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    from scipy.spatial import cKDTree
-
-    voxels = np.argwhere(brain)
-    seeds = voxels[rng.choice(len(voxels), N_REGIONS, replace=False)]
-    _, nearest = cKDTree(seeds).query(voxels)
-    labels = np.zeros(brain.shape, dtype=np.int16)
-    labels[tuple(voxels.T)] = nearest + 1
-    return labels
-
-
-def make_data(directory: Path, n_volumes: int, seed: int = 0) -> dict[str, Path]:
-    """Write (or reuse) the synthetic BOLD (.nii.gz and .nii), mask, atlas and confounds."""
-    import nibabel as nib
-
-    directory.mkdir(parents=True, exist_ok=True)
-    paths = {
-        "bold_gz": directory / f"bold_{n_volumes}.nii.gz",
-        "bold_nii": directory / f"bold_{n_volumes}.nii",
-        "mask": directory / "mask.nii.gz",
-        "atlas": directory / "atlas.nii.gz",
-        "confounds": directory / f"confounds_{n_volumes}.tsv",
-    }
-    if all(p.exists() for p in paths.values()):
-        return paths
-    rng = np.random.default_rng(seed)
-    brain = _brain(SHAPE)
-    labels = _atlas(brain, rng)
-    nib.save(nib.Nifti1Image(brain.astype(np.uint8), AFFINE), paths["mask"])
-    nib.save(nib.Nifti1Image(labels, AFFINE), paths["atlas"])
-    confounds = rng.standard_normal((n_volumes, N_CONFOUNDS))
-    header = "\t".join(f"c{i:02d}" for i in range(N_CONFOUNDS))
-    np.savetxt(paths["confounds"], confounds, delimiter="\t", header=header, comments="")
-
-    hdr = nib.Nifti1Header()
-    hdr.set_data_shape((*SHAPE, n_volumes))
-    hdr.set_data_dtype(np.float32)
-    hdr.set_qform(AFFINE, code=4)
-    hdr.set_sform(AFFINE, code=4)
-    hdr.set_xyzt_units("mm", "sec")
-    hdr["pixdim"][4] = T_R
-    hdr.set_data_offset(352)
-    head = hdr.binaryblock + b"\x00" * (352 - len(hdr.binaryblock))
-    region_signal = rng.standard_normal((n_volumes, N_REGIONS + 1)).astype(np.float32)
-    inside = brain.ravel(order="F")
-    flat_labels = labels.ravel(order="F")[inside]
-    with (
-        gzip.open(paths["bold_gz"], "wb", compresslevel=1) as gz,
-        open(paths["bold_nii"], "wb") as raw,
-    ):
-        gz.write(head)
-        raw.write(head)
-        volume = np.zeros(inside.size, dtype=np.float32)
-        for t in range(n_volumes):
-            noise = rng.standard_normal(flat_labels.size, dtype=np.float32)
-            volume[inside] = 1000 + 20 * region_signal[t, flat_labels] + 10 * noise
-            block = volume.tobytes()
-            gz.write(block)
-            raw.write(block)
-    return paths
 
 
 def _peak_rss_mb() -> float:
@@ -164,7 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--volumes", type=int, default=300)
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/bidsapp-bench"))
+    parser.add_argument("--data-dir", type=Path, default=Path("/tmp/bidsapp-bench/issue6"))
     parser.add_argument("--nilearn-python", default=sys.executable)
     parser.add_argument("--uncompressed", action="store_true", help="also time the .nii file")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
@@ -177,7 +103,10 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(_run_one(args.run_one, json.loads(args.paths), args.bold_key, args.out)))
         return 0
 
-    paths = make_data(args.data_dir, args.volumes)
+    # One data generator for all benchmarks (realistic fMRIPrep-like files, cached).
+    from bench_speed import make_data
+
+    paths = make_data(args.data_dir, args.volumes, uncompressed=args.uncompressed)
     size_mb = os.path.getsize(paths["bold_gz"]) / 1e6
     print(f"data: {paths['bold_gz']} ({size_mb:.0f} MB), {args.volumes} volumes")
     version = subprocess.run(
