@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bidsapp.query import bare_label
+
 STRATEGIES = ("mean", "median", "sum", "minimum", "maximum", "variance", "standard_deviation")
 STANDARDIZE_CHOICES = ("zscore_sample", "zscore", "psc", "none")
 PRESETS = ("simple", "scrubbing", "compcor", "ica_aroma", "none")
@@ -84,10 +86,8 @@ def normalize_labels(
         labels = [os.fspath(labels)]
     cleaned: list[str] = []
     for label in labels:
-        text = str(label)
-        if text.startswith(f"{prefix}-"):
-            text = text[len(prefix) + 1 :]
-        if not _LABEL.fullmatch(text):
+        text = bare_label(label, prefix)
+        if text is None:
             raise ConfigError(
                 f"{option}: invalid label {str(label)!r}; BIDS labels contain only letters "
                 f"and digits (with or without the '{prefix}-' prefix)"

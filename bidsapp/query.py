@@ -113,6 +113,28 @@ class BoldRun:
 # ------------------------------------------------------------------ arguments
 
 
+def bare_label(label: Any, prefix: str) -> str | None:
+    """Return a label without its optional ``<prefix>-``, or None if it is not a BIDS label.
+
+    Parameters
+    ----------
+    label : object
+        A label such as ``"01"`` or ``"sub-01"``.
+    prefix : str
+        Entity key to strip, e.g. ``"sub"``.
+
+    Returns
+    -------
+    str or None
+        The alphanumeric label, or None when it has other characters (e.g. ``"../x"``) or
+        is empty.
+    """
+    text = str(label)
+    if text.startswith(f"{prefix}-"):
+        text = text[len(prefix) + 1 :]
+    return text if _LABEL.fullmatch(text) else None
+
+
 def normalize_labels(
     labels: str | Iterable[str] | None, prefix: str, what: str
 ) -> list[str] | None:
@@ -144,10 +166,8 @@ def normalize_labels(
         labels = [labels]
     cleaned = set()
     for label in labels:
-        text = str(label)
-        if text.startswith(f"{prefix}-"):
-            text = text[len(prefix) + 1 :]
-        if not _LABEL.fullmatch(text):
+        text = bare_label(label, prefix)
+        if text is None:
             raise QueryError(
                 f"Invalid {what} {label!r}: BIDS labels contain only letters and "
                 f"digits (with or without the '{prefix}-' prefix)."
