@@ -439,12 +439,9 @@ class HTMLReport:
         Path
             The path written.
         """
-        path = Path(file_name)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(self.html, encoding="utf-8")
-        tmp.replace(path)
-        return path
+        from bidsapp.outputs import atomic_write_text
+
+        return atomic_write_text(file_name, self.html)
 
     def get_standalone(self) -> str:
         """Return the complete page.
