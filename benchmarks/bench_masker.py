@@ -31,9 +31,6 @@ from pathlib import Path
 
 import numpy as np
 
-# The masker's t_r; bench_speed.py writes the data with the same repetition time.
-T_R = 2.0
-
 
 def _peak_rss_mb() -> float:
     # ru_maxrss is in KiB on Linux.
@@ -49,17 +46,10 @@ def _run_one(kind: str, paths: dict[str, str], bold_key: str, out: str | None) -
             while stream.read(1 << 24):
                 pass
     else:
-        if kind == "nilearn":
-            from nilearn.maskers import NiftiLabelsMasker
-        else:
-            from bidsapp.maskers import NiftiLabelsMasker
-        masker = NiftiLabelsMasker(
-            labels_img=paths["atlas"],
-            mask_img=paths["mask"],
-            standardize="zscore_sample",
-            t_r=T_R,
-        )
-        signals = masker.fit_transform(paths[bold_key], confounds=paths["confounds"])
+        # The same masker call as bench_speed.py's (c)/(e) rows.
+        from bench_speed import _masker
+
+        signals = _masker(kind, paths, bold_key)
     seconds = time.perf_counter() - started
     if out and signals is not None:
         np.save(out, signals)
