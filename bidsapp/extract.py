@@ -187,10 +187,11 @@ def _preset(denoise: DenoiseConfig) -> dict[str, Any]:
     try:
         return conf.load_preset(denoise.name)
     except conf.ConfoundsError as err:
-        raise ExtractionError(_one_line(str(err))) from err
+        raise ExtractionError(one_line(str(err))) from err
 
 
-def _one_line(text: str) -> str:
+def one_line(text: Any) -> str:
+    """Collapse a message (e.g. an exception) to one line, for status tables and summaries."""
     return " ".join(str(text).split())
 
 
@@ -198,7 +199,7 @@ def _load_header(path: Path) -> nib.spatialimages.SpatialImage:
     try:
         return nib.load(str(path))
     except Exception as err:  # nibabel raises many types for broken files
-        raise ExtractionError(f"{path}: cannot read the NIfTI header ({_one_line(err)})") from err
+        raise ExtractionError(f"{path}: cannot read the NIfTI header ({one_line(err)})") from err
 
 
 def _repetition_time(run: BoldRun, img, bold: Path, warnings_: list[str]) -> float:
@@ -339,7 +340,7 @@ def _read_confounds_table(path: Path) -> pd.DataFrame:
     try:
         return pd.read_csv(path, sep="\t", na_values=["n/a"])
     except Exception as err:  # pandas raises several types for malformed files
-        raise ExtractionError(f"{path}: cannot read the confounds TSV ({_one_line(err)})") from err
+        raise ExtractionError(f"{path}: cannot read the confounds TSV ({one_line(err)})") from err
 
 
 def _numeric(table: pd.DataFrame, column: str) -> np.ndarray:
@@ -475,11 +476,11 @@ def select_confounds(
                         **{**parameters, "strategy": tuple(parameters["strategy"])},
                     )
             except (conf.ConfoundsError, ValueError, OSError) as err:
-                raise ExtractionError(_one_line(err)) from err
+                raise ExtractionError(one_line(err)) from err
         for warning in caught:
             text = str(warning.message)
             if "strategy is empty" not in text and "motion outliers" not in text:
-                notes.append(_one_line(text))
+                notes.append(one_line(text))
         table = _read_confounds_table(run.confounds)
         if len(table) != inputs.n_volumes:
             raise ExtractionError(
@@ -538,7 +539,7 @@ def _masker_warnings(caught: Sequence[warnings.WarningMessage]) -> list[str]:
     for warning in caught:
         if issubclass(warning.category, DeprecationWarning):
             continue
-        text = _one_line(str(warning.message))
+        text = one_line(str(warning.message))
         if any(marker in text for marker in _COVERED_BY_COVERAGE):
             continue
         notes.append(text)
@@ -648,7 +649,7 @@ def _extract_atlases(
             logger.debug("extraction of %s failed", inputs.bold, exc_info=True)
             raise ExtractionError(
                 f"{inputs.bold}: cannot extract region signals "
-                f"({type(err).__name__}: {_one_line(err)})"
+                f"({type(err).__name__}: {one_line(err)})"
             ) from err
     for note in _masker_warnings(caught):
         if note not in notes:

@@ -28,7 +28,7 @@ import pandas as pd
 from bidsapp import __version__
 from bidsapp.atlas import Atlas
 from bidsapp.config import RunConfig, fingerprint, to_jsonable
-from bidsapp.extract import RunExtraction, RunInputs
+from bidsapp.extract import RunExtraction, RunInputs, one_line
 
 logger = logging.getLogger(__name__)
 
@@ -141,10 +141,6 @@ class AtlasTarget:
 # ------------------------------------------------------------------ checks
 
 
-def _one_line(text: Any) -> str:
-    return " ".join(str(text).split())
-
-
 def check_directories(config: RunConfig) -> None:
     """Refuse directories that cannot work (exit code 2).
 
@@ -197,17 +193,17 @@ def check_options(config: RunConfig) -> None:
         try:
             conf.load_preset(config.denoise.name)
         except conf.ConfoundsError as err:
-            raise UsageProblem(f"--denoise-strategy: {_one_line(err)}") from err
+            raise UsageProblem(f"--denoise-strategy: {one_line(err)}") from err
     try:
         load_bids_filters(config.bids_filters)
     except QueryError as err:
-        raise UsageProblem(f"--bids-filter-file: {_one_line(err)}") from err
+        raise UsageProblem(f"--bids-filter-file: {one_line(err)}") from err
     local = []
     for spec in config.atlases:
         try:
             parsed = parse_atlas_spec(spec)
         except AtlasError as err:
-            raise UsageProblem(f"--atlas: {_one_line(err)}") from err
+            raise UsageProblem(f"--atlas: {one_line(err)}") from err
         if parsed.path is not None:
             if not parsed.path.is_file():
                 raise UsageProblem(f"--atlas {spec}: no such file")
@@ -248,7 +244,7 @@ def _digest(atlas: Atlas) -> str:
 
 def _atlas_reason(spec: str, space: str, err: Exception) -> str:
     """One-line reason for the runs an atlas error stops (the full message is printed)."""
-    first = _one_line(str(err).split(". ")[0].split(":\n")[0]) or type(err).__name__
+    first = one_line(str(err).split(". ")[0].split(":\n")[0]) or type(err).__name__
     return f"atlas {spec} is unusable in space {space} (see 'atlas error' above): {first}"
 
 
@@ -516,10 +512,10 @@ def process_run(
             inputs, [t.atlas for t, _, _ in todo], config.denoise, config.extraction
         )
     except ExtractionError as err:
-        return statuses + [failed(t, _one_line(err)) for t, _, _ in todo]
+        return statuses + [failed(t, one_line(err)) for t, _, _ in todo]
     except Exception as err:  # one broken run must never stop the others
         logger.debug("unexpected failure in %s", inputs.name, exc_info=True)
-        reason = f"{inputs.bold}: {type(err).__name__}: {_one_line(err)}"
+        reason = f"{inputs.bold}: {type(err).__name__}: {one_line(err)}"
         return statuses + [failed(t, reason) for t, _, _ in todo]
 
     for (target, paths, fp), result in zip(todo, extraction.per_atlas, strict=True):
@@ -539,7 +535,7 @@ def process_run(
         except Exception as err:  # disk full, permissions: this run only
             logger.debug("writing %s failed", paths.timeseries, exc_info=True)
             statuses.append(
-                failed(target, f"cannot write {paths.timeseries.name}: {_one_line(err)}")
+                failed(target, f"cannot write {paths.timeseries.name}: {one_line(err)}")
             )
             continue
         statuses.append(
@@ -641,7 +637,7 @@ def _write_report(config: RunConfig, subject: str) -> None:
         logger.debug("report of sub-%s failed", subject, exc_info=True)
         print(
             f"warning: participant report for sub-{subject} not written: "
-            f"{type(err).__name__}: {_one_line(err)}",
+            f"{type(err).__name__}: {one_line(err)}",
             flush=True,
         )
         return
@@ -656,7 +652,7 @@ def _finish_subject(config: RunConfig, subject: str, statuses: Sequence[RunStatu
     try:
         outputs.write_subject_status(config.output_dir, subject, rows)
     except (OSError, ValueError) as err:
-        print(f"warning: status table of sub-{subject} not written: {_one_line(err)}")
+        print(f"warning: status table of sub-{subject} not written: {one_line(err)}")
     report = config.output_dir / f"sub-{subject}.html"
     if config.reports and (any(s.status != "skipped" for s in statuses) or not report.is_file()):
         _write_report(config, subject)
@@ -722,7 +718,7 @@ def run_participant(config: RunConfig) -> int:
         print(f"bidsapp: nothing to do: {err}", file=sys.stderr, flush=True)
         return EXIT_RUN_FAILED
     except QueryError as err:
-        raise UsageProblem(_one_line(err)) from err
+        raise UsageProblem(one_line(err)) from err
 
     try:
         config.output_dir.mkdir(parents=True, exist_ok=True)
@@ -748,7 +744,7 @@ def run_participant(config: RunConfig) -> int:
             prepared.append(prepare_run(run, config.denoise))
         except ExtractionError as err:
             statuses += [
-                RunStatus(run.name, dict(run.entities), label, "failed", _one_line(err))
+                RunStatus(run.name, dict(run.entities), label, "failed", one_line(err))
                 for label in labels
             ]
     targets, failures = resolve_atlases(prepared, config)
