@@ -7,6 +7,7 @@ This module only parses arguments into a :class:`bidsapp.config.RunConfig` and h
 from __future__ import annotations
 
 import argparse
+import math
 import logging
 import sys
 from collections.abc import Sequence
@@ -48,8 +49,8 @@ def _positive_int(text: str) -> int:
 
 def _non_negative_float(text: str) -> float:
     value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected a number >= 0, got {text!r}")
+    if not 0 <= value < math.inf:  # also refuses nan
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
     return value
 
 
@@ -108,28 +109,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--participant-label",
         "--participant_label",
         dest="participant_label",
+        action="extend",
         nargs="+",
         metavar="LABEL",
         default=None,
-        help="Participants to process, with or without 'sub-' (default: all).",
+        help="Participants to process, with or without 'sub-'; repeat to add more (default: all).",
     )
     sel.add_argument(
         "--session-label",
         "--session_label",
         dest="session_label",
+        action="extend",
         nargs="+",
         metavar="LABEL",
         default=None,
-        help="Sessions to process, with or without 'ses-' (default: all).",
+        help="Sessions to process, with or without 'ses-'; repeat to add more (default: all).",
     )
     sel.add_argument(
         "--task",
         "--task-id",
         dest="task",
+        action="extend",
         nargs="+",
         metavar="TASK",
         default=None,
-        help="Tasks to process (default: all).",
+        help="Tasks to process; repeat to add more (default: all).",
     )
     sel.add_argument(
         "--bids-filter-file",
@@ -161,6 +165,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="dseg.tsv look-up table (index, name) for a local atlas without a sibling "
         "*_dseg.tsv (default: the sibling file).",
+    )
+    atl.add_argument(
+        "--atlas-space",
+        metavar="SPACE",
+        default=None,
+        help="Template space of the local atlas(es) when their file name has no 'space-' "
+        "entity; it must be the space of the runs (default: the file name's space-).",
     )
 
     den = parser.add_argument_group("denoising")
@@ -203,6 +214,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="Initial volumes to drop; 'auto' drops fMRIPrep's non-steady-state volumes, "
         "a number replaces them (default: auto).",
+    )
+    den.add_argument(
+        "--min-time",
+        type=_non_negative_float,
+        metavar="SECONDS",
+        default=0.0,
+        help="Exclude runs with less than this many seconds of data left after censoring "
+        "(XCP-D's --min-time); runs without residual degrees of freedom are always "
+        "excluded (default: 0.0).",
     )
 
     ext = parser.add_argument_group("extraction and cleaning")

@@ -146,6 +146,9 @@ class DenoiseConfig:
     dummy_scans : int or None
         Number of initial volumes to drop; None ("auto") drops the volumes fMRIPrep flagged
         as non-steady-state. An explicit number replaces fMRIPrep's flags.
+    min_time : float
+        Runs with less than this many seconds of data left after censoring are excluded
+        (XCP-D's ``--min-time``); 0 excludes only runs without residual degrees of freedom.
 
     Raises
     ------
@@ -159,6 +162,7 @@ class DenoiseConfig:
     fd_threshold: float | None = None
     std_dvars_threshold: float | None = None
     dummy_scans: int | None = None
+    min_time: float = 0.0
 
     def __post_init__(self) -> None:
         name = os.fspath(self.name)
@@ -200,6 +204,7 @@ class DenoiseConfig:
                     f"--dummy-scans: expected 'auto' or an integer >= 0, got {dummy!r}"
                 )
         _set(self, "dummy_scans", dummy)
+        _set(self, "min_time", _optional_float(self.min_time, "--min-time") or 0.0)
 
     @property
     def is_preset_file(self) -> bool:
@@ -299,6 +304,8 @@ class RunConfig:
         Atlas specifications (``NAME[:DESC]`` or paths to local ``*_dseg.nii.gz``).
     atlas_lut : Path or None
         Look-up table for the local atlas(es), instead of their sibling ``*_dseg.tsv``.
+    atlas_space : str or None
+        Template space of the local atlas(es) whose file name has no ``space-`` entity.
     denoise, extraction : DenoiseConfig, ExtractionConfig
         Denoising and extraction settings.
     n_jobs : int
@@ -328,6 +335,7 @@ class RunConfig:
     space: str = DEFAULT_SPACE
     atlases: tuple[str, ...] = (DEFAULT_ATLAS,)
     atlas_lut: Path | None = None
+    atlas_space: str | None = None
     denoise: DenoiseConfig = field(default_factory=DenoiseConfig)
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     n_jobs: int = 1
@@ -373,6 +381,13 @@ class RunConfig:
         _set(self, "atlases", tuple(dict.fromkeys(atlases)))
         if self.atlas_lut is not None:
             _set(self, "atlas_lut", Path(self.atlas_lut).expanduser().absolute())
+        if self.atlas_space is not None and not (
+            isinstance(self.atlas_space, str) and _LABEL.fullmatch(self.atlas_space)
+        ):
+            raise ConfigError(
+                f"--atlas-space: invalid space {self.atlas_space!r} (letters and digits only, "
+                "e.g. MNI152NLin2009cAsym)"
+            )
         if self.work_dir is not None:
             _set(self, "work_dir", Path(self.work_dir).expanduser().absolute())
         if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int) or self.n_jobs < 1:
@@ -434,11 +449,13 @@ def make_config(
     space: str = DEFAULT_SPACE,
     atlas: str | os.PathLike[str] | Iterable[str | os.PathLike[str]] | None = None,
     atlas_lut: str | os.PathLike[str] | None = None,
+    atlas_space: str | None = None,
     denoise_strategy: str | os.PathLike[str] = "simple",
     confounds_columns: str | Iterable[str] | None = None,
     fd_threshold: float | None = None,
     std_dvars_threshold: float | None = None,
     dummy_scans: int | str | None = None,
+    min_time: float = 0.0,
     strategy: str = "mean",
     standardize: str = "zscore_sample",
     detrend: bool = False,
@@ -478,6 +495,8 @@ def make_config(
         :data:`DEFAULT_ATLAS`.
     atlas_lut : str or os.PathLike, optional
         Look-up table of the local atlas(es).
+    atlas_space : str, optional
+        Space of the local atlas(es) whose file name has no ``space-``.
     denoise_strategy : str or os.PathLike
         Preset name or JSON preset path.
     confounds_columns : str or iterable of str, optional
@@ -486,6 +505,8 @@ def make_config(
         Censoring thresholds (mm, standardized DVARS); None keeps the preset's.
     dummy_scans : int or "auto", optional
         Initial volumes to drop; None or "auto" uses fMRIPrep's non-steady-state flags.
+    min_time : float
+        Seconds of data a run must keep after censoring (0: only degrees of freedom count).
     strategy : str
         Region reduction.
     standardize : str
@@ -539,6 +560,7 @@ def make_config(
         fd_threshold=fd_threshold,
         std_dvars_threshold=std_dvars_threshold,
         dummy_scans=_dummy_scans(dummy_scans),
+        min_time=min_time,
     )
     extraction = ExtractionConfig(
         strategy=strategy,
@@ -560,6 +582,7 @@ def make_config(
         space=space,
         atlases=atlases,
         atlas_lut=None if atlas_lut is None else Path(atlas_lut),
+        atlas_space=atlas_space,
         denoise=denoise,
         extraction=extraction,
         n_jobs=n_jobs,

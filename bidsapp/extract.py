@@ -278,6 +278,8 @@ def prepare_run(run: BoldRun, denoise: DenoiseConfig) -> RunInputs:
         If the image is missing or unreadable, not 4D, the brain mask is missing (for the
         preprocessed BOLD) or on another grid, or the repetition time is unknown.
     """
+    if run.problem is not None:
+        raise ExtractionError(run.problem)
     notes: list[str] = []
     aroma = uses_aroma_image(denoise)
     if aroma:

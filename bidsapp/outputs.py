@@ -132,7 +132,7 @@ STATUS_COLUMNS: tuple[str, ...] = (
 #: Columns identifying one row: re-running a run replaces the row with the same key.
 STATUS_KEY: tuple[str, ...] = (*RUN_ENTITIES, "space", "atlas", "stat", "denoise")
 #: Allowed values of the ``status`` column.
-STATUS_VALUES = frozenset({"ok", "failed", "skipped"})
+STATUS_VALUES = frozenset({"ok", "failed", "skipped", "excluded"})
 _STATUS_INT_COLUMNS = ("volumes_total", "volumes_kept", "regions_below_coverage")
 _STATUS_FLOAT_COLUMNS = ("mean_fd",)
 

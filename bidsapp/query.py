@@ -91,6 +91,11 @@ class BoldRun:
         ``RepetitionTime`` (s) from the BOLD sidecar; None when the sidecar has none.
     aroma_bold : pathlib.Path or None
         The run's ICA-AROMA ``desc-smoothAROMAnonaggr_bold`` image, if any.
+    sidecar : pathlib.Path or None
+        The BOLD's JSON sidecar (where ``RepetitionTime`` comes from), if any.
+    problem : str or None
+        Why this run cannot be processed (e.g. two candidate files for it, or an unusable
+        sidecar), naming the file(s); None when it can. Such a run fails alone.
     """
 
     preproc_bold: Path
@@ -99,6 +104,8 @@ class BoldRun:
     confounds: Path | None = None
     t_r: float | None = None
     aroma_bold: Path | None = None
+    sidecar: Path | None = None
+    problem: str | None = None
 
     @property
     def name(self) -> str:
