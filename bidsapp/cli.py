@@ -7,8 +7,8 @@ This module only parses arguments into a :class:`bidsapp.config.RunConfig` and h
 from __future__ import annotations
 
 import argparse
-import math
 import logging
+import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
