@@ -45,6 +45,14 @@ class ExtractionError(RuntimeError):
     """A run that cannot be processed; the message names the file and the problem."""
 
 
+class RunExcluded(ExtractionError):
+    """A run left out on purpose, with status ``excluded``; the message says why.
+
+    Raised when too little data is left after censoring (``--min-time``) or no residual
+    degrees of freedom remain.
+    """
+
+
 @dataclass(frozen=True)
 class RunInputs:
     """The files and facts one extraction needs, found by :func:`prepare_run`.
