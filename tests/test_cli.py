@@ -153,3 +153,39 @@ def test_version_and_help(capsys):
     for option in ("--participant-label", "--denoise-strategy", "--min-coverage", "--n-jobs"):
         assert option in stdout
     assert "exit codes:" in stdout and "no run matched" in stdout
+
+
+def test_repeated_selection_options_accumulate():
+    # fMRIPrep's convention: --participant-label 01 --participant-label 02 selects both.
+    config = _parse(
+        [
+            "in", "out", "participant",
+            "--participant-label", "01", "--participant-label", "sub-02", "03",
+            "--session-label", "A", "--session-label", "B",
+            "--task", "rest", "--task", "nback",
+        ]
+    )  # fmt: skip
+    assert config.participant_labels == ("01", "02", "03")
+    assert config.session_labels == ("A", "B")
+    assert set(config.tasks) == {"rest", "nback"}
+
+
+def test_min_time_and_atlas_space_reach_the_config():
+    config = _parse(
+        ["in", "out", "participant", "--min-time", "240", "--atlas-space", "MNI152NLin6Asym"]
+    )
+    assert config.denoise.min_time == 240.0
+    assert config.atlas_space == "MNI152NLin6Asym"
+    assert _parse(["in", "out", "participant"]).denoise.min_time == 0.0
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+@pytest.mark.parametrize("option", ["--low-pass", "--min-time", "--fd-threshold"])
+def test_numbers_must_be_finite_and_non_negative(option, value, capsys):
+    assert cli.main(["in", "out", "participant", option, value]) == cli.EXIT_USAGE
+    assert option in capsys.readouterr().err
+
+
+def test_atlas_space_must_be_a_label(capsys):
+    assert cli.main(["in", "out", "participant", "--atlas-space", "../x"]) == cli.EXIT_USAGE
+    assert "--atlas-space" in capsys.readouterr().err
