@@ -1,0 +1,178 @@
+"""End-to-end trust tests for confounds, atlases and the group level (``bidsapp.cli.main``).
+
+Each builds a small synthetic fMRIPrep dataset (:func:`bidsapp.demo.make_fmriprep_dataset`)
+and checks that an odd but legitimate input gives the right numbers, and that a wrong one
+fails with a message naming the file, never a silently wrong result.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from bidsapp import cli
+
+SPACE = "MNI152NLin2009cAsym"
+AROMA_SPACE = "MNI152NLin6Asym"
+SMALL = {"subjects": ("01",), "runs": (1,), "n_volumes": 40}
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+
+
+def run_cli(capsys, *argv) -> tuple[int, str, str]:
+    code = cli.main([str(a) for a in argv])
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def timeseries(out: Path) -> dict[str, pd.DataFrame]:
+    """Every timeseries TSV under ``out``, by file name."""
+    return {p.name: pd.read_csv(p, sep="\t") for p in sorted(out.rglob("*_timeseries.tsv"))}
+
+
+# ----------------------------------------------------------------------------- item 14
+
+
+@pytest.mark.parametrize(
+    ("strategy", "atlas"),
+    [
+        ("simple", "Schaefer2018:100Parcels7Networks"),
+        ("scrubbing", "Schaefer2018:100Parcels7Networks"),
+        ("compcor", "Schaefer2018:100Parcels7Networks"),
+        ("ica_aroma", "HOSPA:th25"),
+    ],
+)
+def test_uncompressed_nii_bold_gives_the_numbers_of_its_gz_twin(
+    make_dataset, templateflow_home, tmp_path, capsys, strategy, atlas
+):
+    options = {**SMALL, "aroma": strategy == "ica_aroma", "templateflow_home": templateflow_home}
+    nii = make_dataset(bold_extension=".nii", **options)
+    gz = make_dataset(**options)
+    assert list(nii.rglob("*_desc-preproc_bold.nii")) and not list(nii.rglob("func/*.nii.gz"))
+    results = {}
+    for name, bids in (("nii", nii), ("gz", gz)):
+        out = tmp_path / f"out-{name}"
+        code, _, err = run_cli(
+            capsys,
+            bids,
+            out,
+            "participant",
+            "--denoise-strategy",
+            strategy,
+            "--atlas",
+            atlas,
+            "--no-reports",
+        )
+        assert code == 0, err
+        results[name] = timeseries(out)
+    assert results["nii"] and list(results["nii"]) == list(results["gz"])
+    for name, table in results["nii"].items():
+        np.testing.assert_allclose(
+            table.to_numpy(float), results["gz"][name].to_numpy(float), rtol=1e-6, atol=1e-7
+        )
+        assert np.isfinite(table.to_numpy(float)).any()
+
+
+# ----------------------------------------------------------------------------- item 19
+
+#: fMRIPrep 1.0/1.1 header names of the synthetic dataset's fMRIPrep >= 1.2 columns.
+LEGACY = {
+    "trans_x": "X", "trans_y": "Y", "trans_z": "Z",
+    "rot_x": "RotX", "rot_y": "RotY", "rot_z": "RotZ",
+    "csf": "CSF", "white_matter": "WhiteMatter", "global_signal": "GlobalSignal",
+    "std_dvars": "stdDVARS", "dvars": "non-stdDVARS",
+    "framewise_displacement": "FramewiseDisplacement",
+}  # fmt: skip
+
+
+def _to_legacy(table: pd.DataFrame) -> pd.DataFrame:
+    names = {}
+    for column in table.columns:
+        if column in LEGACY:
+            names[column] = LEGACY[column]
+        elif column.startswith("a_comp_cor_"):
+            names[column] = "aCompCor" + column[len("a_comp_cor_") :]
+        elif column.startswith("t_comp_cor_"):
+            names[column] = "tCompCor" + column[len("t_comp_cor_") :]
+        elif column.startswith("cosine"):
+            names[column] = "Cosine" + column[len("cosine") :]
+        elif column.startswith("non_steady_state_outlier"):
+            names[column] = "NonSteadyStateOutlier" + column[len("non_steady_state_outlier") :]
+    legacy = table[list(names)].rename(columns=names).copy()
+    legacy["vx-wisestdDVARS"] = table["std_dvars"] * 1.1
+    return legacy
+
+
+@pytest.fixture
+def legacy_dataset(make_dataset, templateflow_home):
+    """(fMRIPrep >= 1.2 dataset, the same with fMRIPrep 1.0/1.1 confounds headers)."""
+    modern = make_dataset(templateflow_home=templateflow_home, **SMALL)
+    legacy = make_dataset(templateflow_home=templateflow_home, **SMALL)
+    for tsv in legacy.rglob("*_desc-confounds_timeseries.tsv"):
+        table = pd.read_csv(tsv, sep="\t", na_values="n/a")
+        _to_legacy(table).to_csv(tsv, sep="\t", index=False, na_rep="n/a")
+        tsv.with_suffix(".json").unlink()  # fMRIPrep 1.0/1.1 wrote no confounds sidecar
+    return modern, legacy
+
+
+@pytest.mark.parametrize("dummy_scans", [None, "3"])
+def test_legacy_confounds_with_explicit_columns_and_censoring(
+    legacy_dataset, tmp_path, capsys, dummy_scans
+):
+    modern, legacy = legacy_dataset
+    censor = ["--fd-threshold", "0.3", "--std-dvars-threshold", "1.5"]
+    censor += ["--dummy-scans", dummy_scans] if dummy_scans else []
+    runs = {
+        "modern": (modern, ["trans_[xyz]", "rot_[xyz]", "csf", "white_matter"]),
+        "legacy": (legacy, ["X", "Y", "Z", "Rot[XYZ]", "CSF", "WhiteMatter"]),
+    }
+    found = {}
+    for name, (bids, columns) in runs.items():
+        out = tmp_path / f"out-{name}"
+        code, _, err = run_cli(
+            capsys,
+            bids,
+            out,
+            "participant",
+            "--atlas",
+            "Schaefer2018:100Parcels7Networks",
+            "--confounds-columns",
+            *columns,
+            *censor,
+            "--no-reports",
+        )
+        assert code == 0, err
+        (path,) = out.rglob("*_timeseries.tsv")
+        sidecar = json.loads(path.with_suffix(".json").read_text())
+        found[name] = (pd.read_csv(path, sep="\t").to_numpy(float), sidecar)
+    np.testing.assert_allclose(found["legacy"][0], found["modern"][0], rtol=1e-6, atol=1e-7)
+    kept = found["legacy"][1]["RetainedVolumes"]
+    assert kept == found["modern"][1]["RetainedVolumes"]
+    assert len(kept) < SMALL["n_volumes"] - 3  # the high-motion volumes are censored
+    mean_fd = found["legacy"][1].get("MeanFramewiseDisplacement")
+    assert mean_fd == pytest.approx(found["modern"][1]["MeanFramewiseDisplacement"])
+
+
+def test_preset_on_legacy_confounds_fails_that_run_with_what_to_do(
+    legacy_dataset, tmp_path, capsys
+):
+    _, legacy = legacy_dataset
+    out = tmp_path / "out"
+    code, out_text, err = run_cli(
+        capsys,
+        legacy,
+        out,
+        "participant",
+        "--atlas",
+        "Schaefer2018:100Parcels7Networks",
+        "--no-reports",
+    )
+    assert code == 1
+    text = out_text + err
+    assert "fMRIPrep 1.0" in text and "--confounds-columns" in text
+    assert "desc-confounds_timeseries.tsv" in text
+    assert not list(out.rglob("*_timeseries.tsv"))
