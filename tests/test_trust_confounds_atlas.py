@@ -176,3 +176,134 @@ def test_preset_on_legacy_confounds_fails_that_run_with_what_to_do(
     assert "fMRIPrep 1.0" in text and "--confounds-columns" in text
     assert "desc-confounds_timeseries.tsv" in text
     assert not list(out.rglob("*_timeseries.tsv"))
+
+
+# ----------------------------------------------------------------------------- item 9
+
+
+def _local_atlas(templateflow_home: Path, folder: Path, stem: str) -> Path:
+    """A copy of the 2 mm Schaefer 100 atlas (MNI152NLin2009cAsym) under a local name."""
+    source = templateflow_home / f"tpl-{SPACE}"
+    folder.mkdir(parents=True, exist_ok=True)
+    dseg = folder / f"{stem}_dseg.nii.gz"
+    dseg.write_bytes(
+        (
+            source / f"tpl-{SPACE}_res-02_atlas-Schaefer2018_desc-100Parcels7Networks_dseg.nii.gz"
+        ).read_bytes()
+    )
+    lut = source / f"tpl-{SPACE}_atlas-Schaefer2018_desc-100Parcels7Networks_dseg.tsv"
+    (folder / f"{stem}_dseg.tsv").write_bytes(lut.read_bytes())
+    return dseg
+
+
+@pytest.fixture
+def t1w_dataset(make_dataset, templateflow_home):
+    return make_dataset(templateflow_home=templateflow_home, t1w_space=True, **SMALL)
+
+
+def test_undeclared_local_atlas_space_is_a_usage_error(
+    t1w_dataset, templateflow_home, tmp_path, capsys
+):
+    dseg = _local_atlas(templateflow_home, tmp_path / "atlases", "mine")
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        capsys, t1w_dataset, out, "participant", "--space", "T1w", "--atlas", dseg
+    )
+    assert code == 2
+    assert str(dseg) in err and "space-<label>" in err and "--atlas-space" in err
+    assert not list(out.rglob("*_timeseries.tsv"))
+    assert not list(out.rglob("tpl-T1w*"))
+
+
+def test_local_atlas_of_another_space_fails_those_runs(
+    t1w_dataset, templateflow_home, tmp_path, capsys
+):
+    dseg = _local_atlas(templateflow_home, tmp_path / "atlases", f"space-{SPACE}_atlas-mine")
+    out = tmp_path / "out"
+    code, out_text, err = run_cli(
+        capsys, t1w_dataset, out, "participant", "--space", "T1w", "--atlas", dseg, "--no-reports"
+    )
+    assert code == 1
+    assert str(dseg) in out_text + err and "not resampled across spaces" in out_text + err
+    assert not list(out.rglob("*_timeseries.tsv"))
+    assert not list(out.rglob("tpl-T1w*"))
+
+
+@pytest.mark.parametrize("declared", ["T1w", "boldref"])
+def test_local_atlas_declared_in_a_native_space_is_a_usage_error(
+    t1w_dataset, templateflow_home, tmp_path, capsys, declared
+):
+    dseg = _local_atlas(templateflow_home, tmp_path / "atlases", "mine")
+    code, _, err = run_cli(
+        capsys,
+        t1w_dataset,
+        tmp_path / "out",
+        "participant",
+        "--space",
+        "T1w",
+        "--atlas",
+        dseg,
+        "--atlas-space",
+        declared,
+    )
+    assert code == 2 and str(dseg) in err and "specific to one subject" in err
+
+
+def test_atlas_space_option_declares_a_local_atlas(
+    make_dataset, templateflow_home, tmp_path, capsys
+):
+    bids = make_dataset(templateflow_home=templateflow_home, **SMALL)
+    dseg = _local_atlas(templateflow_home, tmp_path / "atlases", "mine")
+    out = tmp_path / "out"
+    code, _, err = run_cli(
+        capsys,
+        bids,
+        out,
+        "participant",
+        "--atlas",
+        dseg,
+        "--atlas-space",
+        SPACE,
+        "--atlas",
+        "Schaefer2018:100Parcels7Networks",
+        "--no-reports",
+    )
+    assert code == 0, err
+    found = timeseries(out)
+    mine = next(t for n, t in found.items() if "atlas-mine_" in n)
+    template = next(t for n, t in found.items() if "atlas-Schaefer2018100" in n)
+    np.testing.assert_array_equal(mine.to_numpy(float), template.to_numpy(float))
+    assert list((out / "sourcedata" / "atlases").glob(f"tpl-{SPACE}/*atlas-mine_dseg.nii.gz"))
+
+
+def test_local_atlas_for_ica_aroma_runs_in_another_space_fails_them(
+    make_dataset, templateflow_home, tmp_path, capsys
+):
+    bids = make_dataset(templateflow_home=templateflow_home, aroma=True, **SMALL)
+    dseg = _local_atlas(templateflow_home, tmp_path / "atlases", "mine")
+    out = tmp_path / "out"
+    code, out_text, err = run_cli(
+        capsys,
+        bids,
+        out,
+        "participant",
+        "--denoise-strategy",
+        "ica_aroma",
+        "--atlas",
+        dseg,
+        "--atlas-space",
+        SPACE,
+        "--no-reports",
+    )
+    assert code == 1
+    assert AROMA_SPACE in out_text + err and str(dseg) in out_text + err
+    assert not list(out.rglob("*_timeseries.tsv"))
+    assert not list(out.rglob(f"tpl-{AROMA_SPACE}*"))
+
+
+def test_atlas_space_without_a_local_atlas_is_a_usage_error(
+    make_dataset, templateflow_home, tmp_path, capsys
+):
+    bids = make_dataset(templateflow_home=templateflow_home, **SMALL)
+    code, _, err = run_cli(capsys, bids, tmp_path / "out", "participant", "--atlas-space", SPACE)
+    assert code == 2 and "--atlas-space" in err
