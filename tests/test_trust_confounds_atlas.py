@@ -307,3 +307,202 @@ def test_atlas_space_without_a_local_atlas_is_a_usage_error(
     bids = make_dataset(templateflow_home=templateflow_home, **SMALL)
     code, _, err = run_cli(capsys, bids, tmp_path / "out", "participant", "--atlas-space", SPACE)
     assert code == 2 and "--atlas-space" in err
+
+
+# ----------------------------------------------------------------------- group level
+
+GROUP_SUBJECTS = ("01", "02", "03", "04")
+S100 = "Schaefer2018:100Parcels7Networks"
+
+
+@pytest.fixture(scope="module")
+def participant_outputs(tmp_path_factory, templateflow_home):
+    """(BIDS dir, output dir) after the participant level: 4 subjects x 1 run, ok."""
+    from bidsapp import demo
+
+    root = tmp_path_factory.mktemp("group-trust")
+    bids = demo.make_fmriprep_dataset(
+        root / "fmriprep",
+        subjects=GROUP_SUBJECTS,
+        runs=(1,),
+        n_volumes=40,
+        templateflow_home=templateflow_home,
+    )
+    out = root / "out"
+    code = cli.main([str(bids), str(out), "participant", "--atlas", S100, "--no-reports"])
+    assert code == 0
+    return bids, out
+
+
+@pytest.fixture
+def outputs_copy(participant_outputs, tmp_path):
+    import shutil
+
+    bids, out = participant_outputs
+    copy = tmp_path / "out"
+    shutil.copytree(out, copy)
+    return bids, copy
+
+
+def _status(out: Path, subject: str) -> pd.DataFrame:
+    return pd.read_csv(out / "logs" / f"sub-{subject}_status.tsv", sep="\t", dtype=str)
+
+
+def _set_status(out: Path, subject: str, status: str, reason: str = "") -> None:
+    """Rewrite a subject's status table as another version (or outcome) would have."""
+    table = _status(out, subject)
+    table["status"] = status
+    table["reason"] = reason or "n/a"
+    table.to_csv(out / "logs" / f"sub-{subject}_status.tsv", sep="\t", index=False)
+
+
+def _group(capsys, bids, out, *extra) -> tuple[int, str, str, pd.DataFrame | None]:
+    code, text, err = run_cli(capsys, bids, out, "group", "--no-reports", *extra)
+    runs = out / "group" / "runs.tsv"
+    table = pd.read_csv(runs, sep="\t", dtype=str) if runs.is_file() else None
+    return code, text, err, table
+
+
+def _runs_used(out: Path) -> int:
+    (relmat,) = (out / "group").glob("*stat-pearsoncorrelation*_relmat.json")
+    return json.loads(relmat.read_text())["NumberOfRuns"]
+
+
+def test_group_reads_skipped_rows_of_older_versions_as_ok(outputs_copy, capsys):
+    bids, out = outputs_copy
+    _set_status(out, "02", "skipped", "sub-02: a warning of the original run")
+    code, _, err, runs = _group(capsys, bids, out)
+    assert code == 0, err
+    assert set(runs["status"]) == {"ok"}
+    assert (
+        runs.loc[runs["subject"] == "02", "reason"].item()
+        == "sub-02: a warning of the original run"
+    )
+    assert _runs_used(out) == len(GROUP_SUBJECTS)
+
+
+@pytest.mark.parametrize("status", ["failed", "excluded"])
+def test_group_leaves_out_failed_and_excluded_runs_despite_old_files(outputs_copy, capsys, status):
+    bids, out = outputs_copy
+    reason = "only 12 s of data left after censoring, below --min-time 60 s"
+    _set_status(out, "03", status, reason)
+    assert list(out.glob("sub-03/func/*_timeseries.tsv"))  # the older outputs remain
+    code, text, err, runs = _group(capsys, bids, out)
+    assert code == 0, err
+    row = runs[runs["subject"] == "03"]
+    assert row["status"].item() == status and row["reason"].item() == reason
+    assert row["timeseries"].isna().all()
+    assert _runs_used(out) == len(GROUP_SUBJECTS) - 1
+    assert "left out 1 run outcome(s)" in text and f"1 {status}" in text and reason in text
+
+
+def test_group_says_how_many_runs_have_no_participant_outputs_yet(outputs_copy, capsys):
+    import shutil
+
+    bids, out = outputs_copy
+    for subject in ("02", "04"):
+        shutil.rmtree(out / f"sub-{subject}")
+        (out / "logs" / f"sub-{subject}_status.tsv").unlink()
+    code, _, err, _ = _group(capsys, bids, out)
+    assert code == 0
+    assert "2 of 4 runs have no participant outputs yet" in err
+    assert "sub-02_task-rest_run-1" in err and "sub-04_task-rest_run-1" in err
+    # With the selection narrowed to finished subjects there is nothing to say.
+    code, _, err, _ = _group(capsys, bids, out, "--participant-label", "01", "03")
+    assert code == 0 and "no participant outputs yet" not in err
+
+
+def test_group_goes_on_when_the_runs_cannot_be_listed(outputs_copy, capsys, monkeypatch):
+    from bidsapp import query
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(query, "find_runs", broken)
+    bids, out = outputs_copy
+    code, _, err, runs = _group(capsys, bids, out)
+    assert code == 0 and runs is not None
+    assert "cannot list the runs" in err and "database is locked" in err
+
+
+@pytest.mark.parametrize("target", ["runs.tsv", "qcfc.tsv", "_relmat.tsv", "group.html"])
+@pytest.mark.parametrize("code_name", ["ENOSPC", "EDQUOT", "EROFS", "EACCES"])
+def test_group_write_errors_name_the_file_and_leave_nothing_half_written(
+    outputs_copy, capsys, monkeypatch, target, code_name
+):
+    import errno
+    import os
+
+    bids, out = outputs_copy
+    number = getattr(errno, code_name)
+    real_open, real_fsync, failing = os.open, os.fsync, set()
+
+    def fake_open(path, flags, *args, **kwargs):
+        fd = real_open(path, flags, *args, **kwargs)
+        if target in Path(path).name and Path(path).name.endswith(".tmp"):
+            failing.add(fd)
+        return fd
+
+    def fake_fsync(fd):
+        if fd in failing:
+            raise OSError(number, os.strerror(number))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    monkeypatch.setattr(os, "fsync", fake_fsync)
+    reports = [] if target == "group.html" else ["--no-reports"]
+    code, text, err = run_cli(capsys, bids, out, "group", *reports)
+    assert code == 1
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err
+    assert target in lines[0] and os.strerror(number) in lines[0]
+    assert not [p for p in out.rglob("*.tmp")]
+    assert not [p for p in [*out.glob("group/*"), *out.glob("*.html")] if target in p.name]
+
+
+def _timeseries_of(out: Path, subject: str) -> Path:
+    (path,) = out.glob(f"sub-{subject}/func/*_timeseries.tsv")
+    return path
+
+
+@pytest.mark.parametrize(
+    "damage", ["cut_mid_line", "cut_lines", "garbage", "empty", "text_cell", "no_sidecar"]
+)
+def test_group_leaves_out_a_damaged_timeseries_and_names_it(outputs_copy, capsys, damage):
+    bids, out = outputs_copy
+    path = _timeseries_of(out, "02")
+    text = path.read_text()
+    lines = text.splitlines(keepends=True)
+    if damage == "cut_mid_line":
+        path.write_text(text[: len(text) - len(lines[-1]) // 2])
+    elif damage == "cut_lines":
+        path.write_text("".join(lines[:-5]))
+    elif damage == "garbage":
+        path.write_bytes(b"\x1f\x8b\x08\x00\xff\xfe garbage \x00\x01")
+    elif damage == "empty":
+        path.write_text("")
+    elif damage == "text_cell":
+        cells = lines[3].split("\t")
+        lines[3] = "\t".join(["oops", *cells[1:]])
+        path.write_text("".join(lines))
+    elif damage == "no_sidecar":
+        path.with_suffix(".json").unlink()
+    code, text_out, err, runs = _group(capsys, bids, out)
+    assert code == 0, err
+    assert str(path) in text_out and "Traceback" not in text_out + err
+    assert _runs_used(out) == len(GROUP_SUBJECTS) - 1
+
+
+def test_group_does_not_trust_a_garbled_status_table(outputs_copy, capsys):
+    bids, out = outputs_copy
+    _set_status(out, "01", "failed", "the run failed")
+    table = out / "logs" / "sub-01_status.tsv"
+    table.write_text(table.read_text()[:-15])  # cut short: the failure is unreadable
+    code, text, err, runs = _group(capsys, bids, out)
+    assert code == 0, err
+    assert str(table) in text
+    row = runs[runs["subject"] == "01"]
+    assert row["status"].item() == "failed" and str(table) in row["reason"].item()
+    assert _runs_used(out) == len(GROUP_SUBJECTS) - 1
+    # The other subjects' tables are still read.
+    assert (runs.loc[runs["subject"] != "01", "status"] == "ok").all()
