@@ -1051,7 +1051,7 @@ def build_participant_report(
     bids_path = Path(bids_dir) if bids_dir is not None else None
     records = collect_runs(output_dir, subject)
     done = [r for r in records if r.has_outputs]
-    failed = [r for r in records if r.status == "failed"]
+    failed = [r for r in records if r.status in LEFT_OUT_STATUSES]
 
     sections: list[str] = []
     links: list[tuple[str, str]] = [("summary", "Summary")]
@@ -1081,7 +1081,8 @@ def build_participant_report(
         links.append((anchor, label))
 
     failures = [
-        f"{r.name} [{r.atlas}, {r.denoise}] FAILED: {r.reason or 'no reason given'}" for r in failed
+        f"{r.name} [{r.atlas}, {r.denoise}] {r.status.upper()}: {r.reason or 'no reason given'}"
+        for r in failed
     ]
     notes: list[str] = []
     for r in done:
