@@ -587,10 +587,11 @@ def _mean_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _non_steady_state(confounds: pd.DataFrame | None, dummy_scans: Any) -> list[int]:
     volumes: set[int] = set()
     if confounds is not None:
-        for column in confounds.columns:
-            if column.startswith("non_steady_state_outlier"):
-                flagged = np.flatnonzero(confounds[column].fillna(0).to_numpy() > 0)
-                volumes.update(int(v) for v in flagged)
+        from bidsapp.confounds import non_steady_state_columns
+
+        for column in non_steady_state_columns(confounds.columns):
+            flagged = np.flatnonzero(confounds[column].fillna(0).to_numpy() > 0)
+            volumes.update(int(v) for v in flagged)
     if isinstance(dummy_scans, int) and dummy_scans > 0:
         volumes.update(range(dummy_scans))
     return sorted(volumes)
@@ -896,8 +897,13 @@ def _run_section(
 
     confounds = _read_confounds(inputs.confounds)
     fd = None
-    if confounds is not None and "framewise_displacement" in confounds:
-        fd = pd.to_numeric(confounds["framewise_displacement"], errors="coerce").to_numpy()
+    fd_column = None
+    if confounds is not None:
+        from bidsapp.confounds import motion_measure_columns
+
+        fd_column = motion_measure_columns(confounds.columns)["framewise_displacement"]
+    if confounds is not None and fd_column is not None:
+        fd = pd.to_numeric(confounds[fd_column], errors="coerce").to_numpy()
     nss = _non_steady_state(confounds, den.get("dummy_scans"))
     scrubbed = sorted(set(censored) - set(nss))
     fd_threshold, _ = _censoring(den)
