@@ -717,7 +717,9 @@ def _run_identity(entities: dict[str, Any]) -> tuple:
     """Return the entities that name one BOLD acquisition across spaces and resolutions."""
     from bidsapp.outputs import RUN_ENTITIES
 
-    return tuple(str(entities.get(k) or "") for k in RUN_ENTITIES)
+    # ICA-AROMA outputs are in another space and resolution than the run's query.
+    keys = [k for k in RUN_ENTITIES if k not in ("space", "res", "den", "cohort")]
+    return tuple(str(entities.get(k) or "") for k in keys)
 
 
 def pending_runs(config: Any, records: Sequence[RunRecord]) -> tuple[int, list[str]] | None:
