@@ -37,6 +37,18 @@ _NIFTI = re.compile(r"\.nii(\.gz)?$")
 _TEMPLATEFLOW = "templateflow"
 _LOCAL = "local"
 
+#: Spaces that belong to one subject (or one run) rather than to a template: BIDS's
+#: individual coordinate systems and fMRIPrep's non-standard output spaces. A local atlas
+#: in one of them would be another subject's anatomy on every other subject's grid.
+NATIVE_SPACES = frozenset(
+    s.lower()
+    for s in (
+        "T1w", "T2w", "T1map", "T2map", "T2star", "FLAIR", "PD", "PDw", "PDT2", "angio",
+        "anat", "func", "boldref", "sbref", "run", "session", "fsnative", "individual",
+        "scanner", "orig", "ACPC", "Pixels", "native",
+    )
+)  # fmt: skip
+
 
 class AtlasError(ValueError):
     """An atlas cannot be found, fetched or used; the message says what to do."""
@@ -656,6 +668,62 @@ def _spec_text(spec: AtlasSpec) -> str:
 # ------------------------------------------------------------------ entry
 
 
+def local_atlas_space(path: str | os.PathLike, atlas_space: str | None = None) -> str:
+    """Return the template space a local atlas declares.
+
+    A local labels image carries no trustworthy space of its own (an affine says where the
+    voxels are, not in which template), so it must be declared: by a ``space-<label>`` (or
+    TemplateFlow ``tpl-<label>``) entity in its file name, or by ``atlas_space``
+    (``--atlas-space``) when the name has none.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The local ``*_dseg.nii[.gz]`` file (only its name is read).
+    atlas_space : str or None, optional
+        Space declared by the caller for atlases whose name has no space.
+
+    Returns
+    -------
+    str
+        The declared template space.
+
+    Raises
+    ------
+    AtlasError
+        If no space is declared, the name and ``atlas_space`` (or ``space-`` and ``tpl-``)
+        disagree, or the space is subject-specific (:data:`NATIVE_SPACES`, e.g. ``T1w``):
+        one atlas file cannot hold every subject's native anatomy.
+    """
+    path = Path(path)
+    entities = _filename_entities(path.name)
+    named = {entities[key] for key in ("space", "tpl") if key in entities}
+    if len(named) > 1:
+        raise AtlasError(
+            f"Local atlas {path} names two spaces ({', '.join(sorted(named))}); rename it "
+            "with one space-<label> entity."
+        )
+    if named and atlas_space is not None and atlas_space not in named:
+        raise AtlasError(
+            f"Local atlas {path} is named for space {next(iter(named))} but --atlas-space "
+            f"says {atlas_space}; remove --atlas-space or rename the file."
+        )
+    declared = next(iter(named), atlas_space)
+    if declared is None:
+        raise AtlasError(
+            f"Local atlas {path} does not declare its template space: put a space-<label> "
+            f"entity in its file name (e.g. space-MNI152NLin2009cAsym_atlas-X_dseg.nii.gz) "
+            "or pass --atlas-space <label>. It is never assumed to be the space of the BOLD."
+        )
+    if declared.lower() in NATIVE_SPACES:
+        raise AtlasError(
+            f"Local atlas {path} is in space {declared}, which is specific to one subject: "
+            "a single atlas file cannot be used for every subject's native grid. Use an "
+            "atlas in a template space and process the template-space BOLD outputs (--space)."
+        )
+    return declared
+
+
 def get_atlas(
     spec: str | os.PathLike | AtlasSpec,
     *,
@@ -664,6 +732,7 @@ def get_atlas(
     lut_path: str | os.PathLike | None = None,
     templateflow_home: str | os.PathLike | None = None,
     allow_download: bool = False,
+    atlas_space: str | None = None,
 ) -> Atlas:
     """Resolve an atlas request into a validated :class:`Atlas`.
 
@@ -673,8 +742,9 @@ def get_atlas(
         ``NAME[:DESC]`` of a TemplateFlow atlas, or a local ``*_dseg.nii[.gz]`` path
         (see :func:`parse_atlas_spec`).
     space : str
-        Template space of the BOLD data; TemplateFlow atlases are taken in that space,
-        and a local file naming another space (``space-``/``tpl-``) is refused.
+        Template space of the BOLD data; TemplateFlow atlases are taken in that space. A
+        local file must declare its space (see :func:`local_atlas_space`) and that space
+        must be ``space``: atlases are never resampled from one space onto another's grid.
     voxel_size_mm : float or sequence of 3 floats or None, optional
         BOLD voxel size (mm). The TemplateFlow resolution with the closest voxel size
         is chosen (finer on ties; the finest when None); if it is not downloaded,
@@ -688,6 +758,9 @@ def get_atlas(
         Let TemplateFlow download files that are not in the home yet. Off by
         default so an offline run fails at once with instructions instead of trying
         the network.
+    atlas_space : str or None, optional
+        Space of a local atlas whose file name has no ``space-`` entity (the
+        ``--atlas-space`` option); ignored for TemplateFlow atlases.
 
     Returns
     -------
@@ -705,7 +778,7 @@ def get_atlas(
     if not _LABEL.fullmatch(str(space)):
         raise AtlasError(f"Space {space!r} is not a valid template name (letters and digits).")
     if parsed.path is not None:
-        atlas = _local_atlas(parsed, space, lut_path)
+        atlas = _local_atlas(parsed, space, lut_path, atlas_space)
     else:
         atlas = _templateflow_atlas(
             parsed, space, voxel_size_mm, lut_path, templateflow_home, allow_download
@@ -744,17 +817,18 @@ def _templateflow_atlas(
     )
 
 
-def _local_atlas(spec: AtlasSpec, space: str, lut_path) -> Atlas:
+def _local_atlas(spec: AtlasSpec, space: str, lut_path, atlas_space: str | None) -> Atlas:
     """Build an Atlas from a local dseg file and its sibling (or given) LUT."""
     path = spec.path
     if not path.is_file():
         raise AtlasError(f"Local atlas {path} does not exist; pass an existing *_dseg.nii.gz.")
     entities = _filename_entities(path.name)
-    file_space = entities.get("space") or entities.get("tpl")
-    if file_space is not None and file_space != space:
+    file_space = local_atlas_space(path, atlas_space)
+    if file_space != space:
         raise AtlasError(
             f"Local atlas {path} is in space {file_space} but the BOLD data are in {space}; "
-            f"use an atlas in {space} (or process the {file_space} outputs)."
+            f"it is not resampled across spaces: use an atlas in {space} (or process the "
+            f"{file_space} outputs)."
         )
     if lut_path is None:
         lut_path = path.with_name(_NIFTI.sub("", path.name) + ".tsv")

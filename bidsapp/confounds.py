@@ -90,6 +90,15 @@ PRESET_PARAMETERS = (
     "demean",
 )
 
+#: Names of the motion measures used for censoring, in fMRIPrep >= 1.2 and in fMRIPrep
+#: 1.0/1.1 files (camel-case headers).
+MOTION_MEASURES: dict[str, tuple[str, ...]] = {
+    "framewise_displacement": ("framewise_displacement", "FramewiseDisplacement"),
+    "std_dvars": ("std_dvars", "stdDVARS"),
+}
+#: Name parts of the non-steady-state outlier columns (fMRIPrep >= 1.2, then 1.0/1.1).
+NON_STEADY_STATE_MARKERS = ("non_steady_state", "NonSteadyStateOutlier")
+
 _MOTION_BASES = ("trans_x", "trans_y", "trans_z", "rot_x", "rot_y", "rot_z")
 _PRESET_KEYS = ("name", "description", "parameters", "overrides")
 _OUTLIER_MARKERS = ("motion_outlier", "non_steady_state")
@@ -140,10 +149,10 @@ def load_confounds(
     img_files : str, os.PathLike or list
         Preprocessed image(s) written by fMRIPrep; the confounds TSV (and its JSON sidecar)
         must sit in the same directory with BIDS names sharing the image's entities.
-        Accepted: ``*_desc-preproc_bold.nii.gz``, ``*_bold.dtseries.nii``, a pair
-        ``[*_hemi-L_*bold.func.gii, *_hemi-R_*bold.func.gii]``, and, for the full
-        ICA-AROMA strategy only, ``*_desc-smoothAROMAnonaggr_bold.nii.gz``.  A list of such
-        inputs loads each in turn.
+        Accepted: ``*_desc-preproc_bold.nii.gz`` or ``.nii``, ``*_bold.dtseries.nii``, a
+        pair ``[*_hemi-L_*bold.func.gii, *_hemi-R_*bold.func.gii]``, and, for the full
+        ICA-AROMA strategy only, ``*_desc-smoothAROMAnonaggr_bold.nii.gz`` or ``.nii``.  A
+        list of such inputs loads each in turn.
     strategy : tuple or list of str, default=("motion", "high_pass", "wm_csf")
         Noise components to include, among ``motion``, ``high_pass`` (discrete cosine
         regressors), ``wm_csf``, ``global_signal``, ``compcor`` (needs ``high_pass``),
@@ -208,7 +217,8 @@ def load_confounds(
     -----
     Differences from nilearn 0.12.1: ``fd_threshold`` and ``std_dvars_threshold`` default
     to fMRIPrep's 0.5 and 1.5 (nilearn's planned 0.13 defaults); a list input always gives
-    list outputs, even with one element (with an empty strategy, a list of None); file
+    list outputs, even with one element (with an empty strategy, a list of None); an
+    uncompressed ``*_desc-preproc_bold.nii`` is accepted like its ``.nii.gz`` twin; file
     problems raise :class:`ConfoundsError` (a ``ValueError``) naming the file and
     column(s), and invalid parameter values raise ``ValueError`` rather than ``KeyError``.
 
@@ -420,6 +430,7 @@ def load_confounds_columns(
     """
     confounds_file = find_confounds_file(img_file)
     raw = _read_confounds_tsv(confounds_file)
+    non_steady = non_steady_state_columns(raw.columns)
     selected: list[str] = []
     for pattern in patterns:
         matched = [column for column in raw.columns if re.fullmatch(pattern, column)]
@@ -427,23 +438,103 @@ def load_confounds_columns(
             raise ConfoundsError(
                 f"Confounds file {confounds_file} has no column matching {pattern!r}."
             )
-        selected.extend(column for column in matched if column not in selected)
-    non_steady = [column for column in raw.columns if "non_steady_state" in column]
+        # Non-steady-state columns censor their volumes (as with presets), never regress.
+        selected.extend(c for c in matched if c not in selected and c not in non_steady)
     _check_numeric(raw, selected + non_steady, confounds_file)
-    frames = [raw[selected], raw[non_steady]]
+    # _finalize recognises outlier columns by their fMRIPrep >= 1.2 names.
+    renamed = {c: c if "non_steady_state" in c else f"non_steady_state_{c}" for c in non_steady}
+    frames = [raw[selected], raw[non_steady].rename(columns=renamed)]
     if fd_threshold or std_dvars_threshold:
-        needed = [c for c in ("framewise_displacement", "std_dvars") if c not in raw.columns]
-        if needed:
-            raise ConfoundsError(_missing_message(confounds_file, {"scrub": needed}))
+        measures = motion_measure_columns(raw.columns)
+        wanted = {"framewise_displacement": fd_threshold, "std_dvars": std_dvars_threshold}
+        absent = [
+            " or ".join(repr(n) for n in MOTION_MEASURES[measure])
+            for measure, threshold in wanted.items()
+            if threshold and measures[measure] is None
+        ]
+        if absent:
+            raise ConfoundsError(
+                f"Confounds file {confounds_file} has no column {' and no column '.join(absent)}"
+                f", needed by the censoring threshold(s) given."
+            )
+        present = [c for c in measures.values() if c is not None]
+        _check_numeric(raw, present, confounds_file)
         params = {
             "scrub": scrub,
             "fd_threshold": fd_threshold or float("inf"),
             "std_dvars_threshold": std_dvars_threshold or float("inf"),
         }
-        frames.append(_scrub_regressors(raw, confounds_file, params))
+        frames.append(_scrub_regressors(raw, confounds_file, params, measures))
     confounds, sample_mask = _finalize(pd.concat(frames, axis=1), demean, confounds_file)
     # _finalize sorts columns like nilearn; an explicit list keeps the user's order.
     return confounds.loc[:, [c for c in selected if c in confounds.columns]], sample_mask
+
+
+def motion_measure_columns(columns: Sequence[str]) -> dict[str, str | None]:
+    """Find the framewise displacement and standardized DVARS columns of a confounds table.
+
+    fMRIPrep >= 1.2 names them ``framewise_displacement`` and ``std_dvars``; fMRIPrep 1.0
+    and 1.1 (camel-case headers) ``FramewiseDisplacement`` and ``stdDVARS``. Censoring
+    thresholds (``--fd-threshold``, ``--std-dvars-threshold``) apply to these columns.
+
+    Parameters
+    ----------
+    columns : sequence of str
+        Header of the confounds TSV.
+
+    Returns
+    -------
+    dict
+        ``{"framewise_displacement": name or None, "std_dvars": name or None}``: the
+        column holding each measure (the fMRIPrep >= 1.2 name when both are present), or
+        None when the table has neither name.
+    """
+    present = set(columns)
+    return {
+        measure: next((name for name in names if name in present), None)
+        for measure, names in MOTION_MEASURES.items()
+    }
+
+
+def non_steady_state_columns(columns: Sequence[str]) -> list[str]:
+    """List the non-steady-state outlier columns of a confounds table.
+
+    Parameters
+    ----------
+    columns : sequence of str
+        Header of the confounds TSV.
+
+    Returns
+    -------
+    list of str
+        Columns named ``non_steady_state_outlier*`` (fMRIPrep >= 1.2) or
+        ``NonSteadyStateOutlier*`` (fMRIPrep 1.0/1.1), in table order.
+    """
+    return [str(c) for c in columns if any(m in str(c) for m in NON_STEADY_STATE_MARKERS)]
+
+
+def is_legacy_header(columns: Sequence[str]) -> bool:
+    """Whether a confounds header is fMRIPrep 1.0/1.1's (camel case, e.g. ``RotX``).
+
+    Parameters
+    ----------
+    columns : sequence of str
+        Header of the confounds TSV.
+
+    Returns
+    -------
+    bool
+        True if a column name mixes upper and lower case and has no underscore.
+    """
+    return bool(_camel_case(columns))
+
+
+def _camel_case(columns: Sequence[str]) -> list[str]:
+    return [
+        str(name)
+        for name in columns
+        if str(name) != str(name).lower() and str(name) != str(name).upper() and "_" not in name
+    ]
 
 
 def list_presets() -> list[str]:
@@ -671,15 +762,17 @@ def _check_image_name(image: Any, full_aroma: bool) -> None:
                 f"got {image}."
             )
         return
+    # Longest extensions first: ".dtseries.nii" must not be read as ".nii".
     patterns = {
-        "nii.gz": r"_desc-preproc_bold\.nii\.gz$",
         "dtseries.nii": r"_bold\.dtseries\.nii$",
         "func.gii": r"_hemi-[LR](_space-.*)?_bold\.func\.gii$",
+        "nii.gz": r"_desc-preproc_bold\.nii\.gz$",
+        "nii": r"_desc-preproc_bold\.nii$",
     }
-    extension = ".".join(name.split(".")[-2:])
-    if extension not in patterns:
+    extension = next((ext for ext in patterns if name.endswith(f".{ext}")), None)
+    if extension is None:
         raise ValueError(
-            f"Unsupported input {image}: expected a '*_desc-preproc_bold.nii.gz', "
+            f"Unsupported input {image}: expected a '*_desc-preproc_bold.nii[.gz]', "
             f"'*_bold.dtseries.nii' or '*_hemi-[LR]_*bold.func.gii' file (or a "
             f"'*_desc-smoothAROMAnonaggr_bold' file with the full ICA-AROMA strategy)."
         )
@@ -770,17 +863,22 @@ def _check_header(path: Path, header: list[str]) -> None:
             f"Confounds file {path} contains no header (first field {header[0]!r} is a "
             f"number). Is this an old fMRIPrep output? Only fMRIPrep >= 1.2.0 is supported."
         )
-    camel = [name for name in header if name != name.lower() and name != name.upper()]
-    camel = [name for name in camel if "_" not in name]
-    if camel:
-        raise ConfoundsError(
-            f"Confounds file {path} contains header in camel case ({camel[:5]}). This is "
-            f"likely the output of fMRIPrep 1.0.x or 1.1.x; only fMRIPrep >= 1.2.0 is "
-            f"supported."
-        )
     duplicated = sorted({name for name in header if header.count(name) > 1})
     if duplicated:
         raise ConfoundsError(f"Confounds file {path} has duplicated column(s) {duplicated}.")
+
+
+def _refuse_legacy_header(path: Path, header: list[str]) -> None:
+    """Presets name fMRIPrep >= 1.2 columns: explain what to do with a 1.0/1.1 file."""
+    camel = _camel_case(header)
+    if camel:
+        raise ConfoundsError(
+            f"Confounds file {path} contains header in camel case ({camel[:5]}): it is an "
+            f"fMRIPrep 1.0.x/1.1.x file, and the denoising presets need fMRIPrep >= 1.2.0 "
+            f"column names. Select its columns with --confounds-columns instead (e.g. 'X' "
+            f"'Y' 'Z' 'Rot[XYZ]' 'CSF' 'WhiteMatter'); --fd-threshold and "
+            f"--std-dvars-threshold then use its FramewiseDisplacement and stdDVARS columns."
+        )
 
 
 def _check_row_lengths(path: Path, lines: list[str], n_columns: int) -> None:
@@ -832,6 +930,7 @@ def _load_confounds_file(
 ) -> tuple[pd.DataFrame, np.ndarray | None]:
     """Select, censor and demean the confounds of one fMRIPrep confounds file."""
     raw = _read_confounds_tsv(confounds_file)
+    _refuse_legacy_header(confounds_file, list(raw.columns))
     meta = _read_sidecar(_sidecar_path(confounds_file), required="compcor" in components)
 
     plan: dict[str, list[str]] = {}
@@ -855,7 +954,7 @@ def _load_confounds_file(
     frames: list[pd.DataFrame] = []
     for component, needed in plan.items():
         if component == "scrub":
-            frames.append(_scrub_regressors(raw, confounds_file, params))
+            frames.append(_scrub_regressors(raw, confounds_file, params, _MODERN_MEASURES))
         elif needed:
             frames.append(raw[needed])
         elif component == "high_pass":
@@ -894,7 +993,7 @@ def _component_columns(
     if component == "high_pass":
         return [column for column in raw.columns if "cosine" in column]
     if component == "non_steady_state":
-        return [column for column in raw.columns if "non_steady_state" in column]
+        return non_steady_state_columns(raw.columns)
     if component == "ica_aroma":
         if params["ica_aroma"] == "full":
             return []
@@ -914,20 +1013,42 @@ def _compcor_columns(
 ) -> list[str]:
     """CompCor column names chosen from the JSON sidecar, ``n_compcor`` per group.
 
-    fMRIPrep numbers the retained components of each prefix consecutively (``a_comp_cor_00``
-    ...) and lists the discarded ones under other names, so counting the sidecar entries
-    with a prefix gives the retained components.
+    fMRIPrep numbers the components of each prefix (``a_comp_cor_00`` ...) in decreasing
+    order of explained variance and lists the discarded ones under other names
+    (``dropped_<k>``, ``"Retained": false``).  Components are taken from the sidecar's
+    ``<prefix>_comp_cor_<k>`` entries in the order of ``k``; an entry marked
+    ``"Retained": false`` is never selected, whatever its name (nilearn 0.12.1 ignores
+    ``Retained``; fMRIPrep's own sidecars, including those shipped with nilearn, never mark
+    a ``*_comp_cor_*`` entry so, so the selection is nilearn's on them).
     """
     columns: list[str] = []
     for prefix, mask in COMPCOR_GROUPS[compcor]:
-        count = sum(f"{prefix}_comp_cor" in key for key in meta)
-        names = [f"{prefix}_comp_cor_{index:02d}" for index in range(count)]
+        numbered = []
+        for key in meta:
+            found = re.fullmatch(rf"{prefix}_comp_cor_(\d+)", str(key))
+            if found and _retained(meta, key, confounds_file):
+                numbered.append((int(found.group(1)), key))
+        names = [key for _, key in sorted(numbered)]
         if mask is not None:
             names = [name for name in names if _sidecar_mask(meta, name, confounds_file) == mask]
         if n_compcor != "all":
             names = names[:n_compcor]
         columns += names
     return columns
+
+
+def _retained(meta: dict[str, Any], column: str, confounds_file: Path) -> bool:
+    """Whether the sidecar keeps a CompCor component (``Retained`` absent or true)."""
+    entry = meta.get(column)
+    if not isinstance(entry, dict) or "Retained" not in entry:
+        return True
+    retained = entry["Retained"]
+    if not isinstance(retained, bool):
+        raise ConfoundsError(
+            f"JSON sidecar {_sidecar_path(confounds_file)} has a non-boolean 'Retained' "
+            f"value {retained!r} for CompCor column '{column}' (expected true or false)."
+        )
+    return retained
 
 
 def _sidecar_mask(meta: dict[str, Any], column: str, confounds_file: Path) -> Any:
@@ -966,12 +1087,29 @@ def _check_numeric(raw: pd.DataFrame, columns: list[str], confounds_file: Path) 
         )
 
 
+_MODERN_MEASURES = {measure: measure for measure in MOTION_MEASURES}
+
+
 def _scrub_regressors(
-    raw: pd.DataFrame, confounds_file: Path, params: dict[str, Any]
+    raw: pd.DataFrame,
+    confounds_file: Path,
+    params: dict[str, Any],
+    measures: dict[str, str | None],
 ) -> pd.DataFrame:
-    """One-hot columns ``motion_outlier_<k>``, one per volume censored by scrubbing."""
-    framewise = raw["framewise_displacement"].to_numpy(dtype=float)
-    dvars = raw["std_dvars"].to_numpy(dtype=float)
+    """One-hot columns ``motion_outlier_<k>``, one per volume censored by scrubbing.
+
+    ``measures`` maps ``framewise_displacement`` and ``std_dvars`` to the columns holding
+    them (see :func:`motion_measure_columns`); a measure without a column censors nothing.
+    """
+
+    def values(measure: str) -> np.ndarray:
+        column = measures[measure]
+        if column is None:
+            return np.full(len(raw), np.nan)
+        return pd.to_numeric(raw[column], errors="coerce").to_numpy(dtype=float)
+
+    framewise = values("framewise_displacement")
+    dvars = values("std_dvars")
     # NaN (the first volume) compares False, so it is never an outlier.
     flagged = (framewise > params["fd_threshold"]) | (dvars > params["std_dvars_threshold"])
     if params["scrub"] > 0 and flagged.any():

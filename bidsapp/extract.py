@@ -359,12 +359,16 @@ def _numeric(table: pd.DataFrame, column: str) -> np.ndarray:
 
 def _outliers(table: pd.DataFrame, fd: float, dvars: float, min_segment: int) -> np.ndarray:
     """Volumes censored by scrubbing, with nilearn's rule for short kept segments."""
+    from bidsapp.confounds import motion_measure_columns
+
+    # fMRIPrep 1.0/1.1 files name them FramewiseDisplacement and stdDVARS.
+    measures = motion_measure_columns(table.columns)
     flagged = np.zeros(len(table), dtype=bool)
     with np.errstate(invalid="ignore"):
-        if np.isfinite(fd) and "framewise_displacement" in table:
-            flagged |= _numeric(table, "framewise_displacement") > fd
-        if np.isfinite(dvars) and "std_dvars" in table:
-            flagged |= _numeric(table, "std_dvars") > dvars
+        if np.isfinite(fd) and measures["framewise_displacement"] is not None:
+            flagged |= _numeric(table, measures["framewise_displacement"]) > fd
+        if np.isfinite(dvars) and measures["std_dvars"] is not None:
+            flagged |= _numeric(table, measures["std_dvars"]) > dvars
     if min_segment > 0 and flagged.any():
         edges = np.diff(np.concatenate(([0], (~flagged).astype(np.int8), [0])))
         for start, stop in zip(
@@ -509,8 +513,10 @@ def select_confounds(
     if confounds is not None:
         confounds = _check_finite(confounds, sample_mask, run.confounds)
     mean_fd = None
-    if table is not None and "framewise_displacement" in table:
-        fd_values = _numeric(table, "framewise_displacement")
+    fd_column = None if table is None else conf.motion_measure_columns(table.columns)
+    fd_column = None if fd_column is None else fd_column["framewise_displacement"]
+    if table is not None and fd_column is not None:
+        fd_values = _numeric(table, fd_column)
         mean_fd = float(np.nanmean(fd_values)) if np.isfinite(fd_values).any() else None
     return ConfoundsSelection(confounds, sample_mask, parameters, mean_fd)
 

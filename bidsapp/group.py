@@ -6,7 +6,10 @@ sidecars; never the BOLD) and writes, in ``OUTPUT_DIR/group/``:
 ``runs.tsv`` (+ ``runs.json``)
     One row per run x atlas x denoising: entities, atlas, statistic, denoising, volumes
     total and kept, confound regressors, mean framewise displacement, regions below
-    coverage, status (``ok``, ``skipped``, ``failed``) and reason.
+    coverage, status (``ok``, ``failed``, ``excluded``) and reason. Runs whose latest status
+    is ``failed`` or ``excluded`` keep their row but are left out of everything below, even
+    when older output files remain on disk; so are runs whose timeseries TSV or sidecar is
+    cut short or garbled (a warning names the file).
 ``task-<t>_space-<s>_atlas-<a>_stat-pearsoncorrelation_desc-<d>_relmat.tsv`` (+ ``.json``)
     Group mean connectivity of each atlas x denoising x task: each run's Pearson r is
     Fisher z-transformed (``arctanh``), averaged over runs and transformed back (``tanh``).
@@ -39,11 +42,12 @@ import numpy as np
 import pandas as pd
 
 from bidsapp.report.participant import (
+    LEFT_OUT_STATUSES,
     RUN_KEYS,
     RunRecord,
     collect_runs,
-    read_timeseries,
     section_anchor,
+    tsv_problem,
 )
 
 logger = logging.getLogger(__name__)
@@ -374,9 +378,9 @@ def compute_group(records: Sequence[RunRecord]) -> GroupResult:
         qc_acc: QCFC | None = None
         for record in by_key[key]:
             try:
-                timeseries = read_timeseries(record.timeseries)
+                timeseries = _checked_timeseries(record)
             except (OSError, ValueError, pd.errors.ParserError) as err:
-                skipped.append(f"{record.timeseries}: unreadable ({err})")
+                skipped.append(f"{record.timeseries}: left out, {' '.join(str(err).split())}")
                 continue
             names = [str(c) for c in timeseries.columns]
             if regions is None:
@@ -406,6 +410,46 @@ def compute_group(records: Sequence[RunRecord]) -> GroupResult:
         )
     _disambiguate(cells)
     return GroupResult(list(records), cells, problems)
+
+
+def _checked_timeseries(record: RunRecord) -> pd.DataFrame:
+    """Read a run's timeseries TSV, refusing one that is cut short, garbled or orphaned.
+
+    Raises
+    ------
+    ValueError
+        If the file is not a complete TSV (see :func:`tsv_problem`), holds a value that is
+        not a number or ``n/a``, has no rows, its sidecar is missing or unreadable, or its
+        rows are not the sidecar's ``RetainedVolumes``.
+    OSError
+        If the file cannot be read.
+    """
+    import io
+
+    from bidsapp import outputs
+
+    path = record.timeseries
+    text = path.read_text(encoding="utf-8")
+    problem = tsv_problem(text)
+    if problem:
+        raise ValueError(problem)
+    sidecar = path.with_name(path.name[: -len(".tsv")] + ".json")
+    if not record.sidecar:
+        raise ValueError(f"its JSON sidecar {sidecar.name} is missing or unreadable")
+    table = outputs.read_tsv(io.StringIO(text))
+    if len(table) == 0:
+        raise ValueError("it has no rows")
+    try:
+        table = table.astype(float)
+    except ValueError as err:
+        raise ValueError(f"it holds a value that is not a number ({err})") from err
+    retained = record.sidecar.get("RetainedVolumes")
+    if isinstance(retained, list) and len(retained) != len(table):
+        raise ValueError(
+            f"it has {len(table)} row(s) but its sidecar {sidecar.name} lists "
+            f"{len(retained)} retained volume(s)"
+        )
+    return table
 
 
 def _disambiguate(cells: list[GroupCell]) -> None:
@@ -622,20 +666,159 @@ def _filter(records: list[RunRecord], config: Any) -> list[RunRecord]:
     return keep
 
 
-def run_group(config: Any) -> int:
-    """Run the group level on the participant outputs in ``config.output_dir``.
+class GroupWriteError(OSError):
+    """A group output could not be written (full disk, read-only file system, ...)."""
+
+
+def _write_outputs(
+    config: Any, output_dir: Path, records: list[RunRecord], result: GroupResult
+) -> list[Path]:
+    """Write every group output; a failed write raises :class:`GroupWriteError`.
+
+    Each file is written atomically, so a failure leaves no half-written file.
+    """
+    from bidsapp import outputs
+
+    group_dir = output_dir / GROUP_DIR
+    written: list[Path] = []
+
+    def write(target: Path, function, *args) -> None:
+        try:
+            written.append(function(*args))
+        except OSError as err:
+            reason = err.strerror or " ".join(str(err).split()) or type(err).__name__
+            raise GroupWriteError(err.errno, f"cannot write {target}: {reason}") from err
+
+    write(output_dir / ".bidsignore", outputs.write_bidsignore, output_dir, BIDSIGNORE_PATTERNS)
+    written.pop()  # the .bidsignore is not a group output
+    summary = summary_table(records, output_dir)
+    entity_cols = [c for c in summary.columns if c not in SUMMARY_COLUMNS]
+    write(group_dir / "runs.tsv", outputs.atomic_write_tsv, group_dir / "runs.tsv", summary)
+    runs_json = group_dir / "runs.json"
+    write(runs_json, outputs.atomic_write_json, runs_json, _runs_sidecar(entity_cols))
+    for cell in result.cells:
+        target = group_dir / _cell_name(cell, "pearsoncorrelation", "relmat", ".tsv")
+        try:
+            written += _write_cell(cell, group_dir, output_dir)
+        except OSError as err:
+            reason = err.strerror or " ".join(str(err).split()) or type(err).__name__
+            name = err.filename or target
+            raise GroupWriteError(err.errno, f"cannot write {name}: {reason}") from err
+    if result.cells:
+        qcfc_path = group_dir / "qcfc.tsv"
+        write(qcfc_path, outputs.atomic_write_tsv, qcfc_path, qcfc_table(result))
+    if getattr(config, "reports", True):
+        report = output_dir / REPORT_NAME
+        write(report, write_group_report, result, output_dir, list(written))
+    return written
+
+
+def _run_identity(entities: dict[str, Any]) -> tuple:
+    """Return the entities that name one BOLD acquisition across spaces and resolutions."""
+    from bidsapp.outputs import RUN_ENTITIES
+
+    # ICA-AROMA outputs are in another space and resolution than the run's query.
+    keys = [k for k in RUN_ENTITIES if k not in ("space", "res", "den", "cohort")]
+    return tuple(str(entities.get(k) or "") for k in keys)
+
+
+def pending_runs(config: Any, records: Sequence[RunRecord]) -> tuple[int, list[str]] | None:
+    """List the runs of the selection that have no participant outcome yet.
+
+    The runs are found with :func:`bidsapp.query.find_runs` and the configuration's
+    selection (space, participants, sessions, tasks, BIDS filters); a run counts as done
+    when any status row or timeseries file of the output dataset names it, whatever its
+    atlas, denoising or outcome.
 
     Parameters
     ----------
     config : RunConfig
-        The invocation's settings; ``output_dir``, ``reports`` and the participant,
-        session and task selections are used.
+        The invocation's settings (``bids_dir`` and the selection).
+    records : sequence of RunRecord
+        Participant outcomes (:func:`bidsapp.report.participant.collect_runs`).
+
+    Returns
+    -------
+    tuple or None
+        ``(number of runs selected, names of the runs without outcome)``, or None when
+        the runs cannot be listed (a warning says why).
+    """
+    from bidsapp.query import NoRunsFoundError, find_runs
+
+    work_dir = getattr(config, "work_dir", None)
+    try:
+        runs = find_runs(
+            config.bids_dir,
+            space=config.space,
+            participant_labels=config.participant_labels,
+            session_labels=config.session_labels,
+            tasks=config.tasks,
+            bids_filters=config.bids_filters,
+            database_dir=Path(work_dir) / "pybids_db" if work_dir else None,
+        )
+    except NoRunsFoundError:
+        return 0, []
+    except Exception as err:  # advisory only: pybids and the query raise many types
+        print(
+            f"bidsapp group: warning: cannot list the runs of {config.bids_dir} to check "
+            f"that the participant level is finished ({' '.join(str(err).split())})",
+            file=sys.stderr,
+        )
+        return None
+    done = {_run_identity(r.entities) for r in records}
+    missing = [run.name for run in runs if _run_identity(run.entities) not in done]
+    return len(runs), missing
+
+
+def _left_out_lines(records: Sequence[RunRecord], problems: Sequence[str]) -> list[str]:
+    """Lines saying which outcomes the group results leave out, and why."""
+    left = [r for r in records if r.status in LEFT_OUT_STATUSES]
+    if not left and not problems:
+        return []
+    counts = {s: sum(r.status == s for r in left) for s in sorted(LEFT_OUT_STATUSES)}
+    parts = [f"{n} {s}" for s, n in counts.items() if n]
+    if problems:
+        parts.append(f"{len(problems)} with unusable outputs")
+    lines = [
+        f"bidsapp group: left out {len(left) + len(problems)} run outcome(s) from the group "
+        f"results: {', '.join(parts)} (their rows stay in {GROUP_DIR}/runs.tsv)"
+    ]
+    shown = [
+        f"  {r.status}: sub-{r.subject} {r.name} [{r.atlas}, {r.denoise}]: "
+        f"{r.reason or 'no reason given'}"
+        for r in left
+    ] + [f"  warning: {p}" for p in problems]
+    lines += shown[:_MAX_LISTED]
+    if len(shown) > _MAX_LISTED:
+        lines.append(f"  ... and {len(shown) - _MAX_LISTED} more (see {GROUP_DIR}/runs.tsv)")
+    return lines
+
+
+_MAX_LISTED = 20
+
+
+def run_group(config: Any) -> int:
+    """Run the group level on the participant outputs in ``config.output_dir``.
+
+    Runs whose latest status is ``failed`` or ``excluded``, and runs whose outputs are cut
+    short or garbled, are left out of the group results (with a message saying how many
+    and why); their rows stay in ``runs.tsv``. When the selection has runs with no
+    participant outcome yet (found with :func:`bidsapp.query.find_runs`), a warning says
+    how many.
+
+    Parameters
+    ----------
+    config : RunConfig
+        The invocation's settings; ``output_dir``, ``bids_dir``, ``reports``, ``space``,
+        ``work_dir`` and the participant, session, task and filter selections are used.
 
     Returns
     -------
     int
         0 when the group outputs were written; 1 when there are no participant results
-        to summarise (the message says what is missing).
+        to summarise (the message says what is missing) or a group output cannot be
+        written (full disk, read-only file system: a one-line message names the file;
+        every file written is complete).
     """
     output_dir = Path(config.output_dir)
     records = _filter(collect_runs(output_dir), config) if output_dir.is_dir() else []
@@ -648,37 +831,36 @@ def run_group(config: Any) -> int:
             file=sys.stderr,
         )
         return EXIT_NO_RESULTS
-    from bidsapp import outputs
-
+    pending = pending_runs(config, records)
     result = compute_group(records)
-    group_dir = output_dir / GROUP_DIR
-    outputs.write_bidsignore(output_dir, BIDSIGNORE_PATTERNS)
-    summary = summary_table(records, output_dir)
-    entity_cols = [c for c in summary.columns if c not in SUMMARY_COLUMNS]
-    written = [
-        outputs.atomic_write_tsv(group_dir / "runs.tsv", summary),
-        outputs.atomic_write_json(group_dir / "runs.json", _runs_sidecar(entity_cols)),
-    ]
-    for cell in result.cells:
-        written += _write_cell(cell, group_dir, output_dir)
-    if result.cells:
-        written.append(outputs.atomic_write_tsv(group_dir / "qcfc.tsv", qcfc_table(result)))
-    if getattr(config, "reports", True):
-        written.append(write_group_report(result, output_dir, written))
-    n_failed = sum(r.status == "failed" for r in records)
+    try:
+        written = _write_outputs(config, output_dir, records, result)
+    except GroupWriteError as err:
+        print(f"bidsapp group: {err.strerror}", file=sys.stderr)
+        return EXIT_NO_RESULTS
+    n_left = sum(r.status in LEFT_OUT_STATUSES for r in records)
     n_used = sum(len(c.runs) for c in result.cells)
     print(
         f"bidsapp group: {len(records)} run outcome(s) from "
-        f"{len({r.subject for r in records})} subject(s): {n_used} used, {n_failed} failed; "
+        f"{len({r.subject for r in records})} subject(s): {n_used} used, {n_left} left out; "
         f"{len(result.cells)} atlas x denoising x task combination(s); "
         f"wrote {len(written)} file(s) under {output_dir}"
     )
-    for problem in result.problems:
-        print(f"  warning: {problem}")
+    for line in _left_out_lines(records, result.problems):
+        print(line)
+    if pending is not None and pending[1]:
+        total, missing = pending
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        print(
+            f"bidsapp group: warning: {len(missing)} of {total} runs have no participant "
+            f"outputs yet ({shown}); the group results leave them out. Run the participant "
+            "level for them, then the group level again.",
+            file=sys.stderr,
+        )
     if not result.cells:
         print(
-            "bidsapp group: no run has usable outputs (every run failed); see "
-            f"{group_dir / 'runs.tsv'}",
+            "bidsapp group: no run has usable outputs (every run failed or was left out); "
+            f"see {output_dir / GROUP_DIR / 'runs.tsv'}",
             file=sys.stderr,
         )
         return EXIT_NO_RESULTS
@@ -874,10 +1056,11 @@ def build_group_report(result: GroupResult, output_dir: Path, written: Sequence[
     from bidsapp.report import html as H
 
     records = result.records
-    failed = [r for r in records if r.status == "failed"]
+    failed = [r for r in records if r.status in LEFT_OUT_STATUSES]
     subjects = sorted({r.subject for r in records})
     messages = [
-        f"sub-{r.subject} {r.name} [{r.atlas}, {r.denoise}] FAILED: {r.reason or 'no reason given'}"
+        f"sub-{r.subject} {r.name} [{r.atlas}, {r.denoise}] {r.status.upper()}: "
+        f"{r.reason or 'no reason given'}"
         for r in failed
     ]
     messages += [f"not used: {p}" for p in result.problems]
@@ -885,7 +1068,8 @@ def build_group_report(result: GroupResult, output_dir: Path, written: Sequence[
         f'<p class="lead">Output dataset <code>{H.esc(output_dir)}</code>: '
         f"{len(subjects)} subject(s), {len(records)} run outcome(s) "
         f"({sum(r.status == 'ok' for r in records)} ok, "
-        f"{sum(r.status == 'skipped' for r in records)} already done, {len(failed)} failed). "
+        f"{sum(r.status == 'failed' for r in records)} failed, "
+        f"{sum(r.status == 'excluded' for r in records)} excluded). "
         f"Built {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')} by bidsapp "
         f"{H.esc(__version__)} from the participant outputs only.</p>",
         H.alert(messages, "error", title="Failures and warnings")

@@ -175,6 +175,11 @@ def check_directories(config: RunConfig) -> None:
 def check_options(config: RunConfig) -> None:
     """Check the options that need the disk: preset file, filters, local atlases, LUT.
 
+    A local atlas must declare its template space (a ``space-`` entity in its name, or
+    ``--atlas-space``), and not a subject-specific one such as ``T1w``; see
+    :func:`bidsapp.atlas.local_atlas_space`. Whether it matches each run's space is checked
+    per run (ICA-AROMA runs are in ``MNI152NLin6Asym`` whatever ``--space`` says).
+
     Parameters
     ----------
     config : RunConfig
@@ -186,7 +191,7 @@ def check_options(config: RunConfig) -> None:
         With a message naming the option and the file.
     """
     from bidsapp import confounds as conf
-    from bidsapp.atlas import AtlasError, parse_atlas_spec
+    from bidsapp.atlas import AtlasError, local_atlas_space, parse_atlas_spec
     from bidsapp.query import QueryError, load_bids_filters
 
     if config.denoise.is_preset_file:
@@ -207,7 +212,16 @@ def check_options(config: RunConfig) -> None:
         if parsed.path is not None:
             if not parsed.path.is_file():
                 raise UsageProblem(f"--atlas {spec}: no such file")
+            try:
+                local_atlas_space(parsed.path, config.atlas_space)
+            except AtlasError as err:
+                raise UsageProblem(f"--atlas: {one_line(err)}") from err
             local.append(parsed.path)
+    if config.atlas_space is not None and not local:
+        raise UsageProblem(
+            "--atlas-space applies to local atlases (--atlas path/to/*_dseg.nii.gz); "
+            "TemplateFlow atlases are taken in the space of each run"
+        )
     if config.atlas_lut is not None:
         if not local:
             raise UsageProblem(
@@ -287,6 +301,7 @@ def resolve_atlases(
                     space=job.space,
                     voxel_size_mm=job.voxel_size_mm,
                     lut_path=config.atlas_lut if local else None,
+                    atlas_space=config.atlas_space if local else None,
                 )
                 copied = outputs.copy_atlas(config.output_dir, atlas)
             except (AtlasError, OSError, ValueError) as err:

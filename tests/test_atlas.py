@@ -23,6 +23,7 @@ from bidsapp.atlas import (
     check_labels_image,
     get_atlas,
     list_atlases,
+    local_atlas_space,
     parse_atlas_spec,
     read_lut,
     region_ids,
@@ -308,7 +309,7 @@ def test_local_atlas_with_sibling_lut(tmp_path):
 def test_local_atlas_with_explicit_lut(tmp_path):
     dseg = _write_labels(tmp_path / "parcels.nii", _small_labels().astype(np.float32))
     lut = _write_lut(tmp_path / "names.tsv", [(1, "a"), (2, "b"), (5, "c"), (9, "unused")])
-    atlas = get_atlas(str(dseg), space=TPL, lut_path=lut)
+    atlas = get_atlas(str(dseg), space=TPL, lut_path=lut, atlas_space=TPL)
     assert atlas.lut_path == lut and atlas.name == "parcels" and atlas.resolution is None
     assert region_ids(atlas) == [1, 2, 5, 9]  # LUT regions absent from the image are kept
 
@@ -316,7 +317,7 @@ def test_local_atlas_with_explicit_lut(tmp_path):
 def test_local_atlas_without_lut(tmp_path):
     dseg = _write_labels(tmp_path / "atlas-X_dseg.nii.gz", _small_labels())
     with pytest.raises(AtlasError, match="atlas-X_dseg.tsv"):
-        get_atlas(dseg, space=TPL)
+        get_atlas(dseg, space=TPL, atlas_space=TPL)
 
 
 def test_local_atlas_missing_file(tmp_path):
@@ -335,7 +336,7 @@ def test_image_label_missing_from_lut(tmp_path):
     dseg = _write_labels(tmp_path / "atlas-X_dseg.nii.gz", _small_labels())
     _write_lut(tmp_path / "atlas-X_dseg.tsv", [(1, "a"), (2, "b")])
     with pytest.raises(AtlasError, match="1 label\\(s\\) missing from its look-up table.*: 5"):
-        get_atlas(dseg, space=TPL)
+        get_atlas(dseg, space=TPL, atlas_space=TPL)
 
 
 # -------------------------------------------------------------- validation
@@ -415,3 +416,62 @@ def test_templateflow_copy_with_broken_image(templateflow_home, tmp_path):
     (home / f"tpl-{TPL}" / name).write_bytes(b"\x1f\x8b broken")
     with pytest.raises(AtlasError, match=name):
         get_atlas(S400, space=TPL, voxel_size_mm=2, templateflow_home=home)
+
+
+# ------------------------------------------------------------ local atlas space
+
+
+def _local_pair(folder: Path, stem: str) -> Path:
+    dseg = _write_labels(folder / f"{stem}_dseg.nii.gz", _small_labels())
+    _write_lut(folder / f"{stem}_dseg.tsv", [(1, "a"), (2, "b"), (5, "c")])
+    return dseg
+
+
+def test_local_atlas_without_a_declared_space_is_refused(tmp_path):
+    dseg = _local_pair(tmp_path, "atlas-X")
+    with pytest.raises(AtlasError, match="does not declare its template space") as error:
+        get_atlas(dseg, space=TPL)
+    message = str(error.value)
+    assert str(dseg) in message and "space-<label>" in message and "--atlas-space" in message
+
+
+def test_local_atlas_space_from_the_option(tmp_path):
+    dseg = _local_pair(tmp_path, "atlas-X")
+    atlas = get_atlas(dseg, space=TPL, atlas_space=TPL)
+    assert atlas.space == TPL
+    with pytest.raises(AtlasError, match="space MNI152NLin6Asym but the BOLD data are in"):
+        get_atlas(dseg, space=TPL, atlas_space="MNI152NLin6Asym")
+
+
+def test_local_atlas_name_and_option_must_agree(tmp_path):
+    dseg = _local_pair(tmp_path, f"space-{TPL}_atlas-X")
+    assert local_atlas_space(dseg) == TPL
+    assert local_atlas_space(dseg, TPL) == TPL
+    with pytest.raises(AtlasError, match="--atlas-space says MNI152NLin6Asym") as error:
+        local_atlas_space(dseg, "MNI152NLin6Asym")
+    assert str(dseg) in str(error.value)
+    both = _local_pair(tmp_path, f"tpl-MNI152NLin6Asym_space-{TPL}_atlas-X")
+    with pytest.raises(AtlasError, match="names two spaces"):
+        local_atlas_space(both)
+
+
+@pytest.mark.parametrize("native", ["T1w", "T2w", "boldref", "fsnative", "func", "t1w"])
+def test_local_atlas_in_a_subject_specific_space_is_refused(tmp_path, native):
+    named = _local_pair(tmp_path, f"space-{native}_atlas-X")
+    with pytest.raises(AtlasError, match="specific to one subject") as error:
+        get_atlas(named, space=native)
+    assert str(named) in str(error.value)
+    unnamed = _local_pair(tmp_path, "atlas-Y")
+    with pytest.raises(AtlasError, match="specific to one subject"):
+        get_atlas(unnamed, space=native, atlas_space=native)
+
+
+def test_templateflow_atlases_ignore_atlas_space(templateflow_home):
+    atlas = get_atlas(
+        S100,
+        space=TPL,
+        voxel_size_mm=2,
+        templateflow_home=templateflow_home,
+        atlas_space="MNI152NLin6Asym",
+    )
+    assert (atlas.source, atlas.space) == ("templateflow", TPL)

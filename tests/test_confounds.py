@@ -1022,3 +1022,187 @@ def test_explicit_column_pattern_matching_nothing_names_file_and_pattern(run_1x)
     with pytest.raises(bc.ConfoundsError, match=r"no column matching 'nope_.\*'") as err:
         bc.load_confounds_columns(run_1x.preproc, ["nope_.*"])
     assert "desc-confounds" in str(err.value)
+
+
+# --------------------------------------------------------------------------------------
+# Uncompressed images, fMRIPrep 1.0/1.1 headers, CompCor "Retained"
+# --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("strategy", ["simple", "scrubbing", "compcor"])
+def test_uncompressed_nii_image_is_accepted_like_its_gz_twin(run_1x, strategy):
+    nii = Path(run_1x.preproc[: -len(".gz")])
+    nii.touch()
+    ours = quietly(bc.load_confounds_strategy, str(nii), strategy)
+    twin = quietly(bc.load_confounds_strategy, run_1x.preproc, strategy)
+    assert_same(ours, twin)
+
+
+def test_uncompressed_aroma_image_is_accepted(run_1x):
+    nii = Path(run_1x.aroma[: -len(".gz")])
+    nii.touch()
+    ours = quietly(bc.load_confounds_strategy, str(nii), "ica_aroma")
+    assert_same(ours, quietly(bc.load_confounds_strategy, run_1x.aroma, "ica_aroma"))
+
+
+def test_other_nii_names_are_still_refused(run_1x):
+    other = Path(run_1x.preproc).with_name(f"{PREFIX}_desc-brain_mask.nii")
+    other.touch()
+    with pytest.raises(ValueError, match="does not match"):
+        bc.load_confounds(str(other))
+
+
+#: fMRIPrep 1.0/1.1 names of the fMRIPrep >= 1.2 columns (from fMRIPrep 1.1's documentation).
+LEGACY_NAMES = {
+    "csf": "CSF",
+    "white_matter": "WhiteMatter",
+    "global_signal": "GlobalSignal",
+    "std_dvars": "stdDVARS",
+    "dvars": "non-stdDVARS",
+    "framewise_displacement": "FramewiseDisplacement",
+    "trans_x": "X",
+    "trans_y": "Y",
+    "trans_z": "Z",
+    "rot_x": "RotX",
+    "rot_y": "RotY",
+    "rot_z": "RotZ",
+}
+
+
+def _legacy_name(column: str) -> str | None:
+    if column in LEGACY_NAMES:
+        return LEGACY_NAMES[column]
+    for prefix, legacy in (
+        ("a_comp_cor_", "aCompCor"),
+        ("t_comp_cor_", "tCompCor"),
+        ("cosine", "Cosine"),
+        ("non_steady_state_outlier", "NonSteadyStateOutlier"),
+        ("aroma_motion_", "AROMAAggrComp"),
+    ):
+        if column.startswith(prefix):
+            return legacy + column[len(prefix) :]
+    return None  # expansions (derivative1, power2) did not exist in fMRIPrep 1.0/1.1
+
+
+@pytest.fixture
+def legacy_pair(tmp_path):
+    """(modern run, fMRIPrep 1.0/1.1 run) holding the same values under both headers."""
+    table = source_table("1x")
+    # More motion than the real file has, so that censoring has work to do.
+    table.loc[[5, 6, 20], "framewise_displacement"] = 0.9
+    table.loc[[12], "std_dvars"] = 2.5
+    modern = make_run(tmp_path / "modern", "1x", table=table)
+    names = {c: _legacy_name(c) for c in table.columns}
+    legacy_table = table[[c for c, n in names.items() if n]].rename(columns=names).copy()
+    legacy_table.insert(5, "vx-wisestdDVARS", table["std_dvars"] * 1.1)
+    legacy = make_run(tmp_path / "legacy", "1x", table=legacy_table, sidecar=False)
+    return modern, legacy
+
+
+def test_legacy_header_is_recognised(legacy_pair):
+    _, legacy = legacy_pair
+    header = pd.read_csv(legacy.tsv, sep="\t", nrows=0).columns
+    assert bc.is_legacy_header(header)
+    assert not bc.is_legacy_header(source_table("1x").columns)
+    assert bc.motion_measure_columns(header) == {
+        "framewise_displacement": "FramewiseDisplacement",
+        "std_dvars": "stdDVARS",
+    }
+    assert bc.non_steady_state_columns(header) == ["NonSteadyStateOutlier00"]
+
+
+@pytest.mark.parametrize(
+    "thresholds", [{}, {"fd_threshold": 0.5}, {"fd_threshold": 0.5, "std_dvars_threshold": 1.5}]
+)
+def test_legacy_file_with_explicit_columns_matches_the_modern_file(legacy_pair, thresholds):
+    modern, legacy = legacy_pair
+    ours, ours_mask = bc.load_confounds_columns(
+        legacy.preproc,
+        ["X", "Y", "Z", "Rot[XYZ]", "CSF", "WhiteMatter", "aCompCor0[0-4]"],
+        **thresholds,
+    )
+    expected, expected_mask = bc.load_confounds_columns(
+        modern.preproc,
+        ["trans_[xyz]", "rot_[xyz]", "csf", "white_matter", "a_comp_cor_0[0-4]"],
+        **thresholds,
+    )
+    assert list(ours.columns)[:3] == ["X", "Y", "Z"]
+    np.testing.assert_allclose(ours.to_numpy(), expected.to_numpy())
+    np.testing.assert_array_equal(ours_mask, expected_mask)
+    # The non-steady-state volume is censored, and the thresholds censor more.
+    assert 0 not in ours_mask
+    if thresholds:
+        assert ours_mask.size < N_VOLUMES - 1
+
+
+def test_legacy_non_steady_state_column_selected_by_a_pattern_censors(legacy_pair):
+    _, legacy = legacy_pair
+    confounds, mask = bc.load_confounds_columns(legacy.preproc, ["X", "NonSteady.*"])
+    assert list(confounds.columns) == ["X"]
+    assert 0 not in mask
+
+
+def test_legacy_file_without_fd_column_names_both_names(legacy_pair):
+    _, legacy = legacy_pair
+    table = pd.read_csv(legacy.tsv, sep="\t").drop(columns="FramewiseDisplacement")
+    table.to_csv(legacy.tsv, sep="\t", index=False, na_rep="n/a")
+    with pytest.raises(bc.ConfoundsError, match="FramewiseDisplacement") as info:
+        bc.load_confounds_columns(legacy.preproc, ["X"], fd_threshold=0.5)
+    assert str(legacy.tsv) in str(info.value)
+    # Without a threshold on it, the missing measure does not matter.
+    bc.load_confounds_columns(legacy.preproc, ["X"], std_dvars_threshold=1.5)
+
+
+@pytest.mark.parametrize("preset", ["simple", "scrubbing", "compcor"])
+def test_preset_on_a_legacy_file_says_what_to_do(legacy_pair, preset):
+    _, legacy = legacy_pair
+    with pytest.raises(bc.ConfoundsError, match="fMRIPrep 1.0") as info:
+        quietly(bc.load_confounds_strategy, legacy.preproc, preset)
+    message = str(info.value)
+    assert str(legacy.tsv) in message and "--confounds-columns" in message
+
+
+def _mark_not_retained(sidecar: Path, columns: list[str]) -> None:
+    meta = json.loads(sidecar.read_text())
+    for column in columns:
+        meta[column]["Retained"] = False
+    sidecar.write_text(json.dumps(meta))
+
+
+def test_nilearn_sidecars_mark_no_compcor_column_as_not_retained():
+    """Respecting "Retained" cannot change parity on the real files nilearn ships."""
+    for _, json_name in SOURCES.values():
+        meta = json.loads((NILEARN_DATA / json_name).read_text())
+        dropped = [k for k, v in meta.items() if isinstance(v, dict) and v.get("Retained") is False]
+        assert dropped == [] or not any("comp_cor" in k for k in dropped)
+
+
+@pytest.mark.parametrize("compcor", ["anat_combined", "temporal", "temporal_anat_separated"])
+def test_compcor_never_selects_components_marked_not_retained(tmp_path, compcor):
+    run = make_run(tmp_path, "1x")
+    before, _ = bc.load_confounds(run.preproc, strategy=("high_pass", "compcor"), compcor=compcor)
+    chosen = [c for c in before.columns if "comp_cor" in c]
+    dropped = [chosen[1], chosen[-1]]
+    _mark_not_retained(run.sidecar, dropped)
+    after, _ = bc.load_confounds(run.preproc, strategy=("high_pass", "compcor"), compcor=compcor)
+    # nilearn 0.12.1 ignores "Retained": the expectation is its selection minus those two.
+    assert [c for c in after.columns if "comp_cor" in c] == [c for c in chosen if c not in dropped]
+
+
+def test_compcor_n_compcor_counts_only_retained_components(tmp_path):
+    run = make_run(tmp_path, "1x")
+    _mark_not_retained(run.sidecar, ["t_comp_cor_00"])
+    confounds, _ = bc.load_confounds(
+        run.preproc, strategy=("high_pass", "compcor"), compcor="temporal", n_compcor=2
+    )
+    assert [c for c in confounds.columns if "comp_cor" in c] == ["t_comp_cor_01", "t_comp_cor_02"]
+
+
+def test_compcor_non_boolean_retained_names_the_sidecar(tmp_path):
+    run = make_run(tmp_path, "1x")
+    meta = json.loads(run.sidecar.read_text())
+    meta["a_comp_cor_00"]["Retained"] = "no"
+    run.sidecar.write_text(json.dumps(meta))
+    with pytest.raises(bc.ConfoundsError, match="Retained") as info:
+        bc.load_confounds(run.preproc, strategy=("high_pass", "compcor"))
+    assert str(run.sidecar) in str(info.value)

@@ -592,6 +592,7 @@ def test_several_atlases_local_sibling_lut_and_atlas_lut(
     )
     out = tmp_path / "out"
     common = [fmriprep_dataset, out, "participant", "--participant-label", "01", "--no-reports"]
+    common += ["--atlas-space", SPACE]  # a local atlas declares its space
     code, stdout, _ = run_cli(
         capsys, *common, "--atlas", ATLAS, "--atlas", local / "mine_dseg.nii.gz"
     )

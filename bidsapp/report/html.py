@@ -61,12 +61,12 @@ CSS = """
 .bidsapp-report td.num { text-align: right; font-variant-numeric: tabular-nums; }
 .bidsapp-report table.kv th { width: 15rem; }
 .bidsapp-report tr.failed td { background: #fdecec; }
-.bidsapp-report tr.skipped td { background: #fff8e1; }
+.bidsapp-report tr.skipped td, .bidsapp-report tr.excluded td { background: #fff8e1; }
 .bidsapp-report .badge { display: inline-block; padding: 0.05rem 0.45rem; border-radius: 0.6rem;
   font-size: 0.78rem; font-weight: 600; color: #fff; background: #718096; }
 .bidsapp-report .badge.ok { background: #2f855a; }
 .bidsapp-report .badge.failed { background: #c53030; }
-.bidsapp-report .badge.skipped { background: #b7791f; }
+.bidsapp-report .badge.skipped, .bidsapp-report .badge.excluded { background: #b7791f; }
 .bidsapp-report .badge.warning { background: #c05621; }
 .bidsapp-report .alert { border-left: 5px solid #718096; background: #f7fafc;
   padding: 0.5rem 0.8rem; margin: 0.6rem 0 1rem; }

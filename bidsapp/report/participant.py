@@ -48,6 +48,11 @@ __all__ = [
 _LONG_NAMES = {short: long for long, short in ENTITY_ORDER}
 #: Entities identifying a run (in BIDS order), as in the status table.
 RUN_KEYS = (*RUN_ENTITIES, "space")
+#: Latest outcomes whose outputs are never used, even if older files remain on disk.
+LEFT_OUT_STATUSES = frozenset({"failed", "excluded"})
+#: Status values of older versions and what they mean now: a rerun that found the outputs
+#: complete wrote ``skipped`` (today the original outcome is kept).
+_LEGACY_STATUSES = {"skipped": "ok"}
 _SHORT_NAMES = {v: k for k, v in _LONG_NAMES.items()}
 #: ``.bidsignore`` pattern for the reports at the output root (the schema has no HTML).
 REPORT_BIDSIGNORE = ("*.html",)
@@ -123,9 +128,10 @@ class RunRecord:
     stat : str
         Extraction statistic label (the ``stat-`` entity); ``""`` when unknown.
     status : str
-        ``ok``, ``skipped`` (outputs existed with the same parameters) or ``failed``.
+        ``ok``, ``failed`` or ``excluded`` (left out on purpose, e.g. below ``--min-time``);
+        ``skipped`` in tables of older versions is read as ``ok``.
     reason : str
-        Why the run failed, or warnings of a successful run.
+        Why the run failed or was excluded, or warnings of a successful run.
     n_volumes, n_volumes_kept : int or None
         Volumes in the BOLD series and volumes kept after censoring.
     mean_fd : float or None
@@ -163,8 +169,8 @@ class RunRecord:
 
     @property
     def has_outputs(self) -> bool:
-        """Whether the run's timeseries exist and are usable."""
-        return self.status != "failed" and self.timeseries is not None
+        """Whether the run's timeseries exist and may be used (not failed nor excluded)."""
+        return self.status not in LEFT_OUT_STATUSES and self.timeseries is not None
 
     def key(self) -> tuple[str, ...]:
         """Identity of the record: run entities, atlas and denoising label."""
@@ -247,18 +253,70 @@ def _record_from_file(path: Path) -> RunRecord | None:
     )
 
 
-def _status_rows(output_dir: Path, subject: str | None) -> list[dict[str, Any]]:
+def tsv_problem(text: str) -> str | None:
+    """Say what makes the text of a TSV written by bidsapp incomplete, or None.
+
+    Every file bidsapp writes ends with a newline and has as many tab-separated fields on
+    each line as in its header: a file cut short (a copy that stopped, a full disk) or
+    garbled breaks one of the two, where pandas would silently fill the gap with NaN.
+
+    Parameters
+    ----------
+    text : str
+        The file's content.
+
+    Returns
+    -------
+    str or None
+        A short description of the problem, or None when the shape is right.
+    """
+    if not text.strip():
+        return "it is empty"
+    if not text.endswith("\n"):
+        return "its last line is incomplete (the file was cut short)"
+    lines = text[:-1].split("\n")
+    width = len(lines[0].split("\t"))
+    for number, line in enumerate(lines[1:], start=2):
+        fields = len(line.split("\t"))
+        if fields != width:
+            return f"line {number} has {fields} field(s) but the header has {width}"
+    return None
+
+
+def _read_status_file(path: Path, output_dir: Path) -> list[dict[str, Any]]:
+    """Rows of one subject's status table; ValueError/OSError when it cannot be trusted."""
     from bidsapp import outputs
 
-    try:
-        if subject is None:
-            table = outputs.read_all_status(output_dir)
-        else:
-            table = outputs.read_subject_status(output_dir, subject)
-    except (OSError, ValueError, pd.errors.ParserError) as err:
-        logger.warning("Cannot read the run status tables in %s: %s", output_dir / "logs", err)
-        return []
-    return table.astype(object).where(table.notna(), None).to_dict("records")
+    problem = tsv_problem(path.read_text(encoding="utf-8"))
+    if problem:
+        raise ValueError(problem)
+    subject = path.name[len("sub-") : -len("_status.tsv")]
+    table = outputs.read_subject_status(output_dir, subject)
+    rows = table.astype(object).where(table.notna(), None).to_dict("records")
+    for number, row in enumerate(rows, start=2):
+        status = _text(row.get("status"))
+        status = _LEGACY_STATUSES.get(status, status)
+        if status not in outputs.STATUS_VALUES:
+            raise ValueError(f"line {number} has status {row.get('status')!r}")
+        row["status"] = status
+    return rows
+
+
+def _status_rows(
+    output_dir: Path, subject: str | None
+) -> tuple[list[dict[str, Any]], dict[str, str]]:
+    """Rows of the readable status tables, and ``{subject: problem}`` for the others."""
+    pattern = f"sub-{subject}_status.tsv" if subject is not None else "sub-*_status.tsv"
+    rows: list[dict[str, Any]] = []
+    broken: dict[str, str] = {}
+    for path in sorted((output_dir / "logs").glob(pattern)):
+        try:
+            rows.extend(_read_status_file(path, output_dir))
+        except (OSError, ValueError, pd.errors.ParserError) as err:
+            label = path.name[len("sub-") : -len("_status.tsv")]
+            broken[label] = f"status table {path} cannot be trusted ({' '.join(str(err).split())})"
+            logger.warning("%s; the outputs of sub-%s are not used", broken[label], label)
+    return rows, broken
 
 
 def collect_runs(output_dir: str | os.PathLike[str], subject: str | None = None) -> list[RunRecord]:
@@ -267,7 +325,10 @@ def collect_runs(output_dir: str | os.PathLike[str], subject: str | None = None)
     Status rows (``logs/sub-*_status.tsv``) give failures and their reasons; timeseries files
     on disk give the outputs of successful runs, with their sidecars. A timeseries file with
     no status row (for example written by an older version) counts as ``ok``; a status row
-    saying ``failed`` is kept as a failure even if older outputs remain on disk.
+    saying ``failed`` or ``excluded`` is kept as such even if older outputs remain on disk
+    (they are not used); ``skipped``, written by older versions for a run found complete,
+    reads as ``ok``. A status table that is cut short or garbled is not trusted: the
+    subject's outputs become ``failed`` records whose reason names the table.
 
     Parameters
     ----------
@@ -291,7 +352,14 @@ def collect_runs(output_dir: str | os.PathLike[str], subject: str | None = None)
 
     records: list[RunRecord] = []
     seen: set[tuple[str, ...]] = set()
-    for row in _status_rows(output_dir, subject):
+    rows, broken = _status_rows(output_dir, subject)
+    for key, files in on_disk.items():
+        for found in files:
+            if found.subject in broken:
+                seen.add(key)
+                found.status, found.reason = "failed", broken[found.subject]
+                records.append(found)
+    for row in rows:
         entities = {k: _text(row.get(k)) for k in RUN_KEYS if _present(row.get(k))}
         base = RunRecord(
             entities=entities,
@@ -310,8 +378,8 @@ def collect_runs(output_dir: str | os.PathLike[str], subject: str | None = None)
         key = base.key()
         seen.add(key)
         files = on_disk.get(key, [])
-        if base.status == "failed" or not files:
-            if base.status != "failed":
+        if base.status in LEFT_OUT_STATUSES or not files:
+            if base.status not in LEFT_OUT_STATUSES:
                 base.status = "failed"
                 base.reason = (
                     f"status says {row.get('status')!r} but no timeseries file was found "
@@ -519,10 +587,11 @@ def _mean_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
 def _non_steady_state(confounds: pd.DataFrame | None, dummy_scans: Any) -> list[int]:
     volumes: set[int] = set()
     if confounds is not None:
-        for column in confounds.columns:
-            if column.startswith("non_steady_state_outlier"):
-                flagged = np.flatnonzero(confounds[column].fillna(0).to_numpy() > 0)
-                volumes.update(int(v) for v in flagged)
+        from bidsapp.confounds import non_steady_state_columns
+
+        for column in non_steady_state_columns(confounds.columns):
+            flagged = np.flatnonzero(confounds[column].fillna(0).to_numpy() > 0)
+            volumes.update(int(v) for v in flagged)
     if isinstance(dummy_scans, int) and dummy_scans > 0:
         volumes.update(range(dummy_scans))
     return sorted(volumes)
@@ -828,8 +897,13 @@ def _run_section(
 
     confounds = _read_confounds(inputs.confounds)
     fd = None
-    if confounds is not None and "framewise_displacement" in confounds:
-        fd = pd.to_numeric(confounds["framewise_displacement"], errors="coerce").to_numpy()
+    fd_column = None
+    if confounds is not None:
+        from bidsapp.confounds import motion_measure_columns
+
+        fd_column = motion_measure_columns(confounds.columns)["framewise_displacement"]
+    if confounds is not None and fd_column is not None:
+        fd = pd.to_numeric(confounds[fd_column], errors="coerce").to_numpy()
     nss = _non_steady_state(confounds, den.get("dummy_scans"))
     scrubbed = sorted(set(censored) - set(nss))
     fd_threshold, _ = _censoring(den)
@@ -983,7 +1057,7 @@ def build_participant_report(
     bids_path = Path(bids_dir) if bids_dir is not None else None
     records = collect_runs(output_dir, subject)
     done = [r for r in records if r.has_outputs]
-    failed = [r for r in records if r.status == "failed"]
+    failed = [r for r in records if r.status in LEFT_OUT_STATUSES]
 
     sections: list[str] = []
     links: list[tuple[str, str]] = [("summary", "Summary")]
@@ -1013,7 +1087,8 @@ def build_participant_report(
         links.append((anchor, label))
 
     failures = [
-        f"{r.name} [{r.atlas}, {r.denoise}] FAILED: {r.reason or 'no reason given'}" for r in failed
+        f"{r.name} [{r.atlas}, {r.denoise}] {r.status.upper()}: {r.reason or 'no reason given'}"
+        for r in failed
     ]
     notes: list[str] = []
     for r in done:
