@@ -327,9 +327,23 @@ def _lut_for_columns(lut: pd.DataFrame, ids: list, background_present: bool, bac
     return table.set_index("index").loc[order].reset_index()
 
 
+def _finite_labels(labels_data: np.ndarray) -> np.ndarray:
+    """Labels with non-finite values set to 0, as the extraction sees them (no warning)."""
+    labels_data = np.asarray(labels_data)
+    if labels_data.dtype.kind in "fc" and not np.isfinite(labels_data).all():
+        return np.where(np.isfinite(labels_data), labels_data, 0)
+    return labels_data
+
+
 def _region_size_table(lut, labels_data, affine, background_label) -> pd.DataFrame:
-    """Tabulate each region's size (mm^3) and share of all labelled voxels (%)."""
+    """Tabulate each region's size (mm^3) and share of all labelled voxels (%).
+
+    Non-finite label values count as 0, as the extraction zeroes them (nilearn 0.12.1's
+    ``safe_get_data(ensure_finite=True)``); their look-up-table rows have no size.
+    """
+    labels_data = _finite_labels(labels_data)
     table = lut[["index", "name"]].copy()
+    table = table[np.isfinite(pd.to_numeric(table["index"], errors="coerce"))]
     values, counts = np.unique(labels_data.astype(np.int32), return_counts=True)
     size_of = dict(zip(values.tolist(), counts.tolist(), strict=True))
     voxel_volume = abs(np.linalg.det(affine[:3, :3]))
@@ -914,8 +928,10 @@ class NiftiLabelsMasker(_ParamsMixin, *_ESTIMATOR_BASES, **_CLASS_OPTIONS):
         self.lut_ = lut
         self.labels_img_ = labels_img
         self.mask_img_ = mask_img
+        # NaN/Inf labels become 0 when signals are extracted (nilearn's zeroing), so they
+        # count as background when the background is 0, as in nilearn's region_ids_.
         self._background_present = self.background_label in set(
-            np.unique(image.get_data(labels_img)).tolist()
+            np.unique(_finite_labels(image.get_data(labels_img))).tolist()
         )
         for stale in ("_lut_", "region_atlas_"):
             self.__dict__.pop(stale, None)
