@@ -743,6 +743,12 @@ def _extract_atlases(
                 resampling_target="data",
                 keep_masked_labels=False,
             )
+        except MemoryError as err:  # its message is empty: say what needed the memory
+            raise ExtractionError(
+                f"{inputs.bold}: not enough memory to extract region signals on its grid of "
+                f"{'x'.join(str(n) for n in _grid_shape(inputs))} voxels (one volume of "
+                "float64 values, the atlases resampled onto that grid)"
+            ) from err
         except Exception as err:  # broken gzip, bad data: one-line reason
             logger.debug("extraction of %s failed", inputs.bold, exc_info=True)
             raise ExtractionError(
@@ -793,6 +799,13 @@ def _extract_atlases(
         result.per_atlas.append(frame)
 
 
+def _grid_shape(inputs: RunInputs) -> tuple[int, ...]:
+    try:
+        return tuple(int(n) for n in nib.load(str(inputs.bold)).shape[:3])
+    except Exception:  # only for a message
+        return ()
+
+
 def _censor_non_finite(
     result: RunExtraction,
     fraction: np.ndarray | None,
@@ -814,6 +827,12 @@ def _censor_non_finite(
         )
     if not bad.size:
         return
+    if bad.size == len(fraction):
+        # Not a censoring decision: the file holds no usable data.
+        raise ExtractionError(
+            f"{inputs.bold}: every volume has more than {NON_FINITE_VOLUME_FRACTION:.0%} "
+            "non-finite (NaN/Inf) voxels in the atlas regions: no usable data"
+        )
     result.non_finite_volumes = [int(i) for i in bad]
     bad_set = set(result.non_finite_volumes)
     dropped = [i for i in result.retained if i in bad_set]

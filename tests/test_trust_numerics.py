@@ -239,7 +239,7 @@ def _claim(path, shape):
     path.write_bytes(gzip.compress(bytes(raw), compresslevel=1))
 
 
-@pytest.mark.parametrize("claim", ["volumes", "dimensions"])
+@pytest.mark.parametrize("claim", ["volumes", "volumes-no-confounds", "dimensions"])
 def test_header_claims_beyond_the_file_fail_that_run_alone(
     capsys, tmp_path, make_dataset, templateflow_home, claim
 ):
@@ -250,8 +250,10 @@ def test_header_claims_beyond_the_file_fail_that_run_alone(
     func = bids / "sub-01" / "func"
     liar = next(func.glob("*run-1*_desc-preproc_bold.nii.gz"))
     shape = nib.load(liar).shape
-    if claim == "volumes":
+    if claim.startswith("volumes"):
         _claim(liar, (*shape[:3], 10**9))
+        if claim == "volumes-no-confounds":  # nothing else sized from the header stops it
+            next(func.glob("*run-1*_desc-confounds_timeseries.tsv")).unlink()
     else:  # the mask must claim the same grid, or the grid check fails the run first
         _claim(liar, (10**5, 10**5, 10**5, 20))
         _claim(next(func.glob("*run-1*_desc-brain_mask.nii.gz")), (10**5, 10**5, 10**5))
@@ -286,3 +288,26 @@ def test_coverage_table_is_unchanged_by_censoring(run_and_atlas):
     _rewrite_bold(run, lambda data: data.__setitem__((..., 7), np.nan))
     after = _extract(run, atlas).per_atlas[0].coverage
     pd.testing.assert_series_equal(before, after)
+
+
+def test_all_non_finite_bold_fails_naming_the_bold(run_and_atlas):
+    run, atlas = run_and_atlas
+    _rewrite_bold(run, lambda data: data.fill(np.nan))
+    with pytest.raises(ExtractionError, match=rf"{run.preproc_bold.name}: every volume has"):
+        _extract(run, atlas)
+
+
+def test_out_of_memory_names_the_bold_and_its_grid(run_and_atlas, monkeypatch):
+    from bidsapp import maskers
+
+    run, atlas = run_and_atlas
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError()
+
+    monkeypatch.setattr(maskers, "stream_labels_signals", no_memory)
+    shape = "x".join(str(n) for n in nib.load(run.preproc_bold).shape[:3])
+    with pytest.raises(
+        ExtractionError, match=rf"{run.preproc_bold.name}: not enough memory.*{shape}"
+    ):
+        _extract(run, atlas)
