@@ -352,6 +352,16 @@ def _transform_volume(volume, resampler, clip, smoothing_fwhm, affine) -> np.nda
     return volume
 
 
+def physical_memory() -> int | None:
+    """Bytes of physical memory of this machine, or None when the system does not say."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):  # not POSIX, or no such name
+        return None
+
+
 def memory_bound(
     shape: Sequence[int],
     dtype: Any = np.float32,

@@ -629,14 +629,8 @@ def extract_run(
         When an input file is missing, unreadable or inconsistent, or a filter cannot be
         applied; the message names the file.
     """
-    from bidsapp import stream
-
     started = time.perf_counter()
-    try:
-        # Before anything is sized from the header (confounds, masks, sample masks).
-        stream.check_data_size(inputs.bold)
-    except (stream.StreamError, OSError, ValueError) as err:
-        raise ExtractionError(one_line(err)) from err
+    _check_size(inputs, atlases, extraction)
     notes = list(inputs.warnings)
     selection = select_confounds(inputs, denoise, notes)
     confounds, sample_mask = selection.confounds, selection.sample_mask
@@ -657,6 +651,36 @@ def extract_run(
     _extract_atlases(result, inputs, atlases, confounds, denoise, extraction)
     result.seconds = time.perf_counter() - started
     return result
+
+
+def _check_size(inputs: RunInputs, atlases: Sequence[Atlas], extraction: ExtractionConfig) -> None:
+    """Refuse a BOLD whose header lies about its size, or too large for this machine.
+
+    Both checks come before anything is sized from the header (confounds, sample masks,
+    atlases resampled onto the BOLD grid), so that a hostile header fails its run with a
+    message instead of a ``MemoryError`` or the out-of-memory killer.
+    """
+    from bidsapp import engine, stream
+
+    try:
+        stream.check_data_size(inputs.bold)
+        img = nib.load(str(inputs.bold))
+    except (stream.StreamError, OSError, ValueError) as err:
+        raise ExtractionError(one_line(err)) from err
+    needed = engine.memory_bound(
+        img.shape,
+        img.get_data_dtype(),
+        n_atlases=max(len(atlases), 1),
+        n_regions=max((len(atlas.lut) for atlas in atlases), default=1),
+        smoothing=extraction.smoothing_fwhm is not None,
+    )
+    available = engine.physical_memory()
+    if available is not None and needed > available:
+        grid = "x".join(str(int(n)) for n in img.shape)
+        raise ExtractionError(
+            f"{inputs.bold}: extracting this {grid} series needs about {needed / 1e9:.3g} GB "
+            f"of memory, more than this machine's {available / 1e9:.3g} GB"
+        )
 
 
 def _check_enough_data(

@@ -67,7 +67,9 @@ __all__ = [
     "MultiNiftiLabelsMasker",
     "NiftiLabelsMasker",
     "NotFittedError",
+    "RawLabelsSignals",
     "extract_labels_signals",
+    "stream_labels_signals",
 ]
 
 _NIIMG_TYPES = (str, Path, SpatialImage)

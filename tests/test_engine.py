@@ -345,3 +345,8 @@ def test_non_finite_fraction_is_counted_per_volume_in_the_same_pass(
     assert_allclose(result.non_finite_fraction, expected)
     assert result.non_finite_fraction[2] == 1.0 and result.non_finite_fraction[9] == 1.0
     assert 0 < result.non_finite_fraction[5] < 1 and result.non_finite_fraction[0] == 0
+
+
+def test_physical_memory_is_known_here_and_bounds_are_below_it():
+    total = engine.physical_memory()
+    assert total is None or total > memory_bound((9, 10, 8, 17))

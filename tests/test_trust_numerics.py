@@ -311,3 +311,14 @@ def test_out_of_memory_names_the_bold_and_its_grid(run_and_atlas, monkeypatch):
         ExtractionError, match=rf"{run.preproc_bold.name}: not enough memory.*{shape}"
     ):
         _extract(run, atlas)
+
+
+def test_a_series_too_large_for_this_machine_fails_before_allocating(run_and_atlas, monkeypatch):
+    """A gzip bomb (huge grid of zeros) is within deflate's ratio: memory decides."""
+    from bidsapp import engine, maskers
+
+    run, atlas = run_and_atlas
+    monkeypatch.setattr(engine, "physical_memory", lambda: 2**20)  # a 1 MiB machine
+    monkeypatch.setattr(maskers, "stream_labels_signals", None)  # must not be reached
+    with pytest.raises(ExtractionError, match=rf"{run.preproc_bold.name}: extracting .* GB"):
+        _extract(run, atlas)
