@@ -1402,3 +1402,28 @@ def test_masker_refuses_a_header_claiming_more_than_its_file(tmp_path, labels_on
     lying_labels = _lying_file(tmp_path / "liar_dseg.nii", (20000, 20000, 20000))
     with pytest.raises(StreamError, match="liar_dseg.nii.*header claims"):
         NiftiLabelsMasker(str(lying_labels)).fit()
+
+
+def test_stream_then_clean_equals_nilearn_and_reports_non_finite_volumes(
+    tmp_path, bold, labels_on_data, mask_on_data
+):
+    from bidsapp.maskers import stream_labels_signals
+
+    data = np.asarray(bold.dataobj).copy()
+    data[..., 3] = np.nan
+    data[2, 2, 2, 7] = np.inf
+    path = tmp_path / "bold.nii.gz"
+    nib.save(nib.Nifti1Image(data, bold.affine), path)
+    params = {"standardize": "zscore_sample", "detrend": True, "keep_masked_labels": False}
+    raw = _quietly(
+        stream_labels_signals, str(path), [labels_on_data], mask_img=mask_on_data, **params
+    )
+    assert raw.non_finite_fraction.shape == (N_VOLUMES,)
+    assert raw.non_finite_fraction[3] == 1.0 and 0 < raw.non_finite_fraction[7] < 0.01
+    assert (np.delete(raw.non_finite_fraction, [3, 7]) == 0).all()
+    kept = np.delete(np.arange(N_VOLUMES), 3)
+    (ours,) = _quietly(raw.clean, sample_mask=kept)
+    theirs = nl_maskers.NiftiLabelsMasker(labels_on_data, mask_img=mask_on_data, **params)
+    expected = _quietly(theirs.fit_transform, str(path), sample_mask=kept)
+    assert_allclose(ours.signals, expected, rtol=RTOL, atol=ATOL)
+    assert ours.region_ids == theirs.region_ids_
