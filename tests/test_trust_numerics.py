@@ -18,13 +18,7 @@ import pytest
 
 from bidsapp import cli, image
 from bidsapp.config import DenoiseConfig, ExtractionConfig
-from bidsapp.extract import (
-    NON_FINITE_VOLUME_FRACTION,
-    ExtractionError,
-    RunExcluded,
-    extract_run,
-    prepare_run,
-)
+from bidsapp.extract import ExtractionError, RunExcluded, extract_run, prepare_run
 
 SPACE = "MNI152NLin2009cAsym"
 ATLAS = "Schaefer2018:100Parcels7Networks"
@@ -135,10 +129,6 @@ def test_non_finite_volumes_are_censored_and_the_rest_equals_nilearn(run_and_atl
     assert len(series.timeseries) == len(result.retained)
     # The app's censoring, then exactly what nilearn computes on the kept volumes.
     assert _assert_equal_to(series, atlas, _nilearn(run, atlas, result.retained)) > 50
-
-
-def test_non_finite_fraction_threshold_is_documented_and_sane():
-    assert 0 < NON_FINITE_VOLUME_FRACTION < 0.5
 
 
 def test_all_zero_bold_fails_naming_the_bold(run_and_atlas):
