@@ -15,6 +15,10 @@ order and with the same numbers:
 3. Gaussian smoothing (``smoothing_fwhm``; non-finite values become 0 first);
 4. non-finite values become 0 (with nilearn's warning) before the reduction.
 
+The same pass counts, per volume, the non-finite values among the voxels the reduction
+reads (:attr:`StreamedSignals.non_finite_fraction`), so that a caller can censor volumes
+destroyed by NaN/Inf without a second read of the file.
+
 The voxels of all atlases are gathered once (their union); each atlas then takes its own
 columns. The mean volume over time is an optional by-product of the same pass.
 """
@@ -62,12 +66,18 @@ class StreamedSignals:
         :func:`bidsapp.image.mean_img`), when asked for.
     non_finite : bool
         Whether non-finite values reached the reduction (and were set to 0).
+    non_finite_fraction : numpy.ndarray or None
+        ``(n_volumes,)`` fraction (0 to 1) of each volume's checked voxels that were NaN or
+        infinite in the input, before any resampling or smoothing: the voxels of all
+        reducers (the union of the atlases' voxels on the data grid) or, when resampling,
+        every voxel of the volume. None when no values were checked (integer data).
     """
 
     signals: tuple[np.ndarray, ...]
     n_volumes: int
     mean_volume: np.ndarray | None = None
     non_finite: bool = False
+    non_finite_fraction: np.ndarray | None = None
 
 
 class _Source:
@@ -87,6 +97,7 @@ class _Source:
         self.shape = tuple(int(s) for s in img.shape[:3])
         self.affine = img.affine
         self.n_volumes = int(img.shape[3]) if len(img.shape) == 4 else 1
+        self.n_voxels_total = int(np.prod(self.shape))
         self.layout = stream.file_layout(img)
         stored = self.layout.value_dtype if self.layout else image.img_data_dtype(img)
         self.cast = image._target_dtype(np.dtype(stored), dtype)
@@ -252,13 +263,21 @@ def stream_region_signals(
     signals = [np.zeros((source.n_volumes, r.n_regions), dtype=out_dtype) for r in reducers]
     total = np.zeros(source.shape, dtype=np.float64, order="F") if mean_volume else None
     non_finite = False
+    counts = np.zeros(source.n_volumes, dtype=np.int64)
+    checked = source.n_voxels_total if resampler is not None else int(gather.select.size)
     select = None if (spatial or mean_volume) else gather.select
     blocks = source.blocks(select, volumes_per_block=volumes_per_block, inflater=inflater)
     with closing(blocks):  # stops the reader thread at once if a reduction fails
         for start, block in blocks:
+            stop = start + len(block)
             if total is not None:
                 total += block.sum(axis=0, dtype=np.float64).reshape(source.shape, order="F")
             if spatial:
+                # Count non-finite values on the input's own voxels, before resampling or
+                # smoothing (which zero or spread them).
+                if block.dtype.kind in "fc":
+                    probe = block if resampler is not None else np.take(block, gather.select, 1)
+                    _count_non_finite(probe, counts, start)
                 gathered = np.stack(
                     [
                         gather.from_volume(
@@ -273,16 +292,17 @@ def stream_region_signals(
                         for volume in block
                     ]
                 )
-            elif select is None:
-                gathered = np.take(block, gather.select, axis=1)
+                all_finite = gathered.dtype.kind not in "fc" or np.isfinite(gathered).all()
             else:
-                gathered = block
-            if gathered.dtype.kind in "fc" and not np.isfinite(gathered).all():
+                gathered = np.take(block, gather.select, axis=1) if select is None else block
+                all_finite = gathered.dtype.kind not in "fc" or _count_non_finite(
+                    gathered, counts, start
+                )
+            if not all_finite:
                 if not non_finite:
                     warnings.warn(_NON_FINITE_MESSAGE, UserWarning, stacklevel=2)
                 non_finite = True
                 gathered = np.where(np.isfinite(gathered), gathered, 0).astype(gathered.dtype)
-            stop = start + len(block)
             for out, reducer, part in zip(signals, reducers, gather.split(gathered), strict=True):
                 out[start:stop] = reducer.reduce(part)
     mean = None
@@ -290,12 +310,28 @@ def stream_region_signals(
         mean = total / max(source.n_volumes, 1)
         if source.dtype == np.float32:
             mean = mean.astype(np.float32)
+    fraction = None
+    if source.dtype.kind in "fc":
+        fraction = counts / checked if checked else np.zeros(source.n_volumes)
     return StreamedSignals(
         signals=tuple(signals),
         n_volumes=source.n_volumes,
         mean_volume=mean,
         non_finite=non_finite,
+        non_finite_fraction=fraction,
     )
+
+
+def _count_non_finite(values: np.ndarray, counts: np.ndarray, start: int) -> bool:
+    """Store each volume's (row's) number of non-finite values in ``counts[start:]``.
+
+    Returns whether all values are finite.
+    """
+    finite = np.isfinite(values)
+    if finite.all():
+        return True
+    counts[start : start + len(values)] = values.shape[1] - finite.sum(axis=1)
+    return False
 
 
 def _reduced_dtype(data_dtype: np.dtype, smoothing_fwhm: Any) -> np.dtype:
@@ -314,6 +350,16 @@ def _transform_volume(volume, resampler, clip, smoothing_fwhm, affine) -> np.nda
     if smoothing_fwhm is not None:
         volume = image.smooth_array(volume, affine, fwhm=smoothing_fwhm, ensure_finite=True)
     return volume
+
+
+def physical_memory() -> int | None:
+    """Bytes of physical memory of this machine, or None when the system does not say."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, OSError, ValueError):  # not POSIX, or no such name
+        return None
 
 
 def memory_bound(

@@ -22,6 +22,8 @@ import numpy as np
 from nibabel.spatialimages import SpatialImage
 from scipy import linalg, ndimage
 
+from bidsapp import stream
+
 logger = logging.getLogger(__name__)
 
 NiimgLike = str | Path | SpatialImage
@@ -224,6 +226,9 @@ def _load_single(img: Any, dtype: Any = None, name: str = "img") -> SpatialImage
         raise TypeError(
             f"'{name}' must be a path to a NIfTI file or a nibabel image; got {type(img).__name__}."
         )
+    # Before anything reads or allocates from the header's shape: a header claiming more
+    # voxels than its file holds is refused here, naming the file.
+    stream.check_data_size(img)
     target = _target_dtype(img_data_dtype(img), dtype)
     if target is None:
         return img
@@ -258,6 +263,9 @@ def load_img(img: Any, dtype: Any = None, name: str = "img") -> SpatialImage:
         If a path does not exist.
     TypeError
         If ``img`` is neither a path, an image, nor a sequence of those.
+    bidsapp.stream.StreamError
+        If a file's header claims more voxel data than the file can hold (checked before
+        anything is allocated, see :func:`bidsapp.stream.check_data_size`).
 
     """
     if isinstance(img, (str, Path, SpatialImage)):

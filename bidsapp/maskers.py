@@ -29,7 +29,7 @@ import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +67,9 @@ __all__ = [
     "MultiNiftiLabelsMasker",
     "NiftiLabelsMasker",
     "NotFittedError",
+    "RawLabelsSignals",
     "extract_labels_signals",
+    "stream_labels_signals",
 ]
 
 _NIIMG_TYPES = (str, Path, SpatialImage)
@@ -327,9 +329,23 @@ def _lut_for_columns(lut: pd.DataFrame, ids: list, background_present: bool, bac
     return table.set_index("index").loc[order].reset_index()
 
 
+def _finite_labels(labels_data: np.ndarray) -> np.ndarray:
+    """Labels with non-finite values set to 0, as the extraction sees them (no warning)."""
+    labels_data = np.asarray(labels_data)
+    if labels_data.dtype.kind in "fc" and not np.isfinite(labels_data).all():
+        return np.where(np.isfinite(labels_data), labels_data, 0)
+    return labels_data
+
+
 def _region_size_table(lut, labels_data, affine, background_label) -> pd.DataFrame:
-    """Tabulate each region's size (mm^3) and share of all labelled voxels (%)."""
+    """Tabulate each region's size (mm^3) and share of all labelled voxels (%).
+
+    Non-finite label values count as 0, as the extraction zeroes them (nilearn 0.12.1's
+    ``safe_get_data(ensure_finite=True)``); their look-up-table rows have no size.
+    """
+    labels_data = _finite_labels(labels_data)
     table = lut[["index", "name"]].copy()
+    table = table[np.isfinite(pd.to_numeric(table["index"], errors="coerce"))]
     values, counts = np.unique(labels_data.astype(np.int32), return_counts=True)
     size_of = dict(zip(values.tolist(), counts.tolist(), strict=True))
     voxel_volume = abs(np.linalg.det(affine[:3, :3]))
@@ -453,7 +469,7 @@ def _extract_signals(
     Returns the region signals (1D for a 3D input image), the label value
     of each column, and the labels image after masking.
     """
-    per_atlas, _, input_ndim = _cached(_stream_signals, memory, 2, memory_level)(
+    per_atlas, _, input_ndim, _ = _cached(_stream_signals, memory, 2, memory_level)(
         imgs,
         [(labels_img, mask_img)],
         background_label=background_label,
@@ -511,15 +527,17 @@ def _stream_signals(
     dtype: Any,
     mean_volume: bool = False,
     inflater: str | None = None,
-) -> tuple[list[tuple[np.ndarray, list, SpatialImage]], np.ndarray | None, int]:
+) -> tuple[list[tuple[np.ndarray, list, SpatialImage]], np.ndarray | None, int, np.ndarray | None]:
     """Raw region signals of one image for several (labels, mask) pairs, in one pass.
 
     Labels and masks must be on the extraction grid: the image's, or the target grid
     when resampling. Returns, per pair, the raw signals ``(n_volumes, n_regions)``, the
     label value of each column and the masked labels image; the mean volume of the
-    image when ``mean_volume`` (else None); and the input's dimensionality (3 for one
-    3D image, else 4). A path is loaded once (loading a ``.nii.gz`` header can cost tens
-    of milliseconds when nibabel uses indexed_gzip).
+    image when ``mean_volume`` (else None); the input's dimensionality (3 for one
+    3D image, else 4); and the fraction of non-finite voxels of each volume
+    (:attr:`bidsapp.engine.StreamedSignals.non_finite_fraction`). A path is loaded once
+    (loading a ``.nii.gz`` header can cost tens of milliseconds when nibabel uses
+    indexed_gzip).
     """
     if isinstance(imgs, _NIIMG_TYPES):
         imgs = image.load_img(imgs, name="imgs")
@@ -552,7 +570,7 @@ def _stream_signals(
         (signals, ids, atlas)
         for signals, (_, ids, atlas) in zip(streamed.signals, built, strict=True)
     ]
-    return per_atlas, streamed.mean_volume, input_ndim
+    return per_atlas, streamed.mean_volume, input_ndim, streamed.non_finite_fraction
 
 
 def _warn_removed_by_mask(labels_img: SpatialImage, ids: list, background_label) -> None:
@@ -914,8 +932,10 @@ class NiftiLabelsMasker(_ParamsMixin, *_ESTIMATOR_BASES, **_CLASS_OPTIONS):
         self.lut_ = lut
         self.labels_img_ = labels_img
         self.mask_img_ = mask_img
+        # NaN/Inf labels become 0 when signals are extracted (nilearn's zeroing), so they
+        # count as background when the background is 0, as in nilearn's region_ids_.
         self._background_present = self.background_label in set(
-            np.unique(image.get_data(labels_img)).tolist()
+            np.unique(_finite_labels(image.get_data(labels_img))).tolist()
         )
         for stale in ("_lut_", "region_atlas_"):
             self.__dict__.pop(stale, None)
@@ -1460,6 +1480,8 @@ def extract_labels_signals(
     grid (all of them with ``resampling_target="data"``, the default): a ``.nii.gz`` is
     inflated once, not once per atlas, and the 4D array is never held in memory.
 
+    This is :func:`stream_labels_signals` followed by :meth:`RawLabelsSignals.clean`.
+
     Parameters
     ----------
     imgs : str, pathlib.Path, nibabel image or list of 3D images
@@ -1496,6 +1518,130 @@ def extract_labels_signals(
     ValueError
         If ``luts`` does not have one entry per atlas; and as the masker does.
     """
+    raw = stream_labels_signals(
+        imgs,
+        labels_imgs,
+        mask_img=mask_img,
+        confounds=confounds,
+        luts=luts,
+        mean_img=mean_img,
+        inflater=inflater,
+        **params,
+    )
+    return raw.clean(sample_mask=sample_mask)
+
+
+@dataclass(frozen=True)
+class RawLabelsSignals:
+    """Raw (not yet cleaned) region signals of one image for several atlases.
+
+    What :func:`stream_labels_signals` read in its one pass; :meth:`clean` finishes the
+    extraction. Between the two a caller can look at the raw signals and at the
+    non-finite values of each volume, and choose which volumes to keep.
+
+    Attributes
+    ----------
+    raw : tuple of numpy.ndarray
+        One ``(n_volumes, n_regions)`` array of raw region signals per atlas (columns in
+        the order of :attr:`region_ids`).
+    region_ids : tuple of list
+        Per atlas, the label value of each column of ``raw``.
+    non_finite_fraction : numpy.ndarray or None
+        ``(n_volumes,)`` fraction of each volume's voxels (those the atlases read) that
+        were NaN or infinite, before they were set to 0; None for integer data.
+    n_volumes : int
+        Volumes read (1 for a 3D image).
+    """
+
+    raw: tuple[np.ndarray, ...]
+    region_ids: tuple[list, ...]
+    non_finite_fraction: np.ndarray | None
+    n_volumes: int
+    _maskers: tuple[NiftiLabelsMasker, ...] = field(repr=False)
+    _grids: tuple[tuple, ...] = field(repr=False)
+    _atlases: tuple[SpatialImage, ...] = field(repr=False)
+    _confounds: Any = field(repr=False)
+    _mean: np.ndarray | None = field(repr=False)
+    _three_d: bool = field(repr=False)
+    _imgs: Any = field(repr=False)
+
+    def clean(self, sample_mask: Any = None) -> LabelsExtraction:
+        """Clean the raw signals of every atlas, as each masker's transform does.
+
+        Parameters
+        ----------
+        sample_mask : array of int or bool, optional
+            Volumes to keep (see :func:`bidsapp.signal.clean`).
+
+        Returns
+        -------
+        LabelsExtraction
+            One :class:`LabelsSignals` per atlas, and the mean image if it was asked for.
+        """
+        results = []
+        for masker, (labels_img, mask_img, _, _), signals, ids, atlas in zip(
+            self._maskers, self._grids, self.raw, self.region_ids, self._atlases, strict=True
+        ):
+            if mask_img is not None and not masker.keep_masked_labels:
+                _warn_removed_by_mask(labels_img, ids, masker.background_label)
+            with _one_blas_thread():
+                signals = _cached(clean, masker.memory_, 1, masker._memory_level)(
+                    signals,
+                    confounds=self._confounds,
+                    sample_mask=sample_mask,
+                    runs=None,
+                    **masker._clean_params(),
+                    **masker._active_clean_kwargs(),
+                )
+            if self._three_d:
+                signals = signals[0]
+            masker._record_columns(ids, atlas)
+            results.append(
+                LabelsSignals(signals=signals, region_ids=masker.region_ids_, masker=masker)
+            )
+        mean_image = None
+        if self._mean is not None:
+            header = _header_img(self._imgs, name="imgs")
+            mean_image = nib.Nifti1Image(self._mean, header.affine)
+        return LabelsExtraction(atlases=tuple(results), mean_img=mean_image)
+
+
+def stream_labels_signals(
+    imgs: Any,
+    labels_imgs: Sequence[Any],
+    *,
+    mask_img: Any = None,
+    confounds: Any = None,
+    luts: Sequence[Any] | None = None,
+    mean_img: bool = False,
+    inflater: str | None = None,
+    **params: Any,
+) -> RawLabelsSignals:
+    """Read an image once and reduce it to raw region signals for several atlases.
+
+    The first half of :func:`extract_labels_signals` (same parameters, but the volumes to
+    keep are chosen later, in :meth:`RawLabelsSignals.clean`): fits one masker per atlas,
+    checks the confounds' rows (and adds high-variance confounds when asked), and streams
+    the image once per extraction grid.
+
+    Parameters
+    ----------
+    imgs, labels_imgs, mask_img, confounds, luts, mean_img, inflater, **params
+        As :func:`extract_labels_signals`.
+
+    Returns
+    -------
+    RawLabelsSignals
+        Raw signals per atlas, the non-finite fraction of each volume, and what
+        :meth:`RawLabelsSignals.clean` needs.
+
+    Raises
+    ------
+    TypeError
+        If ``params`` holds ``labels_img``, ``mask_img`` or ``lut``, or an unknown name.
+    ValueError
+        If ``luts`` does not have one entry per atlas; and as the masker does.
+    """
     for name, instead in (
         ("labels_img", "labels_imgs"),
         ("mask_img", "mask_img="),
@@ -1518,7 +1664,7 @@ def extract_labels_signals(
         for labels_img, lut in zip(labels_imgs, luts, strict=True)
     ]
     if not maskers:
-        return LabelsExtraction(atlases=(), mean_img=None)
+        return RawLabelsSignals((), (), None, 0, (), (), (), confounds, None, False, imgs)
     first = maskers[0]
     if first.high_variance_confounds:
         hv = _cached(_image_high_variance_confounds, first.memory_, 1, first._memory_level)(imgs)
@@ -1534,12 +1680,12 @@ def extract_labels_signals(
         )
         passes[key].append(i)
     raw: list[Any] = [None] * len(maskers)
-    mean = None
+    mean = fraction = None
     stream_signals = _cached(_stream_signals, first.memory_, 1, first._memory_level)
     for n, members in enumerate(passes.values()):
         _, _, target_affine, target_shape = grids[members[0]]
         first._log("Extracting region signals of %d atlas(es) from %r", len(members), imgs)
-        per_atlas, pass_mean, input_ndim = stream_signals(
+        per_atlas, pass_mean, input_ndim, pass_fraction = stream_signals(
             imgs,
             [(grids[i][0], grids[i][1]) for i in members],
             target_affine=target_affine,
@@ -1549,33 +1695,23 @@ def extract_labels_signals(
             **first._stream_params(),
         )
         mean = pass_mean if n == 0 else mean
+        if pass_fraction is not None:
+            fraction = pass_fraction if fraction is None else np.maximum(fraction, pass_fraction)
         for i, item in zip(members, per_atlas, strict=True):
             raw[i] = item
-    results = []
-    three_d = input_ndim == 3
-    for masker, (labels_img, mask_img, _, _), (signals, ids, atlas) in zip(
-        maskers, grids, raw, strict=True
-    ):
-        if mask_img is not None and not masker.keep_masked_labels:
-            _warn_removed_by_mask(labels_img, ids, masker.background_label)
-        with _one_blas_thread():
-            signals = _cached(clean, masker.memory_, 1, masker._memory_level)(
-                signals,
-                confounds=confounds,
-                sample_mask=sample_mask,
-                runs=None,
-                **masker._clean_params(),
-                **masker._active_clean_kwargs(),
-            )
-        if three_d:
-            signals = signals[0]
-        masker._record_columns(ids, atlas)
-        results.append(LabelsSignals(signals=signals, region_ids=masker.region_ids_, masker=masker))
-    mean_image = None
-    if mean is not None:
-        header = _header_img(imgs, name="imgs")
-        mean_image = nib.Nifti1Image(mean, header.affine)
-    return LabelsExtraction(atlases=tuple(results), mean_img=mean_image)
+    return RawLabelsSignals(
+        raw=tuple(signals for signals, _, _ in raw),
+        region_ids=tuple(list(ids) for _, ids, _ in raw),
+        non_finite_fraction=fraction,
+        n_volumes=int(raw[0][0].shape[0]),
+        _maskers=tuple(maskers),
+        _grids=tuple(grids),
+        _atlases=tuple(atlas for _, _, atlas in raw),
+        _confounds=confounds,
+        _mean=mean,
+        _three_d=input_ndim == 3,
+        _imgs=imgs,
+    )
 
 
 def _check_mask_not_empty(mask_img: SpatialImage, name: str) -> None:

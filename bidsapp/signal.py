@@ -37,6 +37,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "AllVolumesRemovedError",
+    "FilterWarning",
     "butterworth",
     "clean",
     "cosine_drift",
@@ -65,6 +66,15 @@ Strategy = Literal["zscore", "zscore_sample", "psc"]
 
 class AllVolumesRemovedError(ValueError):
     """Raised when ``sample_mask`` keeps no volume of a run."""
+
+
+class FilterWarning(UserWarning):
+    """A requested filter was adjusted or not applied (cut-off moved, filter skipped).
+
+    A ``UserWarning`` as nilearn's, so code written for nilearn sees the same category;
+    callers that must never pass off an unfiltered result as filtered (the BIDS-App)
+    treat it as an error.
+    """
 
 
 # --------------------------------------------------------------------------------------
@@ -280,7 +290,8 @@ def cosine_drift(high_pass: float, frame_times: np.ndarray) -> np.ndarray:
     if high_pass * dt >= 0.5:
         _warn(
             f"high_pass={high_pass} Hz is at or above the Nyquist frequency: the cosine "
-            "basis spans every frequency and will remove all signal."
+            "basis spans every frequency and will remove all signal.",
+            FilterWarning,
         )
     n_cosines = min(n_frames - 1, int(np.floor(2 * n_frames * high_pass * dt)))
     phases = (np.pi / n_frames) * (np.arange(n_frames) + 0.5)
@@ -785,7 +796,8 @@ def _add_cosine_drift(
     if drift.shape[1] == 0:
         _warn(
             f"filter='cosine' with high_pass={high_pass} Hz gives no cosine regressor for "
-            f"{n_timepoints} volumes of {t_r} s; the signals are not high-pass filtered."
+            f"{n_timepoints} volumes of {t_r} s; the signals are not high-pass filtered.",
+            FilterWarning,
         )
         return confounds
     if confounds is None:
@@ -830,7 +842,8 @@ def _critical_frequencies(
         _warn(
             f"high_pass ({high_pass} Hz) and low_pass ({low_pass} Hz) both end up at "
             f"{frequencies[0]} Hz after clamping to below the Nyquist frequency "
-            f"({nyquist} Hz); the signals are returned unfiltered."
+            f"({nyquist} Hz); the signals are returned unfiltered.",
+            FilterWarning,
         )
         return None, None
     return frequencies, "band"
@@ -842,12 +855,13 @@ def _clamp_cutoff(name: str, frequency: float, nyquist: float) -> float:
         clamped = nyquist - (nyquist * 10 * _EPS32)
         _warn(
             f"{name}={frequency} Hz is at or above the Nyquist frequency ({nyquist} Hz, "
-            f"half the sampling rate); lowered to {clamped} Hz."
+            f"half the sampling rate); lowered to {clamped} Hz.",
+            FilterWarning,
         )
         return clamped
     if frequency < 0.0:
         clamped = nyquist * _EPS32
-        _warn(f"{name}={frequency} Hz is negative; raised to {clamped} Hz.")
+        _warn(f"{name}={frequency} Hz is negative; raised to {clamped} Hz.", FilterWarning)
         return clamped
     if frequency == 0.0:
         raise ValueError(
@@ -948,7 +962,8 @@ def _filter_type(
     if low_pass is not None or high_pass is not None:
         _warn(
             f"filter={filter!r}: no filter is applied, so low_pass={low_pass} and "
-            f"high_pass={high_pass} are ignored."
+            f"high_pass={high_pass} are ignored.",
+            FilterWarning,
         )
     return None
 

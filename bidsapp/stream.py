@@ -14,6 +14,11 @@ Measured on a res-2 MNI float32 series of 300 volumes (609 MB gzipped, 1.3 GB in
 
 Scaled data (``scl_slope``/``scl_inter``) are scaled exactly as nibabel scales them
 (:func:`scale`), so streamed values equal ``np.asanyarray(img.dataobj)`` bit for bit.
+
+Trust: a gzip stream is always read to its end, so every inflater checks the CRC32 and
+ISIZE trailer of each member (data failing them raise :class:`StreamError`, never reach the
+caller's result); and what a header claims is checked against the file's size before
+anything is allocated (:func:`check_data_size`).
 """
 
 from __future__ import annotations
@@ -45,6 +50,14 @@ logger = logging.getLogger(__name__)
 BLOCK_BYTES = 8 * 2**20
 
 INFLATERS = ("isal", "zlib-ng", "zlib")
+
+#: Largest ratio of inflated to compressed bytes a deflate stream can reach (1032:1: a
+#: 258-byte match coded in 2 bits, RFC 1951). A ``.nii.gz`` claiming more voxel bytes than
+#: this times its size cannot hold them: its header lies (or the file is truncated).
+MAX_DEFLATE_RATIO = 1032
+
+#: Bytes read at a time when draining a stream to its end (the gzip trailer check).
+_DRAIN_BYTES = 2**20
 
 
 class StreamError(OSError):
@@ -124,6 +137,12 @@ def file_layout(img: Any) -> VolumeLayout | None:
     VolumeLayout or None
         None when the image's data are not (only) on disk: in-memory arrays, non-NIfTI
         formats, or images whose proxy is not Fortran-ordered.
+
+    Raises
+    ------
+    StreamError
+        If the header claims more voxel data than the file can hold
+        (:func:`check_data_size`).
     """
     if isinstance(img, (str, os.PathLike)):
         img = nib.load(os.fspath(img))
@@ -134,6 +153,7 @@ def file_layout(img: Any) -> VolumeLayout | None:
         return None
     if getattr(proxy, "order", "F") != "F" or not Path(proxy.file_like).is_file():
         return None
+    check_data_size(img)
     slope, inter = proxy.slope, proxy.inter
     slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
     inter = 0.0 if inter is None or not np.isfinite(inter) else float(inter)
@@ -145,6 +165,64 @@ def file_layout(img: Any) -> VolumeLayout | None:
         slope=slope,
         inter=inter,
     )
+
+
+def check_data_size(img: Any) -> None:
+    """Refuse a NIfTI file whose header claims more voxel data than the file can hold.
+
+    Checked before anything is allocated from the header's shape, so that a corrupt or
+    hostile header (say 10⁹ volumes, or 10⁵ voxels a side) gives a clear error instead of
+    a ``MemoryError`` or the machine's out-of-memory killer. An uncompressed file must hold
+    ``vox_offset + prod(shape) * itemsize`` bytes; a gzip-compressed one cannot inflate to
+    more than :data:`MAX_DEFLATE_RATIO` times its size. Images that are not file-backed
+    NIfTI images (in-memory arrays, other formats) are not checked.
+
+    Parameters
+    ----------
+    img : str, os.PathLike or nibabel image
+        A path to a ``.nii``/``.nii.gz`` file, or an image loaded from one.
+
+    Raises
+    ------
+    StreamError
+        If the header claims more bytes than the file can hold; the message names the file,
+        the claimed shape and the sizes.
+    """
+    if isinstance(img, (str, os.PathLike)):
+        img = nib.load(os.fspath(img))
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        return
+    proxy = img.dataobj
+    if not isinstance(proxy, ArrayProxy) or not isinstance(proxy.file_like, (str, os.PathLike)):
+        return
+    path = Path(proxy.file_like)
+    try:
+        size = path.stat().st_size
+    except OSError:
+        return  # reading it will say what is wrong
+    shape = tuple(int(s) for s in proxy.shape)
+    # Python integers: no overflow whatever the header claims.
+    claimed = int(proxy.offset) + int(np.dtype(proxy.dtype).itemsize) * _product(shape)
+    compressed = path.name.endswith(".gz")
+    capacity = size * MAX_DEFLATE_RATIO if compressed else size
+    if claimed <= capacity:
+        return
+    if compressed:
+        holds = f"a gzip file of {size} bytes inflates to at most {capacity} bytes"
+    else:
+        holds = f"the file has {size} bytes"
+    raise StreamError(
+        f"{path}: the header claims shape {shape} of {np.dtype(proxy.dtype)} "
+        f"({claimed} bytes with the {int(proxy.offset)}-byte header), but {holds}: "
+        "truncated file or corrupt header"
+    )
+
+
+def _product(shape: tuple[int, ...]) -> int:
+    total = 1
+    for n in shape:
+        total *= max(int(n), 0)
+    return total
 
 
 def scaled_dtype(stored: np.dtype, slope: float, inter: float) -> np.dtype:
@@ -249,8 +327,31 @@ def _fill(stream: IO[bytes], buffer: memoryview, path: Path) -> None:
 
 
 def _skip(stream: IO[bytes], n_bytes: int, path: Path) -> None:
-    if n_bytes > 0:
-        _fill(stream, memoryview(bytearray(n_bytes)), path)
+    buffer = memoryview(bytearray(min(max(n_bytes, 0), _DRAIN_BYTES)))
+    while n_bytes > 0:
+        count = min(n_bytes, len(buffer))
+        _fill(stream, buffer[:count], path)
+        n_bytes -= count
+
+
+def _drain(stream: IO[bytes], path: Path, stop: threading.Event) -> None:
+    """Read a gzip stream to its end, so that each member's CRC32 and ISIZE are checked.
+
+    The inflaters verify a member's trailer only when they reach it; stopping after the
+    last voxel would use data that fail it. Bytes after the voxel data (there should be
+    none) are read and dropped a chunk at a time. Trailing zero bytes after the last
+    member are accepted (as gzip does); any other trailing garbage is an error.
+    """
+    buffer = bytearray(_DRAIN_BYTES)
+    while not stop.is_set():
+        try:
+            got = stream.readinto(buffer)
+        except _READ_ERRORS as err:
+            raise StreamError(
+                f"{path}: corrupt gzip data (the end of the stream fails its check: {err})"
+            ) from err
+        if not got:
+            return
 
 
 @contextmanager
@@ -276,6 +377,8 @@ def _producer(layout: VolumeLayout, per_block: int, inflater: str | None):
                             continue
                     if stop.is_set():
                         return
+                if layout.compressed:
+                    _drain(stream, layout.path, stop)
         except BaseException as err:  # handed to the consumer, which re-raises it
             if isinstance(err, _READ_ERRORS) and not isinstance(err, StreamError):
                 err = StreamError(f"{layout.path}: corrupt or unreadable data ({err})")

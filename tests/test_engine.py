@@ -307,3 +307,46 @@ def test_a_failing_reduction_stops_the_reader_thread(tmp_path, series, monkeypat
     with pytest.raises(RuntimeError, match="reduction failed"):
         stream_region_signals(path, [RegionReducer(np.ones(SHAPE))], volumes_per_block=1)
     assert not [t for t in threading.enumerate() if t.name == "bidsapp-inflate"]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"mean_volume": True}, {"smoothing_fwhm": 6.0}, {"volumes_per_block": 3}],
+    ids=["plain", "mean", "smoothed", "blocks"],
+)
+def test_non_finite_fraction_is_counted_per_volume_in_the_same_pass(
+    tmp_path, series, reducers, monkeypatch, options
+):
+    data = series.copy()
+    data[..., 2] = np.nan  # a whole volume
+    data[..., 9] = np.inf
+    data[:3, ..., 5] = np.nan  # a slab of one volume
+    data[1, 2, 3, 11] = -np.inf  # one voxel
+    path = _save(tmp_path, data, "bold.nii.gz")
+    opened = []
+    real_open = stream.open_stream
+    monkeypatch.setattr(
+        stream, "open_stream", lambda *a, **k: opened.append(a) or real_open(*a, **k)
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = stream_region_signals(path, reducers, **options)
+    assert len(opened) == 1  # counted during the one pass
+    voxels = np.unique(
+        np.concatenate(
+            [
+                np.ravel_multi_index(np.unravel_index(r.voxel_indices, SHAPE), SHAPE)
+                for r in reducers
+            ]
+        )
+    )
+    flat = data.reshape(-1, N_VOLUMES)[voxels]
+    expected = (~np.isfinite(flat)).sum(axis=0) / len(voxels)
+    assert_allclose(result.non_finite_fraction, expected)
+    assert result.non_finite_fraction[2] == 1.0 and result.non_finite_fraction[9] == 1.0
+    assert 0 < result.non_finite_fraction[5] < 1 and result.non_finite_fraction[0] == 0
+
+
+def test_physical_memory_is_known_here_and_bounds_are_below_it():
+    total = engine.physical_memory()
+    assert total is None or total > memory_bound((9, 10, 8, 17))

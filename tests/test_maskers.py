@@ -1348,3 +1348,82 @@ def test_report_middle_volume_of_a_file_is_read_only_when_used(data, tmp_path, m
     assert len(reads) == 1
     assert_array_equal(middle, image.get_data(data["bold"])[..., N_VOLUMES // 2])
     assert masker._reporting_data["dim"] == 4
+
+
+# ---------------------------------------------------------------------------
+# Trust: non-finite labels (item 20), lying headers (item 13)
+# ---------------------------------------------------------------------------
+
+
+def _labels_with_non_finite():
+    data = _labels_data(DATA_SHAPE, DATA_AFFINE).astype(np.float32)
+    data[0, 0, -1] = np.nan
+    data[5, 5, -1] = np.inf
+    data[-1, -1, -1] = -np.inf
+    return nib.Nifti1Image(data, DATA_AFFINE)
+
+
+def test_non_finite_labels_fit_with_reports_as_nilearn(bold):
+    labels = _labels_with_non_finite()
+    ours, theirs = _pair(NiftiLabelsMasker, nl_maskers.NiftiLabelsMasker, labels_img=labels)
+    assert ours.reports and theirs.reports  # the default
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        signals = ours.fit(bold).transform(bold)
+    expected = _quietly(lambda: theirs.fit(bold).transform(bold))
+    assert_allclose(signals, expected, rtol=RTOL, atol=ATOL)
+    assert ours.region_ids_ == theirs.region_ids_
+    assert ours.region_names_ == theirs.region_names_
+    assert any("Non-finite values detected" in str(w.message) for w in caught)
+    summary = ours._reporting_data["summary"]
+    assert np.isfinite(summary["label value"]).all()
+    assert set(summary["label value"]) == {1, 2, 3, 4, 5, 7, 9}
+
+
+def _lying_file(path, shape):
+    """A tiny NIfTI file whose header's dim field claims ``shape``."""
+    import gzip
+
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.float32), np.eye(4)), path)
+    gz = path.name.endswith(".gz")
+    raw = bytearray(gzip.decompress(path.read_bytes()) if gz else path.read_bytes())
+    raw[40:56] = np.array([len(shape), *shape, *([1] * (7 - len(shape)))], "<i2").tobytes()
+    path.write_bytes(gzip.compress(bytes(raw)) if gz else bytes(raw))
+    return path
+
+
+@pytest.mark.parametrize("shape", [(4, 4, 4, 30000), (20000, 20000, 20000, 2)])
+def test_masker_refuses_a_header_claiming_more_than_its_file(tmp_path, labels_on_data, shape):
+    from bidsapp.stream import StreamError
+
+    liar = _lying_file(tmp_path / "liar_bold.nii.gz", shape)
+    with pytest.raises(StreamError, match="liar_bold.nii.gz.*header claims"):
+        NiftiLabelsMasker(labels_on_data, reports=False).fit_transform(str(liar))
+    lying_labels = _lying_file(tmp_path / "liar_dseg.nii", (20000, 20000, 20000))
+    with pytest.raises(StreamError, match="liar_dseg.nii.*header claims"):
+        NiftiLabelsMasker(str(lying_labels)).fit()
+
+
+def test_stream_then_clean_equals_nilearn_and_reports_non_finite_volumes(
+    tmp_path, bold, labels_on_data, mask_on_data
+):
+    from bidsapp.maskers import stream_labels_signals
+
+    data = np.asarray(bold.dataobj).copy()
+    data[..., 3] = np.nan
+    data[2, 2, 2, 7] = np.inf
+    path = tmp_path / "bold.nii.gz"
+    nib.save(nib.Nifti1Image(data, bold.affine), path)
+    params = {"standardize": "zscore_sample", "detrend": True, "keep_masked_labels": False}
+    raw = _quietly(
+        stream_labels_signals, str(path), [labels_on_data], mask_img=mask_on_data, **params
+    )
+    assert raw.non_finite_fraction.shape == (N_VOLUMES,)
+    assert raw.non_finite_fraction[3] == 1.0 and 0 < raw.non_finite_fraction[7] < 0.01
+    assert (np.delete(raw.non_finite_fraction, [3, 7]) == 0).all()
+    kept = np.delete(np.arange(N_VOLUMES), 3)
+    (ours,) = _quietly(raw.clean, sample_mask=kept)
+    theirs = nl_maskers.NiftiLabelsMasker(labels_on_data, mask_img=mask_on_data, **params)
+    expected = _quietly(theirs.fit_transform, str(path), sample_mask=kept)
+    assert_allclose(ours.signals, expected, rtol=RTOL, atol=ATOL)
+    assert ours.region_ids == theirs.region_ids_

@@ -910,3 +910,21 @@ def test_high_variance_confounds_errors_name_the_parameter(signals, kwargs, exce
 def test_high_variance_confounds_needs_2d_series(signals):
     with pytest.raises(ValueError, match="series"):
         bsig.high_variance_confounds(signals[:, 0])
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"low_pass": 0.3},  # above Nyquist (0.25 Hz at TR 2 s): lowered
+        {"high_pass": 0.3},
+        {"low_pass": 0.3, "high_pass": 0.26},  # both clamp to one frequency: unfiltered
+        {"filter": False, "low_pass": 0.1},  # no filter applied
+    ],
+)
+def test_adjusted_or_skipped_filters_warn_with_filter_warning(options):
+    from bidsapp.signal import FilterWarning, clean
+
+    signals = np.random.default_rng(0).standard_normal((60, 3))
+    with pytest.warns(FilterWarning):
+        clean(signals, t_r=2.0, detrend=False, standardize=False, **options)
+    assert issubclass(FilterWarning, UserWarning)  # what nilearn's users catch

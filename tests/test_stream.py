@@ -139,3 +139,83 @@ def test_scaling_is_bit_identical_to_nibabel(tmp_path, stored):
 def test_block_size_is_at_least_one_volume():
     assert stream.volumes_per_block_for(stream.BLOCK_BYTES * 3) == 1
     assert stream.volumes_per_block_for(stream.BLOCK_BYTES // 4) == 4
+
+
+# --------------------------------------------------------------- trust: gzip trailer, header claims
+
+_INFLATER_MODULES = {"isal": "isal", "zlib-ng": "zlib_ng", "zlib": "zlib"}
+
+
+def _gzip_series(tmp_path, name="bold.nii.gz"):
+    rng = np.random.default_rng(11)
+    return _write(tmp_path / name, rng.standard_normal(SHAPE))
+
+
+@pytest.mark.parametrize("inflater", list(_INFLATER_MODULES))
+@pytest.mark.parametrize("field", ["crc32", "isize"])
+def test_gzip_trailer_is_verified_with_every_inflater(tmp_path, inflater, field):
+    pytest.importorskip(_INFLATER_MODULES[inflater])
+    img = _gzip_series(tmp_path)
+    compressed = bytearray((tmp_path / "bold.nii.gz").read_bytes())
+    # The last 8 bytes of a gzip member are CRC32 then ISIZE (little-endian).
+    compressed[-8 if field == "crc32" else -4] ^= 0x01
+    bad = tmp_path / "bad.nii.gz"
+    bad.write_bytes(bytes(compressed))
+    layout = stream.VolumeLayout(bad, SHAPE, np.dtype("<f4"), int(img.dataobj.offset), 1.0, 0.0)
+    with pytest.raises(StreamError, match="bad.nii.gz"):
+        _collect(iter_file_blocks(layout, inflater=inflater))
+
+
+@pytest.mark.parametrize("inflater", list(_INFLATER_MODULES))
+def test_multi_member_gzip_and_trailing_zeros_are_read(tmp_path, inflater):
+    pytest.importorskip(_INFLATER_MODULES[inflater])
+    img = _gzip_series(tmp_path)
+    raw = gzip.decompress((tmp_path / "bold.nii.gz").read_bytes())
+    cut = len(raw) // 3
+    multi = tmp_path / "multi.nii.gz"
+    multi.write_bytes(gzip.compress(raw[:cut]) + gzip.compress(raw[cut:]) + bytes(16))
+    _, values = _collect(iter_file_blocks(file_layout(nib.load(multi)), inflater=inflater))
+    np.testing.assert_array_equal(values, _expected(img))
+
+
+@pytest.mark.parametrize("inflater", list(_INFLATER_MODULES))
+def test_trailing_garbage_after_gzip_is_an_error(tmp_path, inflater):
+    pytest.importorskip(_INFLATER_MODULES[inflater])
+    _gzip_series(tmp_path)
+    garbage = tmp_path / "garbage.nii.gz"
+    garbage.write_bytes((tmp_path / "bold.nii.gz").read_bytes() + b"not gzip data")
+    with pytest.raises(StreamError, match="garbage.nii.gz"):
+        _collect(iter_file_blocks(file_layout(nib.load(garbage)), inflater=inflater))
+
+
+def _lying_header(path, shape):
+    """A small NIfTI file whose header claims ``shape``."""
+    img = nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.float32), np.eye(4))
+    nib.save(img, path)
+    # Rewrite the dim field only: the file keeps its few bytes of data.
+    raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else path.read_bytes()
+    fixed = bytearray(raw)
+    dims = np.array([len(shape), *shape, *([1] * (7 - len(shape)))], dtype="<i2")
+    fixed[40:56] = dims.tobytes()
+    path.write_bytes(gzip.compress(bytes(fixed)) if path.name.endswith(".gz") else bytes(fixed))
+    return path
+
+
+@pytest.mark.parametrize("suffix", [".nii", ".nii.gz"])
+@pytest.mark.parametrize("shape", [(4, 4, 4, 30000), (30000, 30000, 30000, 2)])
+def test_header_claiming_more_than_the_file_holds_is_refused(tmp_path, suffix, shape):
+    path = _lying_header(tmp_path / f"liar{suffix}", shape)
+    with pytest.raises(StreamError, match=r"liar\.nii.*header claims shape"):
+        stream.check_data_size(path)
+    with pytest.raises(StreamError, match=r"liar\.nii"):
+        file_layout(path)
+
+
+def test_honest_headers_pass_the_size_check(tmp_path):
+    rng = np.random.default_rng(12)
+    for suffix in (".nii", ".nii.gz"):
+        img = _write(tmp_path / f"ok{suffix}", rng.standard_normal(SHAPE))
+        stream.check_data_size(img)
+        # Highly compressible data (zeros) stay within deflate's ratio.
+        zeros = _write(tmp_path / f"zeros{suffix}", np.zeros((40, 40, 40, 20)))
+        stream.check_data_size(zeros)
