@@ -691,6 +691,40 @@ def ensure_directory(root: str | os.PathLike[str], directory: str | os.PathLike[
     return target
 
 
+def no_linked_folder(root: str | os.PathLike[str], directory: str | os.PathLike[str]) -> bool:
+    """Tell whether no folder between ``root`` and ``directory`` is a symbolic link.
+
+    Folders that do not exist yet count as fine; ``root`` itself may be a link.
+
+    Parameters
+    ----------
+    root : path-like
+        The output dataset root.
+    directory : path-like
+        A folder inside ``root``.
+
+    Returns
+    -------
+    bool
+        False if any existing component below ``root`` is a link or not a folder.
+
+    """
+    current = Path(root)
+    try:
+        relative = Path(os.path.abspath(directory)).relative_to(os.path.abspath(root))
+    except ValueError:
+        return False
+    for part in relative.parts:
+        current = current / part
+        try:
+            info = os.lstat(current)
+        except FileNotFoundError:
+            return True
+        if not stat_module.S_ISDIR(info.st_mode):
+            return False
+    return True
+
+
 def read_regular_bytes(path: str | os.PathLike[str]) -> bytes | None:
     """Read a file bidsapp wrote, refusing to follow a symbolic link.
 
@@ -1327,6 +1361,8 @@ def outputs_complete(paths: RunOutputPaths, parameters: Mapping[str, Any]) -> bo
         True if the set is complete and matches ``parameters``.
 
     """
+    if paths.root is not None and not no_linked_folder(paths.root, paths.directory):
+        return False
     sidecar = read_sidecar(paths.timeseries_json)
     if sidecar is None:
         return False
@@ -1356,7 +1392,8 @@ def remove_run_outputs(paths: RunOutputPaths) -> list[Path]:
     """Remove the files of one run's set (only the names bidsapp gives that set).
 
     Used when a run fails or is excluded, so outputs of an earlier invocation do not stay
-    looking current. The timeseries TSV (the completion marker) goes first.
+    looking current. The timeseries TSV (the completion marker) goes first. Nothing is
+    removed when a folder of the set is a symbolic link (its files are not bidsapp's).
 
     Parameters
     ----------
@@ -1369,7 +1406,9 @@ def remove_run_outputs(paths: RunOutputPaths) -> list[Path]:
         Files removed.
 
     """
-    removed = []
+    removed: list[Path] = []
+    if paths.root is not None and not no_linked_folder(paths.root, paths.directory):
+        return removed  # never delete through a planted link (the target is not ours)
     for path in reversed(paths.all()):
         with contextlib.suppress(FileNotFoundError, NotADirectoryError):
             os.unlink(path)  # a planted link is removed itself, never its target

@@ -14,6 +14,7 @@ import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -318,6 +319,7 @@ def _source_uri(path: Path, bids_dir: Path) -> str:
 #: Sidecar key recording the inputs' identity and content (see :func:`input_records`).
 INPUT_FILES_KEY = "InputFiles"
 _HASH_CHUNK = 1 << 20
+_RACY_NS = 2_000_000_000
 
 
 def _sha256_file(path: Path) -> str:
@@ -342,17 +344,22 @@ def input_files(inputs: RunInputs) -> dict[str, Path | None]:
     dict
         ``bold`` (the image read: preprocessed or ICA-AROMA BOLD), ``mask``, ``confounds``
         (TSV), ``confounds_json`` (its sibling JSON: CompCor metadata), ``sidecar`` (the
-        BOLD's JSON sidecar: repetition time); None for a role the run has no file for. The
+        BOLD's JSON sidecar: repetition time; its sibling ``.json`` when the query found
+        none, which may not exist); None for a role the run has no file for. The
         atlas image and look-up table are covered by the atlas digest, a preset file by its
         content in :func:`run_fingerprint`.
     """
     confounds = inputs.run.confounds
+    sidecar = inputs.run.sidecar
+    if sidecar is None:  # the query found none: the sibling, should one appear later
+        bold = inputs.run.preproc_bold
+        sidecar = bold.with_name(re.sub(r"\.nii(\.gz)?$", ".json", bold.name))
     return {
         "bold": inputs.bold,
         "mask": inputs.mask,
         "confounds": confounds,
         "confounds_json": None if confounds is None else confounds.with_suffix(".json"),
-        "sidecar": inputs.run.sidecar,
+        "sidecar": sidecar,
     }
 
 
@@ -390,7 +397,8 @@ def input_records(
     Returns
     -------
     dict
-        Role (see :func:`input_files`) -> ``{"URI", "Size", "MTimeNs", "SHA256"}``,
+        Role (see :func:`input_files`) -> ``{"URI", "Size", "MTimeNs", "SHA256",
+        "HashedAtNs"}``,
         ``{"URI", "Missing": true}`` for a file that does not exist (a confounds JSON that
         appears later changes the run), or None for a role without a file.
     """
@@ -411,6 +419,7 @@ def input_records(
             "Size": info.st_size,
             "MTimeNs": info.st_mtime_ns,
             "SHA256": hashes(path),
+            "HashedAtNs": time.time_ns(),
         }
     return records
 
@@ -421,9 +430,10 @@ def inputs_unchanged(
     """Tell whether a run's inputs are those recorded in its sidecar.
 
     A file whose size and modification time (ns) equal the record counts as unchanged
-    without being read; otherwise its content is hashed and compared, so ``touch`` costs one
-    hash but never a recomputation, and an edit that keeps the size (a rewritten ``.nii``, a
-    changed digit in the confounds) is caught.
+    without being read (unless it had been modified less than 2 s before it was hashed);
+    otherwise its content is hashed and compared, so ``touch`` costs one hash but never a
+    recomputation, and an edit that keeps the size (a rewritten ``.nii``, a changed digit in
+    the confounds) is caught.
 
     Parameters
     ----------
@@ -461,7 +471,11 @@ def inputs_unchanged(
             continue
         if record.get("Missing") or record.get("Size") != info.st_size:
             return False
-        if record.get("MTimeNs") == info.st_mtime_ns:
+        # Like git's "racy" rule: a file modified within _RACY_NS before it was hashed may
+        # be rewritten again within the file system's timestamp granularity, so its stat
+        # key alone is not trusted.
+        settled = (record.get("HashedAtNs") or 0) - info.st_mtime_ns > _RACY_NS
+        if record.get("MTimeNs") == info.st_mtime_ns and settled:
             continue
         try:
             if hashes(path) != record.get("SHA256"):
@@ -672,6 +686,14 @@ def process_run(
         paths = outputs.output_paths(
             config.output_dir, inputs.entities, target.atlas.label, stat, desc
         )
+        try:  # a planted link among the folders: refuse before reading or removing anything
+            outputs.ensure_directory(config.output_dir, paths.directory)
+        except OSError as err:
+            reason = f"cannot write {paths.timeseries.name}: {one_line(err)}"
+            statuses.append(
+                RunStatus(inputs.name, inputs.entities, target.atlas.label, "failed", reason)
+            )
+            continue
         fp = run_fingerprint(inputs, target, config)
         sidecar = _complete(paths, fp, inputs, config, hashes)
         if sidecar is not None:
