@@ -81,9 +81,6 @@ def test_resume_checks_input_content_and_ignores_touch(capsys, tmp_path, small):
     assert run_cli(capsys, *argv(small, out))[0] == 0
     one, two = set_of(out, run=1), set_of(out, run=2)
     first = outputs.read_tsv(one.timeseries)
-    recorded = json.loads(one.timeseries_json.read_text())["InputFiles"]
-    assert set(recorded) == {"bold", "mask", "confounds", "confounds_json", "sidecar"}
-    assert all(r["SHA256"].startswith("sha256:") for r in recorded.values())
 
     # touch: new mtimes, same bytes -> hashed once, never recomputed
     before = mtimes(one) | mtimes(two)
@@ -108,6 +105,10 @@ def test_resume_checks_input_content_and_ignores_touch(capsys, tmp_path, small):
     code, stdout = run_cli(capsys, *argv(small, out))
     assert code == 0 and "1 written, 1 already done" in stdout
     assert not np.array_equal(outputs.read_tsv(one.timeseries).to_numpy(), first.to_numpy())
+
+    recorded = json.loads(one.timeseries_json.read_text())["InputFiles"]
+    assert set(recorded) == {"bold", "mask", "confounds", "confounds_json", "sidecar"}
+    assert all(r["SHA256"].startswith("sha256:") for r in recorded.values())
 
     # The confounds JSON (CompCor metadata) and the BOLD sidecar are inputs too.
     for role in ("confounds_json", "sidecar"):
