@@ -20,7 +20,15 @@ Layout of an output dataset (XCP-D 26.x compatible names, BEP038 ``atlas-`` enti
 
 Every file is written to a hidden temporary file in the destination directory, flushed to
 disk and renamed over the destination, so a reader (or a resumed run) never sees a partial
-file. Within one run the timeseries TSV is written last (see :func:`write_run_outputs`).
+file. Within one run the timeseries TSV is written last (see :func:`write_run_outputs`), and
+the timeseries sidecar records the SHA-256 of every other file of the set, so a resumed run
+can tell a complete, consistent set from a truncated or mixed one (:func:`outputs_complete`).
+
+Nothing is read, written or created through a symbolic link bidsapp did not make inside the
+output dataset (:func:`read_regular_bytes`, :func:`ensure_directory`, lock files opened with
+``O_NOFOLLOW``); a planted link is ignored and replaced by the atomic rename. One process at
+a time writes a subject (:class:`SubjectLock`); temporary files of killed writers are
+removed (:func:`remove_stale_temp_files`).
 """
 
 from __future__ import annotations
@@ -1843,9 +1851,10 @@ def write_subject_status(
         Subject label without ``sub-``.
     rows : iterable of mapping
         One mapping per run, atlas and denoise label with keys from :data:`STATUS_COLUMNS`:
-        pybids entity names, ``space``, ``atlas``, ``denoise``, ``status`` (``ok``, ``failed``
-        or ``skipped``), ``reason``, ``volumes_total``, ``volumes_kept``, ``mean_fd`` (mm),
-        ``regions_below_coverage``, ``stat`` (extraction statistic) and ``outputs`` (a
+        pybids entity names (any spelling of :data:`ENTITY_ALIASES`; stored under the
+        canonical name), ``space``, ``atlas``, ``denoise``, ``status`` (``ok``, ``failed``,
+        ``excluded``; ``skipped`` from older versions reads back as ``ok``), ``reason``,
+        ``volumes_total``, ``volumes_kept``, ``mean_fd`` (mm), ``regions_below_coverage``, ``stat`` (extraction statistic) and ``outputs`` (a
         sequence of paths, stored relative to ``output_dir`` and joined with ``;``, or a
         string kept as is). Keys in :data:`DROPPED_ENTITIES` are ignored (they name no
         output); other extra keys become extra columns.

@@ -1,10 +1,15 @@
 """run(config): query -> atlas -> extract (joblib) -> write -> summary.
 
-Each run is an independent job: one that fails is reported with a one-line reason and the
-others still finish. Outputs of a run are written atomically, timeseries TSV last, so a
-timeseries TSV whose sidecar records the same parameters fingerprint means the run is
-complete (resume). After the last run of a subject, its status table and HTML report are
-written.
+Each run is an independent job: one that fails (or is excluded) is reported with a one-line
+reason, the files an earlier invocation wrote for it are removed, and the others still
+finish. Outputs of a run are written atomically, timeseries TSV last. A rerun keeps a run's
+outputs (resume) only when the whole set is present and consistent, its sidecar records the
+same settings fingerprint, and the inputs have the content recorded in the sidecar
+(``InputFiles``: size and modification time first, SHA-256 when they differ); the status
+table then keeps the run's original outcome. Every output name of the invocation is
+computed before anything is written, and two jobs that would write one file both fail.
+Each subject is written under an exclusive lock. After the last run of a subject, its
+status table and HTML report are written.
 """
 
 from __future__ import annotations
