@@ -1855,9 +1855,10 @@ def write_subject_status(
         canonical name), ``space``, ``atlas``, ``denoise``, ``status`` (``ok``, ``failed``,
         ``excluded``; ``skipped`` from older versions reads back as ``ok``), ``reason``,
         ``volumes_total``, ``volumes_kept``, ``mean_fd`` (mm), ``regions_below_coverage``,
-        ``stat`` (extraction statistic) and ``outputs`` (a
-        string kept as is). Keys in :data:`DROPPED_ENTITIES` are ignored (they name no
-        output); other extra keys become extra columns.
+        ``stat`` (extraction statistic) and ``outputs`` (a sequence of paths, stored
+        relative to ``output_dir`` and joined with ``;``, or a string kept as is). Keys in
+        :data:`DROPPED_ENTITIES` are ignored (they name no output); other extra keys become
+        extra columns.
 
     Returns
     -------
