@@ -244,6 +244,18 @@ def _atlas_labels(config: RunConfig) -> list[str]:
     return labels
 
 
+def _check_atlas_labels(config: RunConfig) -> None:
+    """Refuse two ``--atlas`` values that would write one ``atlas-`` label (exit code 2)."""
+    seen: dict[str, str] = {}
+    for spec, label in zip(config.atlases, _atlas_labels(config), strict=True):
+        if label in seen and seen[label] != spec:
+            raise UsageProblem(
+                f"--atlas {seen[label]} and --atlas {spec} both write atlas-{label} outputs; "
+                "bidsapp does not pick one: rename one of the files"
+            )
+        seen[label] = spec
+
+
 def _grid_key(inputs: RunInputs) -> tuple:
     return (inputs.space, tuple(round(z, 3) for z in inputs.voxel_size_mm))
 
@@ -1059,6 +1071,7 @@ def run_participant(config: RunConfig) -> int:
 
     check_directories(config)
     check_options(config)
+    _check_atlas_labels(config)
     started = time.perf_counter()
     database_dir = config.work_dir / "pybids_db" if config.work_dir else None
     try:

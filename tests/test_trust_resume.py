@@ -442,3 +442,20 @@ def test_overwrite_replaces_a_corrected_local_lut(capsys, tmp_path, small, templ
 def test_host_label_is_usable_in_names():
     assert outputs._host() and "." not in outputs._host()
     assert socket.gethostname()
+
+
+def test_two_atlases_with_one_label_are_refused(capsys, tmp_path, small, templateflow_home):
+    folder = templateflow_home / f"tpl-{SPACE}"
+    dseg = folder / f"tpl-{SPACE}_res-02_atlas-Schaefer2018_desc-100Parcels7Networks_dseg.nii.gz"
+    specs = []
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        shutil.copy(dseg, tmp_path / name / f"tpl-{SPACE}_atlas-mine_dseg.nii.gz")
+        pd.DataFrame({"index": [1], "name": [name]}).to_csv(
+            tmp_path / name / f"tpl-{SPACE}_atlas-mine_dseg.tsv", sep="\t", index=False
+        )
+        specs += ["--atlas", tmp_path / name / f"tpl-{SPACE}_atlas-mine_dseg.nii.gz"]
+    out = tmp_path / "out"
+    code, stdout = run_cli(capsys, small, out, "participant", "--no-reports", *specs)
+    assert code == 2 and str(tmp_path / "a") in stdout and str(tmp_path / "b") in stdout
+    assert not list(out.rglob("*_timeseries.tsv"))
