@@ -20,13 +20,22 @@ Layout of an output dataset (XCP-D 26.x compatible names, BEP038 ``atlas-`` enti
 
 Every file is written to a hidden temporary file in the destination directory, flushed to
 disk and renamed over the destination, so a reader (or a resumed run) never sees a partial
-file. Within one run the timeseries TSV is written last (see :func:`write_run_outputs`).
+file. Within one run the timeseries TSV is written last (see :func:`write_run_outputs`), and
+the timeseries sidecar records the SHA-256 of every other file of the set, so a resumed run
+can tell a complete, consistent set from a truncated or mixed one (:func:`outputs_complete`).
+
+Nothing is read, written or created through a symbolic link bidsapp did not make inside the
+output dataset (:func:`read_regular_bytes`, :func:`ensure_directory`, lock files opened with
+``O_NOFOLLOW``); a planted link is ignored and replaced by the atomic rename. One process at
+a time writes a subject (:class:`SubjectLock`); temporary files of killed writers are
+removed (:func:`remove_stale_temp_files`).
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
+import hashlib
 import io
 import json
 import logging
@@ -34,6 +43,7 @@ import math
 import os
 import re
 import secrets
+import stat as stat_module
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,45 +67,75 @@ logger = logging.getLogger(__name__)
 #: dataset claims, nor make two nodes of one SLURM array write different descriptions.
 BIDS_VERSION = "1.11.1"
 
-#: Entities bidsapp may write, as (pybids name, filename key), in BIDS order. ``stat`` is not a
-#: BIDS entity; it sits where XCP-D puts it, after ``atlas``/``res``/``den`` and before ``desc``.
+#: Entities bidsapp may write, as (name, filename key), in the order of the BIDS schema
+#: (``rules.entities`` of BIDS 1.11; names are the schema's, except ``res``, ``den`` and
+#: ``desc``, which keep pybids's short names). ``stat`` is not a BIDS entity; it sits where
+#: XCP-D puts it, after ``atlas``/``res``/``den`` and before ``desc``. ``cohort`` (a
+#: TemplateFlow entity fMRIPrep writes after ``space-``) is in the schema's list.
 ENTITY_ORDER: tuple[tuple[str, str], ...] = (
     ("subject", "sub"),
     ("template", "tpl"),
     ("session", "ses"),
+    ("cohort", "cohort"),
+    ("sample", "sample"),
     ("task", "task"),
+    ("tracksys", "tracksys"),
     ("acquisition", "acq"),
+    ("nucleus", "nuc"),
+    ("volume", "voi"),
     ("ceagent", "ce"),
+    ("tracer", "trc"),
+    ("stain", "stain"),
     ("reconstruction", "rec"),
     ("direction", "dir"),
     ("run", "run"),
+    ("modality", "mod"),
     ("echo", "echo"),
+    ("flip", "flip"),
+    ("inversion", "inv"),
+    ("mtransfer", "mt"),
     ("part", "part"),
+    ("processing", "proc"),
+    ("hemisphere", "hemi"),
     ("space", "space"),
+    ("split", "split"),
+    ("recording", "recording"),
+    ("chunk", "chunk"),
     ("atlas", "atlas"),
+    ("segmentation", "seg"),
+    ("scale", "scale"),
     ("res", "res"),
     ("den", "den"),
+    ("label", "label"),
     ("stat", "stat"),
     ("desc", "desc"),
 )
 _ENTITY_KEYS = dict(ENTITY_ORDER)
-_INDEX_ENTITIES = frozenset({"run", "echo"})
+_INDEX_ENTITIES = frozenset({"run", "echo", "flip", "inversion", "split", "chunk"})
+#: Other spellings of an entity (pybids config names, schema long names, file-name keys)
+#: -> the name used in :data:`ENTITY_ORDER`; entity dicts from pybids use the first kind.
+ENTITY_ALIASES: dict[str, str] = {
+    **{key: name for name, key in ENTITY_ORDER},
+    **{name: name for name, _ in ENTITY_ORDER},
+    "staining": "stain",
+    "proc": "processing",
+    "inv": "inversion",
+    "mt": "mtransfer",
+    "hemi": "hemisphere",
+    "resolution": "res",
+    "density": "den",
+    "description": "desc",
+}
 
-#: Entities of the input BOLD kept in output names (``space`` is written separately).
-RUN_ENTITIES: tuple[str, ...] = (
-    "subject",
-    "session",
-    "task",
-    "acquisition",
-    "ceagent",
-    "reconstruction",
-    "direction",
-    "run",
-    "echo",
-    "part",
+#: Entities of the input BOLD carried into output names (every entity but ``space``, which
+#: is written separately, and those bidsapp sets itself), in BIDS order. Keeping all of them
+#: is what keeps two inputs (two resolutions, ``part-mag``/``part-phase``, two cohorts)
+#: from writing one output name.
+RUN_ENTITIES: tuple[str, ...] = tuple(
+    name for name, _ in ENTITY_ORDER if name not in {"template", "space", "atlas", "stat", "desc"}
 )
 #: Keys of a pybids entity dict that are deliberately not carried into output names.
-DROPPED_ENTITIES = frozenset({"res", "den", "desc", "suffix", "extension", "datatype"})
+DROPPED_ENTITIES = frozenset({"desc", "description", "suffix", "extension", "datatype"})
 
 #: Where the atlas dataset lives, relative to the output directory (BIDS ``sourcedata/`` is
 #: opaque to the validator and skipped by pybids, and XCP-D uses the same place).
@@ -114,10 +154,26 @@ BIDSIGNORE_PATTERNS: tuple[str, ...] = (
     "/group",
 )
 
+#: Entity columns every status table has (other entities of a run become extra columns).
+_STATUS_ENTITY_COLUMNS: tuple[str, ...] = (
+    "subject",
+    "session",
+    "task",
+    "acquisition",
+    "ceagent",
+    "reconstruction",
+    "direction",
+    "run",
+    "echo",
+    "part",
+)
 #: Columns of the per-subject run status table, in file order.
 STATUS_COLUMNS: tuple[str, ...] = (
-    *RUN_ENTITIES,
+    *_STATUS_ENTITY_COLUMNS,
     "space",
+    "cohort",
+    "res",
+    "den",
     "atlas",
     "stat",
     "denoise",
@@ -129,7 +185,8 @@ STATUS_COLUMNS: tuple[str, ...] = (
     "regions_below_coverage",
     "outputs",
 )
-#: Columns identifying one row: re-running a run replaces the row with the same key.
+#: Columns identifying one row: re-running a run replaces the row with the same key. Every
+#: entity of the input is part of it, so rows of two resolutions (or parts) never merge.
 STATUS_KEY: tuple[str, ...] = (*RUN_ENTITIES, "space", "atlas", "stat", "denoise")
 #: Allowed values of the ``status`` column.
 STATUS_VALUES = frozenset({"ok", "failed", "skipped", "excluded"})
@@ -271,6 +328,7 @@ def bids_name(entities: Mapping[str, Any], *, suffix: str, extension: str) -> st
         For an unknown entity, an invalid value, suffix or extension.
 
     """
+    entities = canonical_entities(entities)
     unknown = sorted(set(entities) - set(_ENTITY_KEYS))
     if unknown:
         raise ValueError(
@@ -341,6 +399,9 @@ class RunOutputPaths:
         Per-region brain-mask coverage TSV and sidecar.
     relmat, relmat_json : Path
         Pearson correlation matrix TSV and sidecar.
+    root : Path or None
+        The output dataset root; when set, the folders between it and ``directory`` must
+        not be symbolic links (:func:`ensure_directory`).
 
     """
 
@@ -351,6 +412,7 @@ class RunOutputPaths:
     coverage_json: Path
     relmat: Path
     relmat_json: Path
+    root: Path | None = None
 
     def all(self) -> list[Path]:
         """Return every file path, in the order :func:`write_run_outputs` writes them.
@@ -371,16 +433,55 @@ class RunOutputPaths:
         ]
 
 
+def canonical_entities(entities: Mapping[str, Any]) -> dict[str, Any]:
+    """Rename entity keys to the names of :data:`ENTITY_ORDER` (pybids or short spellings).
+
+    Parameters
+    ----------
+    entities : mapping
+        Entity dict, e.g. from pybids (``resolution``, ``proc``) or with file-name keys.
+
+    Returns
+    -------
+    dict
+        The same items under canonical names (``res``, ``processing``); None values are
+        dropped; unknown keys are kept as given (callers decide whether they are an error).
+
+    Raises
+    ------
+    ValueError
+        If two spellings of one entity carry different values.
+
+    """
+    clean: dict[str, Any] = {}
+    for key, value in entities.items():
+        if _is_missing(value):
+            continue
+        name = ENTITY_ALIASES.get(key, key)
+        if name in clean and str(clean[name]) != str(value):
+            raise ValueError(
+                f"Entity {name!r} given twice with different values: {clean[name]!r} and "
+                f"{value!r} (in {dict(entities)})."
+            )
+        clean[name] = value
+    return clean
+
+
 def _run_entities(entities: Mapping[str, Any]) -> dict[str, Any]:
-    """Keep the input entities that name an output; reject ones that cannot be placed."""
-    unexpected = sorted(set(entities) - set(RUN_ENTITIES) - DROPPED_ENTITIES - {"space"})
+    """Keep the input entities that name an output; reject ones that cannot be placed.
+
+    An entity that cannot be written is an error, never silently dropped: dropping it would
+    let two different inputs write one output name.
+    """
+    canonical = canonical_entities(entities)
+    unexpected = sorted(set(canonical) - set(RUN_ENTITIES) - DROPPED_ENTITIES - {"space"})
     if unexpected:
         raise ValueError(
             f"Run entities {unexpected} cannot be written in output names; "
             f"known entities are {list(RUN_ENTITIES)} (plus space, and {sorted(DROPPED_ENTITIES)}"
             " which are dropped)."
         )
-    kept = {name: entities.get(name) for name in RUN_ENTITIES}
+    kept = {name: canonical.get(name) for name in RUN_ENTITIES}
     if kept["subject"] is None or kept["task"] is None:
         raise ValueError(f"Run entities need 'subject' and 'task'; got {dict(entities)}.")
     return kept
@@ -400,8 +501,10 @@ def output_paths(
     output_dir : path-like
         Root of the output derivative dataset.
     entities : mapping
-        Entities of the preprocessed BOLD (pybids long names). ``res``, ``den``, ``desc``,
-        ``suffix``, ``extension`` and ``datatype`` are dropped; ``space`` is required.
+        Entities of the preprocessed BOLD (pybids long names or file-name keys). Every
+        entity is kept, in BIDS order (``res``, ``den``, ``cohort``, ``part`` included), so
+        two inputs never share output names; ``desc``, ``suffix``, ``extension`` and
+        ``datatype`` are dropped; ``space`` is required.
     atlas : str
         Alphanumeric atlas label.
     strategy : str
@@ -422,9 +525,10 @@ def output_paths(
 
     """
     run = _run_entities(entities)
-    if entities.get("space") is None:
+    space = canonical_entities(entities).get("space")
+    if space is None:
         raise ValueError(f"Run entities need 'space'; got {dict(entities)}.")
-    base = {**run, "space": entities["space"], "atlas": atlas}
+    base = {**run, "space": space, "atlas": atlas}
     directory = Path(output_dir) / f"sub-{check_label(run['subject'], entity='subject')}"
     if run["session"] is not None:
         directory = directory / f"ses-{check_label(run['session'], entity='session')}"
@@ -446,6 +550,7 @@ def output_paths(
         coverage_json=path("coverage", None, "bold", ".json"),
         relmat=path("pearsoncorrelation", relmat_desc, "relmat", ".tsv"),
         relmat_json=path("pearsoncorrelation", relmat_desc, "relmat", ".json"),
+        root=Path(output_dir),
     )
 
 
@@ -454,9 +559,215 @@ def output_paths(
 # --------------------------------------------------------------------------------------------
 
 
+#: Hidden temporary files: ``.<name>.<host>.<pid>.<token>.tmp`` (older versions wrote
+#: ``.<name>.<pid>.<token>.tmp``). The host and pid tell a later run whether the writer is
+#: dead, so its leftovers can be removed safely (:func:`remove_stale_temp_files`).
+_TEMP_RE = re.compile(
+    r"^\.(?P<name>.+?)(?:\.(?P<host>[A-Za-z0-9-]+))?\.(?P<pid>[0-9]+)\.[0-9a-f]{8}\.tmp$"
+)
+#: Leftover temporary files older than this are removed whoever wrote them (seconds).
+STALE_TEMP_SECONDS = 3600.0
+
+
+def _host() -> str:
+    """Return the host name as a label usable inside a temporary file name."""
+    import socket
+
+    return re.sub(r"[^A-Za-z0-9-]+", "-", socket.gethostname()) or "host"
+
+
 def _temp_path(path: Path) -> Path:
     """Hidden, unique sibling of ``path``: ignored by pybids and the validator if left over."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+    return path.with_name(f".{path.name}.{_host()}.{os.getpid()}.{secrets.token_hex(4)}.tmp")
+
+
+def _pid_alive(pid: int) -> bool:
+    """Tell whether a process of this machine with this pid exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def remove_stale_temp_files(
+    directory: str | os.PathLike[str], *, recursive: bool = False, any_writer: bool = False
+) -> list[Path]:
+    """Remove hidden temporary files left in ``directory`` by killed writers.
+
+    A temporary file is removed when ``any_writer`` is True (the caller holds the lock that
+    every writer of this folder holds, e.g. the subject lock), when its writer ran on this
+    host and its process no longer exists, or when it is older than
+    :data:`STALE_TEMP_SECONDS`. A file of a live writer is never removed otherwise. Symbolic
+    links are never followed (a link named like a temporary file is removed, not its target).
+
+    Parameters
+    ----------
+    directory : path-like
+        Folder to clean; nothing happens when it does not exist.
+    recursive : bool
+        Also clean sub-folders (never entering linked folders).
+    any_writer : bool
+        Remove every temporary file, whoever wrote it.
+
+    Returns
+    -------
+    list of Path
+        Files removed.
+
+    """
+    import time
+
+    root = Path(directory)
+    host, now, removed = _host(), time.time(), []
+    try:
+        entries = list(os.scandir(root))
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    for entry in entries:
+        if entry.is_dir(follow_symlinks=False):
+            if recursive:
+                removed += remove_stale_temp_files(
+                    entry.path, recursive=True, any_writer=any_writer
+                )
+            continue
+        found = _TEMP_RE.match(entry.name)
+        if found is None:
+            continue
+        try:
+            old = now - entry.stat(follow_symlinks=False).st_mtime > STALE_TEMP_SECONDS
+        except FileNotFoundError:
+            continue
+        dead = found["host"] == host and not _pid_alive(int(found["pid"]))
+        if any_writer or old or dead:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(entry.path)
+                removed.append(Path(entry.path))
+                logger.info("Removed %s, left by an interrupted run", entry.path)
+    return removed
+
+
+class LinkedPathError(OSError):
+    """A path bidsapp would create or write through is a symbolic link it did not make."""
+
+
+def ensure_directory(root: str | os.PathLike[str], directory: str | os.PathLike[str]) -> Path:
+    """Create ``directory`` (inside ``root``) without going through a symbolic link.
+
+    ``root`` itself may be a link the user made; every folder below it that bidsapp creates
+    or uses must be a real directory, so that no file is written outside the dataset.
+
+    Parameters
+    ----------
+    root : path-like
+        The output dataset root (created if missing).
+    directory : path-like
+        A folder inside ``root`` (absolute, or relative to ``root``).
+
+    Returns
+    -------
+    Path
+        ``directory``.
+
+    Raises
+    ------
+    LinkedPathError
+        If a folder between ``root`` and ``directory`` is a symbolic link or not a folder.
+    ValueError
+        If ``directory`` is not inside ``root``.
+
+    """
+    base = Path(root)
+    target = Path(directory) if Path(directory).is_absolute() else base / directory
+    relative = Path(os.path.abspath(target)).relative_to(os.path.abspath(base))
+    base.mkdir(parents=True, exist_ok=True)
+    current = base
+    for part in relative.parts:
+        current = current / part
+        try:
+            os.mkdir(current)
+        except FileExistsError:
+            pass
+        info = os.lstat(current)
+        if stat_module.S_ISLNK(info.st_mode) or not stat_module.S_ISDIR(info.st_mode):
+            kind = "a symbolic link" if stat_module.S_ISLNK(info.st_mode) else "not a folder"
+            raise LinkedPathError(
+                f"{current} is {kind}: bidsapp writes only into folders it made; remove it"
+            )
+    return target
+
+
+def no_linked_folder(root: str | os.PathLike[str], directory: str | os.PathLike[str]) -> bool:
+    """Tell whether no folder between ``root`` and ``directory`` is a symbolic link.
+
+    Folders that do not exist yet count as fine; ``root`` itself may be a link.
+
+    Parameters
+    ----------
+    root : path-like
+        The output dataset root.
+    directory : path-like
+        A folder inside ``root``.
+
+    Returns
+    -------
+    bool
+        False if any existing component below ``root`` is a link or not a folder.
+
+    """
+    current = Path(root)
+    try:
+        relative = Path(os.path.abspath(directory)).relative_to(os.path.abspath(root))
+    except ValueError:
+        return False
+    for part in relative.parts:
+        current = current / part
+        try:
+            info = os.lstat(current)
+        except FileNotFoundError:
+            return True
+        if not stat_module.S_ISDIR(info.st_mode):
+            return False
+    return True
+
+
+def read_regular_bytes(path: str | os.PathLike[str]) -> bytes | None:
+    """Read a file bidsapp wrote, refusing to follow a symbolic link.
+
+    Parameters
+    ----------
+    path : path-like
+        A file inside the output dataset.
+
+    Returns
+    -------
+    bytes or None
+        Its content; None (with a warning) when ``path`` is a symbolic link or not a regular
+        file: such a file was planted, is never read, and is replaced by the next write.
+
+    Raises
+    ------
+    FileNotFoundError
+        If ``path`` does not exist.
+
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags)
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+        if os.path.islink(path):
+            logger.warning("Ignoring %s: it is a symbolic link bidsapp did not make", path)
+            return None
+        raise
+    with os.fdopen(fd, "rb") as fobj:
+        if not stat_module.S_ISREG(os.fstat(fobj.fileno()).st_mode):
+            logger.warning("Ignoring %s: it is not a regular file", path)
+            return None
+        return fobj.read()
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -707,13 +1018,15 @@ def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any] | None:
     Returns
     -------
     dict or None
-        Its content, or None when the file is missing, unreadable, not valid JSON or not a
-        JSON object (all mean "recompute").
+        Its content, or None when the file is missing, unreadable, a symbolic link (never
+        followed), not valid JSON or not a JSON object (all mean "recompute").
 
     """
     try:
-        with open(path, encoding="utf-8") as fobj:
-            data = json.load(fobj)
+        raw = read_regular_bytes(path)
+        if raw is None:  # a planted link or a special file: never read
+            return None
+        data = json.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         return None
     except (OSError, ValueError) as exc:
@@ -728,13 +1041,37 @@ def read_sidecar(path: str | os.PathLike[str]) -> dict[str, Any] | None:
 def _write_if_changed(path: Path, text: str) -> bool:
     """Atomically write ``text`` unless ``path`` already holds exactly that text."""
     try:
-        if path.read_text(encoding="utf-8") == text:
+        if read_regular_bytes(path) == text.encode("utf-8"):
             logger.debug("%s is up to date", path)
             return False
-    except (FileNotFoundError, UnicodeDecodeError):
+    except FileNotFoundError:
         pass
-    atomic_write_text(path, text)
+    atomic_write_text(path, text)  # the rename replaces a planted link, never its target
     return True
+
+
+def _open_lock_file(path: Path) -> int:
+    """Open (creating) a lock file without following a symbolic link; return its fd.
+
+    A link planted at ``path`` is removed (bidsapp never makes one), so the lock is never
+    taken on, nor creates, the file it points to.
+    """
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    for _ in range(3):
+        try:
+            fd = os.open(path, flags, 0o666)
+        except OSError:
+            if not os.path.islink(path):
+                raise
+            logger.warning("Removing %s: a symbolic link where bidsapp keeps a lock file", path)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            continue
+        if not stat_module.S_ISREG(os.fstat(fd).st_mode):
+            os.close(fd)
+            raise LinkedPathError(f"{path} is not a regular file; remove it")
+        return fd
+    raise LinkedPathError(f"{path} keeps being replaced by a symbolic link; remove it")
 
 
 @contextlib.contextmanager
@@ -748,12 +1085,94 @@ def _locked(path: Path) -> Iterator[None]:
         yield
         return
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(f".{path.name.lstrip('.')}.lock"), "a") as fobj:
-        fcntl.flock(fobj.fileno(), fcntl.LOCK_EX)
+    fd = _open_lock_file(path.with_name(f".{path.name.lstrip('.')}.lock"))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.flock(fobj.fileno(), fcntl.LOCK_UN)
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+class SubjectLock:
+    """An exclusive, cross-process lock on one subject's outputs (``logs/.sub-<s>.lock``).
+
+    One invocation holds it while it checks, writes or removes that subject's run outputs,
+    status table and report, so two jobs with different options can never leave files of
+    two configurations side by side. The lock file holds the holder's pid and host; a second
+    invocation prints that it waits, and for whom, then proceeds when the lock is released
+    (``flock`` is released by the kernel when the holder dies, even by ``kill -9``). Take
+    several subjects' locks in sorted order, so two invocations never deadlock.
+
+    Parameters
+    ----------
+    output_dir : path-like
+        Output dataset root.
+    subject : str
+        Subject label without ``sub-``.
+    announce : callable, optional
+        Called with a message when the lock is busy (default: print it).
+
+    """
+
+    def __init__(
+        self, output_dir: str | os.PathLike[str], subject: str, announce: Any = None
+    ) -> None:
+        self.output_dir = Path(output_dir)
+        self.subject = check_label(subject, entity="subject")
+        self.path = self.output_dir / "logs" / f".sub-{self.subject}.lock"
+        self._announce = announce or (lambda message: print(message, flush=True))
+        self._fd: int | None = None
+
+    def acquire(self) -> SubjectLock:
+        """Take the lock, waiting (with a message) while another process holds it.
+
+        Returns
+        -------
+        SubjectLock
+            ``self``.
+
+        Raises
+        ------
+        LinkedPathError
+            If ``logs/`` is a symbolic link or the lock path is not a regular file.
+
+        """
+        ensure_directory(self.output_dir, "logs")
+        fd = _open_lock_file(self.path)
+        if fcntl is not None:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 256, 0).decode("utf-8", "replace").strip() or "unknown"
+                self._announce(
+                    f"waiting for sub-{self.subject}: another bidsapp ({holder}) is writing "
+                    f"it (lock {self.path})"
+                )
+                fcntl.flock(fd, fcntl.LOCK_EX)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {_host()}\n".encode(), 0)
+        self._fd = fd
+        return self
+
+    def release(self) -> None:
+        """Release the lock (idempotent)."""
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        with contextlib.suppress(OSError):
+            os.ftruncate(fd, 0)
+        if fcntl is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+
+    def __enter__(self) -> SubjectLock:
+        return self.acquire()
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 # --------------------------------------------------------------------------------------------
@@ -893,10 +1312,19 @@ def write_run_outputs(
             (paths.relmat, _tsv_text(table, path=paths.relmat)),
             (paths.relmat_json, _json_text(dict(relmat_sidecar))),
         ]
+    timeseries_text = _tsv_text(timeseries, path=paths.timeseries)
+    # The sidecar records the hash of every other file of the set (all texts are known
+    # before anything is written), so resume can tell a complete, consistent set from a
+    # truncated TSV or a relmat left by another configuration (:func:`outputs_complete`).
+    members = {path.name: _sha256_text(text) for path, text in planned}
+    members[paths.timeseries.name] = _sha256_text(timeseries_text)
+    sidecar = {**dict(timeseries_sidecar), OUTPUT_FILES_KEY: members}
     planned += [
-        (paths.timeseries_json, _json_text(dict(timeseries_sidecar))),
-        (paths.timeseries, _tsv_text(timeseries, path=paths.timeseries)),
+        (paths.timeseries_json, _json_text(sidecar)),
+        (paths.timeseries, timeseries_text),
     ]
+    if paths.root is not None:  # no folder of the set may be a planted link
+        ensure_directory(paths.root, paths.directory)
     paths.timeseries.unlink(missing_ok=True)
     if relmat is None:
         paths.relmat.unlink(missing_ok=True)
@@ -907,8 +1335,25 @@ def write_run_outputs(
     return [path for path, _ in planned]
 
 
+#: Key of the timeseries sidecar recording the SHA-256 of every other file of the run's set.
+OUTPUT_FILES_KEY = "OutputFiles"
+
+
+def _sha256_text(text: str) -> str:
+    """``sha256:<hex>`` of a text's UTF-8 bytes."""
+    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def outputs_complete(paths: RunOutputPaths, parameters: Mapping[str, Any]) -> bool:
-    """Tell whether a run's outputs exist and were made with the given parameters.
+    """Tell whether a run's whole set of outputs exists, is consistent and has the parameters.
+
+    Complete means: the timeseries sidecar is a regular file (not a symbolic link) holding
+    every item of ``parameters`` with an equal value and an ``OutputFiles`` record, and every
+    file that record names (timeseries TSV, coverage TSV and JSON, relmat TSV and JSON) is a
+    regular file whose SHA-256 equals the recorded one. A truncated TSV, a deleted coverage
+    or relmat file, or one written by another configuration makes the set incomplete, and
+    the run is recomputed. The files are small (a 400-region relmat is ~3 MB), so hashing
+    them costs milliseconds.
 
     Parameters
     ----------
@@ -921,17 +1366,62 @@ def outputs_complete(paths: RunOutputPaths, parameters: Mapping[str, Any]) -> bo
     Returns
     -------
     bool
-        True if the timeseries TSV exists and its sidecar holds every item of
-        ``parameters`` with an equal value.
+        True if the set is complete and matches ``parameters``.
 
     """
-    if not paths.timeseries.is_file():
+    if paths.root is not None and not no_linked_folder(paths.root, paths.directory):
         return False
     sidecar = read_sidecar(paths.timeseries_json)
     if sidecar is None:
         return False
     expected = json.loads(_json_text(dict(parameters)))
-    return all(key in sidecar and sidecar[key] == value for key, value in expected.items())
+    if not all(key in sidecar and sidecar[key] == value for key, value in expected.items()):
+        return False
+    members = sidecar.get(OUTPUT_FILES_KEY)
+    known = {p.name: p for p in paths.all() if p != paths.timeseries_json}
+    if not isinstance(members, dict) or paths.timeseries.name not in members:
+        return False
+    for name, digest in members.items():
+        path = known.get(name)
+        if path is None:
+            return False
+        try:
+            data = read_regular_bytes(path)
+        except OSError:
+            return False
+        if data is None or "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+            logger.info("%s is missing or differs from its record: recomputing", path)
+            return False
+    # A relmat the record does not name must not sit beside the set (another configuration).
+    return all(name in members or not os.path.lexists(p) for name, p in known.items())
+
+
+def remove_run_outputs(paths: RunOutputPaths) -> list[Path]:
+    """Remove the files of one run's set (only the names bidsapp gives that set).
+
+    Used when a run fails or is excluded, so outputs of an earlier invocation do not stay
+    looking current. The timeseries TSV (the completion marker) goes first. Nothing is
+    removed when a folder of the set is a symbolic link (its files are not bidsapp's).
+
+    Parameters
+    ----------
+    paths : RunOutputPaths
+        From :func:`output_paths`.
+
+    Returns
+    -------
+    list of Path
+        Files removed.
+
+    """
+    removed: list[Path] = []
+    if paths.root is not None and not no_linked_folder(paths.root, paths.directory):
+        return removed  # never delete through a planted link (the target is not ours)
+    for path in reversed(paths.all()):
+        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+            os.unlink(path)  # a planted link is removed itself, never its target
+            removed.append(path)
+    return removed
 
 
 # --------------------------------------------------------------------------------------------
@@ -1047,12 +1537,13 @@ def write_bidsignore(
     """
     path = Path(output_dir) / ".bidsignore"
     with _locked(path):
-        try:
-            lines = path.read_text(encoding="utf-8").splitlines()
+        try:  # a planted link is not read (its target's lines are not copied) but replaced
+            raw = read_regular_bytes(path)
         except FileNotFoundError:
-            lines = []
+            raw = b""
+        lines = (raw or b"").decode("utf-8", "replace").splitlines()
         missing = [p for p in dict.fromkeys(patterns) if p not in {s.strip() for s in lines}]
-        if missing:
+        if missing or raw is None:
             atomic_write_text(path, "\n".join([*lines, *missing]) + "\n")
     return path
 
@@ -1122,17 +1613,22 @@ def _lut_column_descriptions(lut: pd.DataFrame) -> dict[str, Any]:
 
 
 def _write_unless_different(path: Path, data: bytes, *, overwrite: bool, what: str) -> None:
-    """Write ``data`` if ``path`` is missing; keep an identical file; refuse a different one."""
+    """Write ``data`` if ``path`` is missing; keep an identical file; refuse a different one.
+
+    A symbolic link at ``path`` is not read and is replaced (bidsapp never makes one).
+    """
     try:
-        if path.read_bytes() == data:
-            return
+        old = read_regular_bytes(path)
     except FileNotFoundError:
-        atomic_write_bytes(path, data)
-        return
-    if not overwrite:
+        old = None
+    else:
+        if old == data:
+            return
+    if old is not None and not overwrite:
         raise FileExistsError(
-            f"{path} already holds a different {what}. Two different atlases share this name: "
-            "give one another label, or remove the old outputs (or pass overwrite=True)."
+            f"{path} already holds a different {what}: another atlas of this name was used "
+            "before (or the atlas file changed). Pass --overwrite to replace it and recompute "
+            "the runs made with it, or give this atlas another name."
         )
     atomic_write_bytes(path, data)
 
@@ -1175,7 +1671,8 @@ def copy_atlas(
     atlas : AtlasLike
         Atlas with ``label``, ``space``, ``dseg``, ``lut`` and ``lut_path``.
     overwrite : bool
-        Replace an existing image or LUT of the same name whose content differs.
+        Replace an existing image or LUT of the same name whose content differs (the
+        ``--overwrite`` option: e.g. a corrected local LUT).
 
     Returns
     -------
@@ -1185,7 +1682,10 @@ def copy_atlas(
     Raises
     ------
     FileExistsError
-        If a different image or LUT already has this name and ``overwrite`` is False.
+        If a different image or LUT already has this name and ``overwrite`` is False; the
+        message says to pass ``--overwrite``.
+    LinkedPathError
+        If a folder of the atlas dataset is a symbolic link.
     FileNotFoundError
         If the atlas image does not exist.
     ValueError
@@ -1209,6 +1709,7 @@ def copy_atlas(
         description=root / f"atlas-{label}_description.json",
     )
     lut_text = _tsv_text(_lut_table(atlas.lut, label), path=files.lut)
+    ensure_directory(output_dir, files.image.parent.relative_to(Path(output_dir)))
     _write_if_changed(root / "dataset_description.json", _atlas_dataset_description())
     _write_unless_different(files.image, source.read_bytes(), overwrite=overwrite, what="image")
     _write_unless_different(files.lut, lut_text.encode(), overwrite=overwrite, what="LUT")
@@ -1283,7 +1784,9 @@ def _outputs_cell(value: Any, output_dir: Path) -> Any:
 def _normalise_status_row(row: Mapping[str, Any], subject: str, output_dir: Path) -> dict[str, Any]:
     """Check one status row and turn its values into what the table stores."""
     clean = {
-        k: (None if _is_missing(v) else v) for k, v in row.items() if k not in DROPPED_ENTITIES
+        ENTITY_ALIASES.get(k, k): (None if _is_missing(v) else v)
+        for k, v in row.items()
+        if k not in DROPPED_ENTITIES
     }
     if clean.get("subject") is None:
         clean["subject"] = subject
@@ -1309,11 +1812,20 @@ def _empty_status() -> pd.DataFrame:
 
 
 def _read_status_table(path: Path) -> pd.DataFrame:
-    """Read a status table as text cells; no rows when the file is missing."""
+    """Read a status table as text cells; no rows when it is missing or a planted link."""
     try:
-        return read_tsv(path, dtype=str)
+        raw = read_regular_bytes(path)
     except FileNotFoundError:
         return _empty_status()
+    if raw is None:
+        return _empty_status()
+    table = read_tsv(io.BytesIO(raw), dtype=str)
+    # Canonical entity names (an older table may say 'resolution'); legacy 'skipped' rows
+    # were complete runs found again: they read as 'ok'.
+    table = table.rename(columns={c: ENTITY_ALIASES.get(c, c) for c in table.columns})
+    if "status" in table:
+        table["status"] = table["status"].replace({"skipped": "ok"})
+    return table
 
 
 def _read_status_rows(path: Path) -> list[dict[str, Any]]:
@@ -1339,12 +1851,14 @@ def write_subject_status(
         Subject label without ``sub-``.
     rows : iterable of mapping
         One mapping per run, atlas and denoise label with keys from :data:`STATUS_COLUMNS`:
-        pybids entity names, ``space``, ``atlas``, ``denoise``, ``status`` (``ok``, ``failed``
-        or ``skipped``), ``reason``, ``volumes_total``, ``volumes_kept``, ``mean_fd`` (mm),
-        ``regions_below_coverage``, ``stat`` (extraction statistic) and ``outputs`` (a
-        sequence of paths, stored relative to ``output_dir`` and joined with ``;``, or a
-        string kept as is). Keys in :data:`DROPPED_ENTITIES` are ignored (they name no
-        output); other extra keys become extra columns.
+        pybids entity names (any spelling of :data:`ENTITY_ALIASES`; stored under the
+        canonical name), ``space``, ``atlas``, ``denoise``, ``status`` (``ok``, ``failed``,
+        ``excluded``; ``skipped`` from older versions reads back as ``ok``), ``reason``,
+        ``volumes_total``, ``volumes_kept``, ``mean_fd`` (mm), ``regions_below_coverage``,
+        ``stat`` (extraction statistic) and ``outputs`` (a sequence of paths, stored
+        relative to ``output_dir`` and joined with ``;``, or a string kept as is). Keys in
+        :data:`DROPPED_ENTITIES` are ignored (they name no output); other extra keys become
+        extra columns.
 
     Returns
     -------
@@ -1360,6 +1874,7 @@ def write_subject_status(
     """
     path = status_path(output_dir, subject)
     new = [_normalise_status_row(row, subject, Path(output_dir)) for row in rows]
+    ensure_directory(output_dir, "logs")
     with _locked(path):
         merged = {_status_key(row): row for row in _read_status_rows(path)}
         merged.update({_status_key(row): row for row in new})

@@ -1,18 +1,25 @@
 """run(config): query -> atlas -> extract (joblib) -> write -> summary.
 
-Each run is an independent job: one that fails is reported with a one-line reason and the
-others still finish. Outputs of a run are written atomically, timeseries TSV last, so a
-timeseries TSV whose sidecar records the same parameters fingerprint means the run is
-complete (resume). After the last run of a subject, its status table and HTML report are
-written.
+Each run is an independent job: one that fails (or is excluded) is reported with a one-line
+reason, the files an earlier invocation wrote for it are removed, and the others still
+finish. Outputs of a run are written atomically, timeseries TSV last. A rerun keeps a run's
+outputs (resume) only when the whole set is present and consistent, its sidecar records the
+same settings fingerprint, and the inputs have the content recorded in the sidecar
+(``InputFiles``: size and modification time first, SHA-256 when they differ); the status
+table then keeps the run's original outcome. Every output name of the invocation is
+computed before anything is written, and two jobs that would write one file both fail.
+Each subject is written under an exclusive lock. After the last run of a subject, its
+status table and HTML report are written.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import logging
 import os
+import re
 import shutil
 import sys
 import tempfile
@@ -53,9 +60,10 @@ class RunStatus:
     atlas : str
         Atlas label.
     status : str
-        ``ok``, ``skipped`` (outputs exist with the same parameters) or ``failed``.
+        ``ok``, ``failed`` or ``excluded`` (left out on purpose, e.g. ``--min-time``). A run
+        found complete by a rerun keeps its original ``ok`` (see ``resumed``).
     reason : str
-        One-line reason of a failure, or the run's warnings.
+        One-line reason of a failure or exclusion, or the run's warnings.
     volumes_total, volumes_kept : int or None
         Volumes in the series and kept after censoring.
     mean_fd : float or None
@@ -68,6 +76,9 @@ class RunStatus:
         Files written (or found, when skipped).
     warnings : list of str
         Problems that did not stop the run.
+    resumed : bool
+        The outputs were found complete with the same parameters and inputs, and were kept;
+        the other fields come from the run's sidecar (its original outcome).
     """
 
     name: str
@@ -82,6 +93,7 @@ class RunStatus:
     seconds: float = 0.0
     outputs: list[str] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    resumed: bool = False
 
     @property
     def subject(self) -> str:
@@ -246,6 +258,18 @@ def _atlas_labels(config: RunConfig) -> list[str]:
     return labels
 
 
+def _check_atlas_labels(config: RunConfig) -> None:
+    """Refuse two ``--atlas`` values that would write one ``atlas-`` label (exit code 2)."""
+    seen: dict[str, str] = {}
+    for spec, label in zip(config.atlases, _atlas_labels(config), strict=True):
+        if label in seen and seen[label] != spec:
+            raise UsageProblem(
+                f"--atlas {seen[label]} and --atlas {spec} both write atlas-{label} outputs; "
+                "bidsapp does not pick one: rename one of the files"
+            )
+        seen[label] = spec
+
+
 def _grid_key(inputs: RunInputs) -> tuple:
     return (inputs.space, tuple(round(z, 3) for z in inputs.voxel_size_mm))
 
@@ -303,7 +327,7 @@ def resolve_atlases(
                     lut_path=config.atlas_lut if local else None,
                     atlas_space=config.atlas_space if local else None,
                 )
-                copied = outputs.copy_atlas(config.output_dir, atlas)
+                copied = outputs.copy_atlas(config.output_dir, atlas, overwrite=config.overwrite)
             except (AtlasError, OSError, ValueError) as err:
                 print(f"bidsapp: atlas error: {err}", file=sys.stderr, flush=True)
                 failures[key].append((label, _atlas_reason(spec, job.space, err)))
@@ -324,18 +348,180 @@ def _source_uri(path: Path, bids_dir: Path) -> str:
         return path.resolve().as_uri()
 
 
-def _file_identity(path: Path | None, bids_dir: Path) -> list[Any] | None:
-    if path is None:
-        return None
-    try:
-        size = path.stat().st_size
-    except OSError:
-        size = None
-    return [_source_uri(path, bids_dir), size]
+#: Sidecar key recording the inputs' identity and content (see :func:`input_records`).
+INPUT_FILES_KEY = "InputFiles"
+_HASH_CHUNK = 1 << 20
+_RACY_NS = 2_000_000_000
+
+
+def _sha256_file(path: Path) -> str:
+    """``sha256:<hex>`` of a file's bytes, read in 1 MiB chunks (constant memory)."""
+    sha = hashlib.sha256()
+    with open(path, "rb") as fobj:
+        while chunk := fobj.read(_HASH_CHUNK):
+            sha.update(chunk)
+    return "sha256:" + sha.hexdigest()
+
+
+def input_files(inputs: RunInputs) -> dict[str, Path | None]:
+    """Every input file whose content shapes a run's numbers, by role.
+
+    Parameters
+    ----------
+    inputs : RunInputs
+        The prepared run.
+
+    Returns
+    -------
+    dict
+        ``bold`` (the image read: preprocessed or ICA-AROMA BOLD), ``mask``, ``confounds``
+        (TSV), ``confounds_json`` (its sibling JSON: CompCor metadata), ``sidecar`` (the
+        BOLD's JSON sidecar: repetition time; its sibling ``.json`` when the query found
+        none, which may not exist); None for a role the run has no file for. The
+        atlas image and look-up table are covered by the atlas digest, a preset file by its
+        content in :func:`run_fingerprint`.
+    """
+    confounds = inputs.run.confounds
+    sidecar = inputs.run.sidecar
+    if sidecar is None:  # the query found none: the sibling, should one appear later
+        bold = inputs.run.preproc_bold
+        sidecar = bold.with_name(re.sub(r"\.nii(\.gz)?$", ".json", bold.name))
+    return {
+        "bold": inputs.bold,
+        "mask": inputs.mask,
+        "confounds": confounds,
+        "confounds_json": None if confounds is None else confounds.with_suffix(".json"),
+        "sidecar": sidecar,
+    }
+
+
+class FileHashes:
+    """Content hashes (``sha256:<hex>``) of files, each computed at most once.
+
+    SHA-256 is used because it was the fastest of hashlib's strong hashes measured on this
+    kind of machine (about 1.2 GB/s with SHA extensions; BLAKE2b about 1.0 GB/s).
+    """
+
+    def __init__(self) -> None:
+        self._cache: dict[Path, str] = {}
+
+    def __call__(self, path: Path) -> str:
+        """Return the hash of ``path``, reading it only the first time."""
+        if path not in self._cache:
+            self._cache[path] = _sha256_file(path)
+        return self._cache[path]
+
+
+def input_records(
+    inputs: RunInputs, bids_dir: Path, hashes: FileHashes | None = None
+) -> dict[str, dict[str, Any] | None]:
+    """Record the identity and content of a run's inputs (written into its sidecar).
+
+    Parameters
+    ----------
+    inputs : RunInputs
+        The prepared run.
+    bids_dir : Path
+        The fMRIPrep dataset (the records name files by BIDS URI).
+    hashes : FileHashes, optional
+        A cache shared with :func:`inputs_unchanged`.
+
+    Returns
+    -------
+    dict
+        Role (see :func:`input_files`) -> ``{"URI", "Size", "MTimeNs", "SHA256",
+        "HashedAtNs"}``,
+        ``{"URI", "Missing": true}`` for a file that does not exist (a confounds JSON that
+        appears later changes the run), or None for a role without a file.
+    """
+    hashes = hashes or FileHashes()
+    records: dict[str, dict[str, Any] | None] = {}
+    for role, path in input_files(inputs).items():
+        if path is None:
+            records[role] = None
+            continue
+        uri = _source_uri(path, bids_dir)
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            records[role] = {"URI": uri, "Missing": True}
+            continue
+        records[role] = {
+            "URI": uri,
+            "Size": info.st_size,
+            "MTimeNs": info.st_mtime_ns,
+            "SHA256": hashes(path),
+            "HashedAtNs": time.time_ns(),
+        }
+    return records
+
+
+def inputs_unchanged(
+    recorded: Any, inputs: RunInputs, bids_dir: Path, hashes: FileHashes | None = None
+) -> bool:
+    """Tell whether a run's inputs are those recorded in its sidecar.
+
+    A file whose size and modification time (ns) equal the record counts as unchanged
+    without being read (unless it had been modified less than 2 s before it was hashed);
+    otherwise its content is hashed and compared, so ``touch`` costs one hash but never a
+    recomputation, and an edit that keeps the size (a rewritten ``.nii``, a changed digit in
+    the confounds) is caught.
+
+    Parameters
+    ----------
+    recorded : object
+        The sidecar's :data:`INPUT_FILES_KEY` value (anything else means "changed").
+    inputs : RunInputs
+        The prepared run.
+    bids_dir : Path
+        The fMRIPrep dataset.
+    hashes : FileHashes, optional
+        A cache shared with :func:`input_records`.
+
+    Returns
+    -------
+    bool
+        True when every input has the recorded URI and content.
+    """
+    hashes = hashes or FileHashes()
+    current = input_files(inputs)
+    if not isinstance(recorded, dict) or set(recorded) != set(current):
+        return False
+    for role, path in current.items():
+        record = recorded[role]
+        if path is None or record is None:
+            if not (path is None and record is None):
+                return False
+            continue
+        if not isinstance(record, dict) or record.get("URI") != _source_uri(path, bids_dir):
+            return False
+        try:
+            info = path.stat()
+        except FileNotFoundError:
+            if record.get("Missing") is not True:
+                return False
+            continue
+        if record.get("Missing") or record.get("Size") != info.st_size:
+            return False
+        # Like git's "racy" rule: a file modified within _RACY_NS before it was hashed may
+        # be rewritten again within the file system's timestamp granularity, so its stat
+        # key alone is not trusted.
+        settled = (record.get("HashedAtNs") or 0) - info.st_mtime_ns > _RACY_NS
+        if record.get("MTimeNs") == info.st_mtime_ns and settled:
+            continue
+        try:
+            if hashes(path) != record.get("SHA256"):
+                return False
+        except OSError:
+            return False
+    return True
 
 
 def run_fingerprint(inputs: RunInputs, target: AtlasTarget, config: RunConfig) -> str:
-    """Fingerprint of everything that changes a run's outputs for one atlas.
+    """Fingerprint of the settings that change a run's outputs for one atlas.
+
+    The inputs enter by name here; their content is checked by :func:`inputs_unchanged`
+    against the sidecar's :data:`INPUT_FILES_KEY`.
 
     Parameters
     ----------
@@ -362,8 +548,8 @@ def run_fingerprint(inputs: RunInputs, target: AtlasTarget, config: RunConfig) -
     return fingerprint(
         {
             "inputs": [
-                _file_identity(p, config.bids_dir)
-                for p in (inputs.bold, inputs.mask, inputs.run.confounds)
+                None if p is None else _source_uri(p, config.bids_dir)
+                for p in input_files(inputs).values()
             ],
             "t_r": inputs.t_r,
             "atlas": [target.atlas.label, target.atlas.space, target.digest],
@@ -462,28 +648,48 @@ def _relmat(timeseries: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(corr, index=timeseries.columns, columns=timeseries.columns)
 
 
-def _skipped(inputs: RunInputs, target: AtlasTarget, paths: Any) -> RunStatus:
-    from bidsapp import outputs
-
-    sidecar = outputs.read_sidecar(paths.timeseries_json) or {}
+def _resumed(inputs: RunInputs, target: AtlasTarget, paths: Any, sidecar: dict) -> RunStatus:
+    """Status of a run found complete: its original outcome, rebuilt from its sidecar."""
+    warnings = [str(w) for w in sidecar.get("Warnings") or []]
     return RunStatus(
         inputs.name,
         inputs.entities,
         target.atlas.label,
-        "skipped",
-        "outputs exist with the same parameters",
+        "ok",
+        "; ".join(warnings),
         volumes_total=sidecar.get("NumberOfVolumes"),
         volumes_kept=len(sidecar.get("RetainedVolumes") or []),
         mean_fd=sidecar.get("MeanFramewiseDisplacement"),
         regions_below_coverage=len(sidecar.get("RegionsBelowCoverage") or []),
         outputs=[str(p) for p in paths.all() if p.is_file()],
+        warnings=warnings,
+        resumed=True,
     )
+
+
+def _complete(paths: Any, fp: str, inputs: RunInputs, config: RunConfig, hashes) -> dict | None:
+    """Return the sidecar of a complete, current set of outputs, else None (recompute)."""
+    from bidsapp import outputs
+
+    if config.overwrite or not outputs.outputs_complete(paths, {"ParametersFingerprint": fp}):
+        return None
+    sidecar = outputs.read_sidecar(paths.timeseries_json) or {}
+    if not inputs_unchanged(sidecar.get(INPUT_FILES_KEY), inputs, config.bids_dir, hashes):
+        logger.info("%s: an input changed since %s was written", inputs.name, paths.timeseries)
+        return None
+    return sidecar
 
 
 def process_run(
     inputs: RunInputs, targets: Sequence[AtlasTarget], config: RunConfig
 ) -> list[RunStatus]:
     """Extract and write one run's outputs for every atlas; never raises.
+
+    A set of outputs is kept (resume) only when it is complete and consistent
+    (:func:`bidsapp.outputs.outputs_complete`), was made with the same settings
+    (:func:`run_fingerprint`) and from inputs with the same content
+    (:func:`inputs_unchanged`). When the run fails or is excluded, the files of its sets
+    left by an earlier invocation are removed, so they never look current.
 
     Parameters
     ----------
@@ -497,60 +703,86 @@ def process_run(
     Returns
     -------
     list of RunStatus
-        One status per atlas: ``ok``, ``skipped`` (complete outputs with the same parameters
-        exist) or ``failed`` with a one-line reason.
+        One status per atlas: ``ok`` (``resumed`` when complete outputs were kept),
+        ``failed`` with a one-line reason, or ``excluded`` with the reason.
     """
     from bidsapp import outputs
-    from bidsapp.extract import ExtractionError, extract_run
+    from bidsapp.extract import ExtractionError, RunExcluded, extract_run
 
     stat = config.extraction.strategy
     desc = config.denoise.label
+    hashes = FileHashes()
     todo: list[tuple[AtlasTarget, Any, str]] = []
     statuses: list[RunStatus] = []
     for target in targets:
         paths = outputs.output_paths(
             config.output_dir, inputs.entities, target.atlas.label, stat, desc
         )
+        try:  # a planted link among the folders: refuse before reading or removing anything
+            outputs.ensure_directory(config.output_dir, paths.directory)
+        except OSError as err:
+            reason = f"cannot write {paths.timeseries.name}: {one_line(err)}"
+            statuses.append(
+                RunStatus(inputs.name, inputs.entities, target.atlas.label, "failed", reason)
+            )
+            continue
         fp = run_fingerprint(inputs, target, config)
-        if not config.overwrite and outputs.outputs_complete(paths, {"ParametersFingerprint": fp}):
-            statuses.append(_skipped(inputs, target, paths))
+        sidecar = _complete(paths, fp, inputs, config, hashes)
+        if sidecar is not None:
+            statuses.append(_resumed(inputs, target, paths, sidecar))
         else:
             todo.append((target, paths, fp))
     if not todo:
         return statuses
 
-    def failed(target: AtlasTarget, reason: str) -> RunStatus:
-        return RunStatus(inputs.name, inputs.entities, target.atlas.label, "failed", reason)
+    def stopped(target: AtlasTarget, paths: Any, reason: str, status="failed") -> RunStatus:
+        outputs.remove_run_outputs(paths)
+        return RunStatus(inputs.name, inputs.entities, target.atlas.label, status, reason)
 
     try:
+        # Hash the inputs before reading them: what is recorded is never newer than what
+        # was used (an edit during extraction makes the next run recompute).
+        records = input_records(inputs, config.bids_dir, hashes)
         extraction = extract_run(
             inputs, [t.atlas for t, _, _ in todo], config.denoise, config.extraction
         )
+    except RunExcluded as err:
+        return statuses + [stopped(t, p, one_line(err), "excluded") for t, p, _ in todo]
     except ExtractionError as err:
-        return statuses + [failed(t, one_line(err)) for t, _, _ in todo]
+        return statuses + [stopped(t, p, one_line(err)) for t, p, _ in todo]
     except Exception as err:  # one broken run must never stop the others
         logger.debug("unexpected failure in %s", inputs.name, exc_info=True)
         reason = f"{inputs.bold}: {type(err).__name__}: {one_line(err)}"
-        return statuses + [failed(t, reason) for t, _, _ in todo]
+        return statuses + [stopped(t, p, reason) for t, p, _ in todo]
 
     for (target, paths, fp), result in zip(todo, extraction.per_atlas, strict=True):
         relmat_sidecar = outputs.relmat_metadata(list(target.node_files))
         relmat_sidecar["Sources"] = [
             outputs.bids_uri(paths.timeseries, root=config.output_dir, dataset="")
         ]
+        sidecar = build_sidecar(extraction, result, target, config, fp)
+        sidecar[INPUT_FILES_KEY] = records
         try:
             written = outputs.write_run_outputs(
                 paths,
                 timeseries=result.timeseries,
-                timeseries_sidecar=build_sidecar(extraction, result, target, config, fp),
+                timeseries_sidecar=sidecar,
                 coverage=result.coverage,
                 relmat=_relmat(result.timeseries),
                 relmat_sidecar=relmat_sidecar,
             )
         except Exception as err:  # disk full, permissions: this run only
             logger.debug("writing %s failed", paths.timeseries, exc_info=True)
+            with contextlib.suppress(OSError):
+                outputs.remove_run_outputs(paths)
             statuses.append(
-                failed(target, f"cannot write {paths.timeseries.name}: {one_line(err)}")
+                RunStatus(
+                    inputs.name,
+                    inputs.entities,
+                    target.atlas.label,
+                    "failed",
+                    f"cannot write {paths.timeseries.name}: {one_line(err)}",
+                )
             )
             continue
         statuses.append(
@@ -627,7 +859,9 @@ def _print_progress(status: RunStatus) -> None:
     name = f"{status.name} [{status.atlas}]"
     if status.status == "failed":
         print(f"FAILED  {name}: {status.reason}", flush=True)
-    elif status.status == "skipped":
+    elif status.status == "excluded":
+        print(f"EXCLUDED {name}: {status.reason}", flush=True)
+    elif status.resumed or status.status == "skipped":
         print(f"skipped {name}: already done", flush=True)
     else:
         print(
@@ -660,7 +894,7 @@ def _write_report(config: RunConfig, subject: str) -> None:
 
 
 def _finish_subject(config: RunConfig, subject: str, statuses: Sequence[RunStatus]) -> None:
-    """Record a subject's run statuses, then write its report."""
+    """Record a subject's run statuses, then write its report (under the subject's lock)."""
     from bidsapp import outputs
 
     rows = [s.as_row(config.denoise.label, config.extraction.strategy) for s in statuses]
@@ -669,24 +903,153 @@ def _finish_subject(config: RunConfig, subject: str, statuses: Sequence[RunStatu
     except (OSError, ValueError) as err:
         print(f"warning: status table of sub-{subject} not written: {one_line(err)}")
     report = config.output_dir / f"sub-{subject}.html"
-    if config.reports and (any(s.status != "skipped" for s in statuses) or not report.is_file()):
+    if config.reports and (any(not s.resumed for s in statuses) or not report.is_file()):
         _write_report(config, subject)
 
 
 def _summarise(statuses: Sequence[RunStatus], seconds: float) -> int:
     failed = [s for s in statuses if s.status == "failed"]
-    ok = sum(s.status == "ok" for s in statuses)
-    skipped = sum(s.status == "skipped" for s in statuses)
+    excluded = [s for s in statuses if s.status == "excluded"]
+    ok = sum(s.status == "ok" and not s.resumed for s in statuses)
+    resumed = sum(s.resumed for s in statuses)
     print(
-        f"done in {seconds:.1f} s: {ok} written, {skipped} already done, {len(failed)} failed",
+        f"done in {seconds:.1f} s: {ok} written, {resumed} already done, {len(failed)} failed, "
+        f"{len(excluded)} excluded",
         flush=True,
     )
-    if failed:
-        print(f"failed runs ({len(failed)}):")
-        for status in failed:
-            print(f"  {status.name} [{status.atlas}]: {status.reason}")
-        return EXIT_RUN_FAILED
-    return EXIT_OK
+    for title, group in (("failed", failed), ("excluded", excluded)):
+        if group:
+            print(f"{title} runs ({len(group)}):")
+            for status in group:
+                print(f"  {status.name} [{status.atlas}]: {status.reason}")
+    return EXIT_RUN_FAILED if failed or excluded else EXIT_OK
+
+
+def plan_outputs(
+    jobs: Sequence[tuple[RunInputs, list[AtlasTarget]]], config: RunConfig
+) -> tuple[list[tuple[RunInputs, list[AtlasTarget]]], list[tuple[RunStatus, Any]]]:
+    """Name every output of every job before anything is written; refuse shared names.
+
+    Two jobs (two inputs, or two atlases of one label) that would write one file all fail,
+    with a message naming every input involved: bidsapp never picks one silently.
+
+    Parameters
+    ----------
+    jobs : sequence
+        ``(inputs, atlas targets)`` pairs.
+    config : RunConfig
+        The invocation's settings.
+
+    Returns
+    -------
+    jobs : list
+        The jobs left, each with the atlases whose outputs no other job claims.
+    stopped : list
+        ``(failed RunStatus, RunOutputPaths or None)`` for each refused run and atlas; the
+        paths name the contested set (whose old files must not look current).
+    """
+    from bidsapp import outputs
+
+    stat, desc = config.extraction.strategy, config.denoise.label
+    planned: dict[tuple[int, int], Any] = {}
+    claims: dict[Path, list[tuple[int, int]]] = {}
+    stopped: list[tuple[RunStatus, Any]] = []
+    for j, (inputs, targets) in enumerate(jobs):
+        for t, target in enumerate(targets):
+            try:
+                paths = outputs.output_paths(
+                    config.output_dir, inputs.entities, target.atlas.label, stat, desc
+                )
+            except ValueError as err:
+                reason = f"{inputs.bold}: its outputs cannot be named: {one_line(err)}"
+                status = RunStatus(inputs.name, inputs.entities, target.atlas.label, "failed")
+                status.reason = reason
+                stopped.append((status, None))
+                continue
+            planned[(j, t)] = paths
+            for path in paths.all():
+                claims.setdefault(path, []).append((j, t))
+
+    def identity(owner: tuple[int, int]) -> tuple:
+        inputs, targets = jobs[owner[0]]
+        atlas = targets[owner[1]].atlas
+        return (tuple(input_files(inputs).values()), str(atlas.dseg), targets[owner[1]].digest)
+
+    contested: dict[tuple[int, int], Path] = {}
+    duplicates: set[tuple[int, int]] = set()
+    for path, owners in claims.items():
+        if len(owners) < 2:
+            continue
+        if len({identity(o) for o in owners}) == 1:
+            # The same files read with the same atlas (e.g. one ICA-AROMA image found
+            # through two resolutions of the preprocessed BOLD): one job, not a choice.
+            duplicates.update(owners[1:])
+            continue
+        for owner in owners:
+            contested.setdefault(owner, path)
+    duplicates -= set(contested)
+
+    def who(owner: tuple[int, int]) -> str:
+        inputs, targets = jobs[owner[0]]
+        return f"{inputs.bold} with atlas {targets[owner[1]].atlas.dseg}"
+
+    for owner, path in sorted(contested.items()):
+        inputs, targets = jobs[owner[0]]
+        involved = "; ".join(who(o) for o in claims[path])
+        reason = (
+            f"{path.name} would be written by {len(claims[path])} inputs ({involved}); "
+            "bidsapp does not pick one: select one with --bids-filter-file or rename an atlas"
+        )
+        status = RunStatus(inputs.name, inputs.entities, targets[owner[1]].atlas.label, "failed")
+        status.reason = reason
+        stopped.append((status, planned[owner]))
+    kept = []
+    for j, (inputs, targets) in enumerate(jobs):
+        left = [
+            t
+            for i, t in enumerate(targets)
+            if (j, i) in planned and (j, i) not in contested and (j, i) not in duplicates
+        ]
+        if left:
+            kept.append((inputs, left))
+    return kept, stopped
+
+
+def _set_paths(config: RunConfig, entities: dict[str, str], label: str) -> Any:
+    """Output paths of one run and atlas label, or None when they cannot be named."""
+    from bidsapp import outputs
+
+    try:
+        return outputs.output_paths(
+            config.output_dir, entities, label, config.extraction.strategy, config.denoise.label
+        )
+    except ValueError:
+        return None
+
+
+def _clean_leftovers(config: RunConfig) -> None:
+    """Remove temporary files of dead writers outside the subjects' folders."""
+    from bidsapp import outputs
+
+    outputs.remove_stale_temp_files(config.output_dir)
+    outputs.remove_stale_temp_files(config.output_dir / "logs")
+    outputs.remove_stale_temp_files(config.output_dir / outputs.ATLAS_DATASET, recursive=True)
+
+
+def _open_subject(config: RunConfig, subject: str, stale: Sequence[Any]) -> None:
+    """With the subject's lock held: remove its leftovers and the sets that must not stay.
+
+    Every writer of ``sub-<s>/`` holds this lock, so any temporary file there is a leftover
+    of a killed run.
+    """
+    from bidsapp import outputs
+
+    folder = config.output_dir / f"sub-{subject}"
+    if not folder.is_symlink():
+        outputs.remove_stale_temp_files(folder, recursive=True, any_writer=True)
+    for paths in stale:
+        if paths is not None:
+            outputs.remove_run_outputs(paths)
 
 
 # ------------------------------------------------------------------ levels
@@ -694,6 +1057,12 @@ def _summarise(statuses: Sequence[RunStatus], seconds: float) -> int:
 
 def run_participant(config: RunConfig) -> int:
     """Run the participant level.
+
+    Before writing, every job's output names are computed (:func:`plan_outputs`). Then one
+    exclusive lock per subject is taken (in sorted order, see
+    :class:`bidsapp.outputs.SubjectLock`) and held while that subject's outputs, status
+    table and report are checked and written, so concurrent invocations on one subject
+    take turns. Leftover temporary files of killed runs are removed.
 
     Parameters
     ----------
@@ -703,8 +1072,8 @@ def run_participant(config: RunConfig) -> int:
     Returns
     -------
     int
-        0 when every run succeeded or was already complete; 1 when a run failed or no run
-        matched the selection.
+        0 when every run succeeded or was already complete; 1 when a run failed or was
+        excluded, or no run matched the selection.
 
     Raises
     ------
@@ -712,11 +1081,12 @@ def run_participant(config: RunConfig) -> int:
         When the directories or options make the invocation impossible.
     """
     from bidsapp import outputs
-    from bidsapp.extract import ExtractionError, prepare_run
+    from bidsapp.extract import ExtractionError, RunExcluded, prepare_run
     from bidsapp.query import NoRunsFoundError, QueryError, find_runs
 
     check_directories(config)
     check_options(config)
+    _check_atlas_labels(config)
     started = time.perf_counter()
     database_dir = config.work_dir / "pybids_db" if config.work_dir else None
     try:
@@ -737,6 +1107,7 @@ def run_participant(config: RunConfig) -> int:
 
     try:
         config.output_dir.mkdir(parents=True, exist_ok=True)
+        outputs.ensure_directory(config.output_dir, "logs")
         outputs.write_dataset_description(
             config.output_dir,
             version=__version__,
@@ -744,6 +1115,7 @@ def run_participant(config: RunConfig) -> int:
             container=os.environ.get("BIDSAPP_CONTAINER") or None,
         )
         outputs.write_bidsignore(config.output_dir)
+        _clean_leftovers(config)
     except OSError as err:
         raise UsageProblem(f"cannot write into OUTPUT_DIR {config.output_dir}: {err}") from err
     print(
@@ -752,27 +1124,35 @@ def run_participant(config: RunConfig) -> int:
         flush=True,
     )
     statuses: list[RunStatus] = []
+    stale: dict[str, list[Any]] = {}  # subject -> sets to remove once its lock is held
+
+    def stop(status: RunStatus, paths: Any) -> None:
+        statuses.append(status)
+        stale.setdefault(status.subject, []).append(paths)
+
     prepared: list[RunInputs] = []
     labels = _atlas_labels(config)
     for run in runs:
         try:
             prepared.append(prepare_run(run, config.denoise))
         except ExtractionError as err:
-            statuses += [
-                RunStatus(run.name, dict(run.entities), label, "failed", one_line(err))
-                for label in labels
-            ]
+            kind = "excluded" if isinstance(err, RunExcluded) else "failed"
+            for label in labels:
+                status = RunStatus(run.name, dict(run.entities), label, kind, one_line(err))
+                stop(status, _set_paths(config, dict(run.entities), label))
     targets, failures = resolve_atlases(prepared, config)
 
     jobs = []
     for inputs in prepared:
         key = _grid_key(inputs)
-        statuses += [
-            RunStatus(inputs.name, inputs.entities, label, "failed", reason)
-            for label, reason in failures[key]
-        ]
+        for label, reason in failures[key]:
+            status = RunStatus(inputs.name, inputs.entities, label, "failed", reason)
+            stop(status, _set_paths(config, inputs.entities, label))
         if targets[key]:
-            jobs.append((inputs, targets[key]))
+            jobs.append((inputs, list(targets[key])))
+    jobs, refused = plan_outputs(jobs, config)
+    for status, paths in refused:
+        stop(status, paths)
     for status in statuses:
         _print_progress(status)
 
@@ -783,20 +1163,32 @@ def run_participant(config: RunConfig) -> int:
     by_subject: dict[str, list[RunStatus]] = {}
     for status in statuses:
         by_subject.setdefault(status.subject, []).append(status)
-    for subject in sorted(set(by_subject) - set(remaining)):
-        _finish_subject(config, subject, by_subject[subject])
-    _print_memory_bound(jobs, config)
-    for batch in _parallel_results(jobs, config):
-        for status in batch:
-            _print_progress(status)
-        statuses.extend(batch)
-        if not batch:
-            continue
-        subject = batch[0].subject
-        by_subject.setdefault(subject, []).extend(batch)
-        remaining[subject] -= 1
-        if remaining[subject] == 0:
+    with contextlib.ExitStack() as stack:
+        locks = {}
+        for subject in sorted(set(by_subject) | set(remaining)):
+            try:
+                locks[subject] = stack.enter_context(
+                    outputs.SubjectLock(config.output_dir, subject)
+                )
+            except OSError as err:
+                raise UsageProblem(f"cannot lock sub-{subject}: {one_line(err)}") from err
+            _open_subject(config, subject, stale.get(subject, []))
+        for subject in sorted(set(by_subject) - set(remaining)):
             _finish_subject(config, subject, by_subject[subject])
+            locks[subject].release()
+        _print_memory_bound(jobs, config)
+        for batch in _parallel_results(jobs, config):
+            for status in batch:
+                _print_progress(status)
+            statuses.extend(batch)
+            if not batch:
+                continue
+            subject = batch[0].subject
+            by_subject.setdefault(subject, []).extend(batch)
+            remaining[subject] -= 1
+            if remaining[subject] == 0:
+                _finish_subject(config, subject, by_subject[subject])
+                locks[subject].release()
     return _summarise(statuses, time.perf_counter() - started)
 
 

@@ -41,14 +41,19 @@ def _leftovers(directory: Path) -> list[str]:
 
 BOLD = {"subject": "01", "task": "rest", "space": SPACE, "res": "2", "desc": "preproc"}
 NAME_CASES = [
-    pytest.param(BOLD, "sub-01/func", "sub-01_task-rest", id="no-session"),
+    pytest.param(BOLD, "sub-01/func", "sub-01_task-rest", "_res-2", id="no-session"),
     pytest.param(
-        {**BOLD, "session": "pre"}, "sub-01/ses-pre/func", "sub-01_ses-pre_task-rest", id="session"
+        {**BOLD, "session": "pre"},
+        "sub-01/ses-pre/func",
+        "sub-01_ses-pre_task-rest",
+        "_res-2",
+        id="session",
     ),
     pytest.param(
         {**BOLD, "acquisition": "mb4", "run": 2, "echo": 1},
         "sub-01/func",
         "sub-01_task-rest_acq-mb4_run-2_echo-1",
+        "_res-2",
         id="acq-run-echo",
     ),
     pytest.param(
@@ -69,26 +74,26 @@ NAME_CASES = [
         },
         "sub-01/ses-1/func",
         "sub-01_ses-1_task-rest_acq-hi_ce-gad_rec-moco_dir-AP_run-01_echo-3_part-mag",
+        "_res-2_den-91k",
         id="all-entities-in-bids-order",
     ),
 ]
 
 
-@pytest.mark.parametrize(("entities", "directory", "run_prefix"), NAME_CASES)
-def test_output_paths_names(tmp_path, entities, directory, run_prefix):
+@pytest.mark.parametrize(("entities", "directory", "run_prefix", "grid"), NAME_CASES)
+def test_output_paths_names(tmp_path, entities, directory, run_prefix, grid):
     paths = outputs.output_paths(tmp_path, entities, atlas=ATLAS, strategy="mean", denoise="simple")
     base = tmp_path / directory
     assert paths.directory == base
-    stem = f"{run_prefix}_{PREFIX}"
+    stem = f"{run_prefix}_{PREFIX}{grid}"
     assert paths.timeseries == base / f"{stem}_stat-mean_desc-simple_timeseries.tsv"
     assert paths.timeseries_json == base / f"{stem}_stat-mean_desc-simple_timeseries.json"
     assert paths.coverage == base / f"{stem}_stat-coverage_bold.tsv"
     assert paths.coverage_json == base / f"{stem}_stat-coverage_bold.json"
     assert paths.relmat == base / f"{stem}_stat-pearsoncorrelation_desc-simple_relmat.tsv"
     assert paths.relmat_json == base / f"{stem}_stat-pearsoncorrelation_desc-simple_relmat.json"
-    # The BOLD's res, den and desc never reach an output name.
+    # The BOLD's desc never reaches an output name (res and den do: they tell runs apart).
     for path in paths.all():
-        assert "res-" not in path.name and "den-" not in path.name
         assert "preproc" not in path.name
 
 
@@ -100,7 +105,8 @@ def test_output_paths_keeps_padded_run_and_labels_strategy(tmp_path):
         tmp_path, entities, atlas=ATLAS, strategy="standard_deviation", denoise="scrubbing"
     )
     assert paths.timeseries.name == (
-        f"sub-01_task-rest_run-01_{PREFIX}_stat-standardDeviation_desc-scrubbing_timeseries.tsv"
+        f"sub-01_task-rest_run-01_{PREFIX}_res-2_stat-standardDeviation_desc-scrubbing_"
+        "timeseries.tsv"
     )
     assert len(set(paths.all())) == 6
 
@@ -157,8 +163,10 @@ def test_bids_name_rejects_bad_suffix_or_extension(suffix, extension):
 
 def test_output_paths_rejects_bad_input(tmp_path):
     kwargs = {"atlas": ATLAS, "strategy": "mean", "denoise": "simple"}
-    with pytest.raises(ValueError, match="cohort"):
-        outputs.output_paths(tmp_path, {**BOLD, "cohort": "1"}, **kwargs)
+    with pytest.raises(ValueError, match="'roi'"):  # never dropped: it would merge two runs
+        outputs.output_paths(tmp_path, {**BOLD, "roi": "1"}, **kwargs)
+    with pytest.raises(ValueError, match="twice"):
+        outputs.output_paths(tmp_path, {**BOLD, "resolution": "1"}, **kwargs)
     with pytest.raises(ValueError, match="'space'"):
         outputs.output_paths(tmp_path, {"subject": "01", "task": "rest"}, **kwargs)
     with pytest.raises(ValueError, match="'task'"):
@@ -987,7 +995,8 @@ def test_e2e_bids_uris_resolve(derivative_dataset):
     assert status["subject"].tolist() == ["01", "01", "02"]
     for cell in status["outputs"]:
         assert all((out / name).is_file() for name in cell.split(";"))
-    assert {"res", "desc", "suffix", "extension"}.isdisjoint(status.columns)
+    assert {"desc", "suffix", "extension"}.isdisjoint(status.columns)
+    assert set(status["res"]) == {"2"}  # res- names the outputs, so it keys the rows
 
 
 def test_e2e_pybids_indexes_outputs(derivative_dataset):
@@ -1004,16 +1013,20 @@ def test_e2e_pybids_indexes_outputs(derivative_dataset):
         "direction": "PA",
         "space": SPACE,
         "atlas": ATLAS,
+        "res": "2",
         "desc": "simple",
         "suffix": "timeseries",
         "extension": ".tsv",
         "datatype": "func",
     }
-    name = f"sub-02_ses-1_task-nback_acq-mb4_dir-PA_{PREFIX}_stat-mean_desc-simple_timeseries.tsv"
+    name = (
+        f"sub-02_ses-1_task-nback_acq-mb4_dir-PA_{PREFIX}_res-2_stat-mean_desc-simple_"
+        "timeseries.tsv"
+    )
     assert entities[name] == expected_sub02
     runs = sorted(e["run"] for e in entities.values() if e["subject"] == "01" and "run" in e)
     assert runs == ["1", "2"]
-    assert all("res" not in e and "stat" not in e for e in entities.values())
+    assert all(e["res"] == "2" and "stat" not in e for e in entities.values())
     coverage = layout.get(suffix="bold", extension=".tsv", atlas=ATLAS)
     assert len(coverage) == 3 and all(f.filename.count("stat-coverage") for f in coverage)
     relmat = layout.get(suffix="relmat", extension=".tsv", desc="simple", atlas=ATLAS)
