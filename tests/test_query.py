@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -232,14 +233,18 @@ def test_fmriprep_1x_names(make_dataset):
         assert run.brain_mask.name == f"{run.name}_space-{TPL}_desc-brain_mask.nii.gz"
 
 
-def test_timeseries_confounds_preferred_over_regressors(make_dataset, caplog):
-    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+def test_several_confounds_files_are_never_chosen_between(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1, 2], **SMALL)
     func = root / "sub-01" / "func"
     timeseries = func / "sub-01_task-rest_run-1_desc-confounds_timeseries.tsv"
-    shutil.copy(timeseries, func / "sub-01_task-rest_run-1_desc-confounds_regressors.tsv")
-    with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
-        assert find_runs(root)[0].confounds == timeseries
-    assert "Several confounds files" in caplog.text
+    regressors = func / "sub-01_task-rest_run-1_desc-confounds_regressors.tsv"
+    shutil.copy(timeseries, regressors)
+    first, second = find_runs(root)
+    assert first.confounds is None
+    assert str(timeseries) in first.problem and str(regressors) in first.problem
+    assert second.problem is None and second.confounds.name.endswith(
+        "run-2_desc-confounds_timeseries.tsv"
+    )
 
 
 def test_uncompressed_nifti(make_dataset):
@@ -249,15 +254,16 @@ def test_uncompressed_nifti(make_dataset):
     assert run.brain_mask.name.endswith("_desc-brain_mask.nii")
 
 
-def test_nii_gz_preferred_when_both_exist(make_dataset):
+def test_nii_and_nii_gz_of_one_run_are_never_chosen_between(make_dataset):
     root = make_dataset(subjects=["01"], runs=[1], **SMALL)
     (run,) = find_runs(root)
     uncompressed = Path(str(run.preproc_bold).removesuffix(".gz"))
     nib.save(nib.load(str(run.preproc_bold)), str(uncompressed))
     (again,) = find_runs(root)
-    assert again.preproc_bold == run.preproc_bold
+    assert str(run.preproc_bold) in again.problem and str(uncompressed) in again.problem
+    assert '"extension"' in again.problem  # says how to choose
     (narrowed,) = find_runs(root, bids_filters={"bold": {"extension": "nii"}})
-    assert narrowed.preproc_bold == uncompressed
+    assert narrowed.preproc_bold == uncompressed and narrowed.problem is None
 
 
 def test_figures_logs_and_sourcedata_are_not_indexed(make_dataset):
@@ -295,11 +301,11 @@ def test_several_grids_of_one_run(make_dataset, caplog):
     root = make_dataset(subjects=["01"], runs=[1], **SMALL)
     (run,) = find_runs(root)
     shutil.copy(run.preproc_bold, str(run.preproc_bold).replace("res-2", "res-1"))
-    with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
+    with caplog.at_level(logging.INFO, logger="bidsapp.query"):
         runs = find_runs(root)
     assert [r.entities["res"] for r in runs] == ["1", "2"]
     assert runs[0].brain_mask is None and runs[1].brain_mask == run.brain_mask
-    assert "several grids" in caplog.text
+    assert "several grids" in caplog.text and "each is processed" in caplog.text
     assert [r.entities["res"] for r in find_runs(root, bids_filters={"bold": {"res": "2"}})] == [
         "2"
     ]
@@ -313,13 +319,30 @@ def test_missing_repetition_time_is_none(make_dataset):
     assert find_runs(root)[0].t_r is None
 
 
-@pytest.mark.parametrize("value", ["two", -2.0, 0])
-def test_invalid_repetition_time(make_dataset, value):
-    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
-    (sidecar,) = root.rglob("*_desc-preproc_bold.json")
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("two", "not a number"),
+        ("2", "not a number"),
+        (True, "not a number"),
+        ([2], "not a number"),
+        (-2.0, "not a positive number"),
+        (0, "not a positive number"),
+        (2000, "looks like milliseconds"),
+        (2000.0, "looks like milliseconds"),
+        (0.001, "outside the plausible range"),
+        (1e300, "outside the plausible range"),
+    ],
+)
+def test_invalid_repetition_time_fails_only_its_run(make_dataset, value, message):
+    root = make_dataset(subjects=["01"], runs=[1, 2], **SMALL)
+    sidecar = next(root.rglob("*_run-1_*_desc-preproc_bold.json"))
     sidecar.write_text(json.dumps({"RepetitionTime": value, "TaskName": "rest"}))
-    with pytest.raises(QueryError, match=sidecar.name):
-        find_runs(root)
+    first, second = find_runs(root)
+    assert first.t_r is None and first.sidecar == sidecar
+    assert str(sidecar) in first.problem and message in first.problem
+    assert "\n" not in first.problem
+    assert second.problem is None and second.t_r == 2.0
 
 
 def test_other_repetition_time(make_dataset):
@@ -337,7 +360,7 @@ def test_anatomical_only_subject(rich_dataset):
     assert str(rich_dataset) in message
     assert f"space={TPL}" in message
     assert "participant_labels=['03']" in message
-    assert "Subjects with preprocessed BOLD: 01, 02." in message
+    assert f"Subjects with preprocessed BOLD in space {TPL}: 01, 02." in message
     assert "Participant(s) 03 have outputs but no preprocessed BOLD" in message
     assert isinstance(error.value, ValueError)
 
@@ -390,22 +413,28 @@ def test_read_only_dataset_is_not_written(fmriprep_dataset, snapshot_tree, tmp_p
     assert len(find_runs(fmriprep_dataset)) == 4
     assert len(find_runs(fmriprep_dataset, database_dir=tmp_path / "db")) == 4
     assert snapshot_tree(fmriprep_dataset) == before
-    assert (tmp_path / "db" / "layout_index.sqlite").is_file()
+    assert len(list((tmp_path / "db").glob("index-*/layout_index.sqlite"))) == 1
 
 
-def test_database_dir_is_reused(make_dataset, tmp_path, read_only):
+def test_database_dir_is_reused_while_the_files_are_the_same(make_dataset, tmp_path, read_only):
     root = make_dataset(subjects=["01"], runs=[1, 2], **SMALL)
     database = tmp_path / "db"
     assert len(find_runs(root, database_dir=database)) == 2
-    stored = (database / "layout_index.sqlite").stat().st_mtime_ns
-    # A run added after indexing: the reused index does not see it, a fresh one does.
+    (stored,) = database.glob("index-*/layout_index.sqlite")
+    built = stored.stat().st_mtime_ns
+    for path in root.rglob("*"):  # a touch changes no file name: the index is reused
+        os.utime(path)
+    assert len(find_runs(root, database_dir=database)) == 2
+    assert list(database.glob("index-*/layout_index.sqlite")) == [stored]
+    assert stored.stat().st_mtime_ns == built
+    # A run added after indexing is seen: the file list changed, so a new index is built.
     extra = make_dataset(subjects=["01"], runs=[3], **SMALL)
     for path in (extra / "sub-01" / "func").iterdir():
         shutil.copy(path, root / "sub-01" / "func" / path.name)
     read_only(root)
-    assert len(find_runs(root, database_dir=database)) == 2
-    assert (database / "layout_index.sqlite").stat().st_mtime_ns == stored
-    assert len(find_runs(root)) == 3
+    assert len(find_runs(root, database_dir=database)) == 3
+    assert len(list(database.glob("index-*/layout_index.sqlite"))) == 2
+    assert not list(database.glob(".*tmp*"))  # built aside, then renamed into place
 
 
 def test_database_of_another_dataset_is_rebuilt(make_dataset, tmp_path, caplog):
@@ -413,7 +442,6 @@ def test_database_of_another_dataset_is_rebuilt(make_dataset, tmp_path, caplog):
     second = make_dataset(subjects=["05"], runs=[1, 2], **SMALL)
     database = tmp_path / "db"
     assert _names(find_runs(first, database_dir=database)) == ["sub-01_task-rest_run-1"]
-    with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
-        runs = find_runs(second, database_dir=database)
+    runs = find_runs(second, database_dir=database)
     assert _names(runs) == ["sub-05_task-rest_run-1", "sub-05_task-rest_run-2"]
-    assert "rebuilding" in caplog.text
+    assert _names(find_runs(first, database_dir=database)) == ["sub-01_task-rest_run-1"]
