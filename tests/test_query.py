@@ -445,3 +445,145 @@ def test_database_of_another_dataset_is_rebuilt(make_dataset, tmp_path, caplog):
     runs = find_runs(second, database_dir=database)
     assert _names(runs) == ["sub-05_task-rest_run-1", "sub-05_task-rest_run-2"]
     assert _names(find_runs(first, database_dir=database)) == ["sub-01_task-rest_run-1"]
+
+
+# ------------------------------------------------ entities that tell runs apart
+
+
+def _rename_with(root: Path, pattern: str, old: str, new: str) -> None:
+    """Rename the files matching ``pattern`` (glob), replacing ``old`` by ``new``."""
+    for path in sorted(root.rglob(pattern)):
+        path.rename(path.with_name(path.name.replace(old, new)))
+
+
+def test_part_mag_and_phase_are_two_runs_with_their_own_files(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    func = root / "sub-01" / "func"
+    for path in sorted(func.iterdir()):
+        for part in ("mag", "phase"):
+            shutil.copy(path, func / path.name.replace("run-1_", f"run-1_part-{part}_"))
+        path.unlink()
+    runs = find_runs(root)
+    assert _names(runs) == ["sub-01_task-rest_run-1_part-mag", "sub-01_task-rest_run-1_part-phase"]
+    for run, part in zip(runs, ("mag", "phase"), strict=True):
+        assert run.problem is None
+        assert run.entities["part"] == part
+        for path in (run.preproc_bold, run.brain_mask, run.confounds, run.sidecar):
+            assert f"_part-{part}_" in path.name
+
+
+def test_cohorts_are_two_runs_on_two_grids(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    func = root / "sub-01" / "func"
+    for path in sorted(func.glob(f"*space-{TPL}_res-2_*")):
+        for cohort in ("1", "2"):
+            name = path.name.replace(f"space-{TPL}_", f"space-MNIInfant_cohort-{cohort}_")
+            shutil.copy(path, func / name)
+    runs = find_runs(root, space="MNIInfant")
+    assert [r.entities.get("cohort") for r in runs] == ["1", "2"]
+    assert {r.name for r in runs} == {"sub-01_task-rest_run-1"}
+    for run in runs:
+        assert run.problem is None
+        assert f"cohort-{run.entities['cohort']}_" in run.brain_mask.name
+        assert run.confounds.name == "sub-01_task-rest_run-1_desc-confounds_timeseries.tsv"
+    assert len(find_runs(root, space="MNIInfant", bids_filters={"bold": {"cohort": "2"}})) == 1
+
+
+def test_every_entity_reaches_the_run(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    func = root / "sub-01" / "func"
+    extra = "ce-gad_rec-moco_dir-AP_run-1_echo-2_part-mag_chunk-3_"
+    _rename_with(func, "*run-1_*", "run-1_", extra)
+    (run,) = find_runs(root)
+    assert run.problem is None, run.problem
+    assert run.entities == {
+        "subject": "01",
+        "task": "rest",
+        "ceagent": "gad",
+        "reconstruction": "moco",
+        "direction": "AP",
+        "run": "1",
+        "echo": "2",
+        "part": "mag",
+        "chunk": "3",
+        "space": TPL,
+        "res": "2",
+    }
+    assert run.name == "sub-01_task-rest_ce-gad_rec-moco_dir-AP_run-1_echo-2_part-mag_chunk-3"
+
+
+def test_a_stray_file_with_an_unknown_entity_is_never_chosen_silently(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1, 2], **SMALL)
+    (real, other) = find_runs(root)
+    stray = real.preproc_bold.with_name(real.preproc_bold.name.replace("run-1_", "run-1_foo-bar_"))
+    shutil.copy(real.preproc_bold, stray)
+    first, second = find_runs(root)
+    assert str(real.preproc_bold) in first.problem and str(stray) in first.problem
+    assert second.problem is None
+    real.preproc_bold.unlink()  # alone, its unknown entity still cannot be named
+    (first, _) = find_runs(root)
+    assert first.preproc_bold == stray and "foo-bar" in first.problem
+
+
+def test_two_masks_for_one_run_are_a_problem(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    (run,) = find_runs(root)
+    other = Path(str(run.brain_mask).removesuffix(".gz"))
+    nib.save(nib.load(str(run.brain_mask)), str(other))
+    (again,) = find_runs(root)
+    assert again.brain_mask is None
+    assert str(run.brain_mask) in again.problem and str(other) in again.problem
+
+
+def test_a_name_that_contradicts_its_folder_is_a_problem(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    _rename_with(root / "sub-01" / "func", "sub-01_*", "sub-01_", "sub-02_")
+    (run,) = find_runs(root)
+    assert run.entities["subject"] == "02" and "sub-01" in run.problem
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dangling", "mask-fifo"])
+def test_unreadable_files_are_a_problem_not_a_hang(make_dataset, kind):
+    root = make_dataset(subjects=["01"], runs=[1, 2], **SMALL)
+    (run, other) = find_runs(root)
+    target = run.brain_mask if kind == "mask-fifo" else run.preproc_bold
+    target.unlink()
+    if kind == "dangling":
+        target.symlink_to(target.with_name("gone.nii.gz"))
+    else:
+        os.mkfifo(target)
+    (broken, fine) = find_runs(root)
+    assert str(target) in broken.problem
+    assert ("dangling" if kind == "dangling" else "FIFO") in broken.problem
+    assert fine.problem is None
+
+
+def test_subject_with_bold_only_in_other_spaces_is_not_listed_in_the_space(make_dataset):
+    root = make_dataset(subjects=["01", "03"], runs=[1], t1w_space=True, **SMALL)
+    for path in root.glob(f"sub-03/func/*space-{TPL}*"):
+        path.unlink()
+    with pytest.raises(NoRunsFoundError) as error:
+        find_runs(root, participant_labels=["03"])
+    message = str(error.value)
+    assert f"Subjects with preprocessed BOLD in space {TPL}: 01." in message
+    assert "only in other spaces: 03 (T1w)" in message
+    assert "Participant(s) 03 have preprocessed BOLD only in other spaces" in message
+
+
+def test_filter_values_are_checked(fmriprep_dataset):
+    for value, message in [
+        ({"$gt": 1}, "'run'"),
+        (1.5, "fraction"),
+        (True, "boolean"),
+        (-1, "negative"),
+        ([None, [1]], "'run'"),
+    ]:
+        with pytest.raises(QueryError, match=message):
+            load_bids_filters({"bold": {"run": value}})
+    assert load_bids_filters({"bold": {"run": [1, "2", None, "*"], "ses": 3}}) == {
+        "run": ["1", "2", None, "*"],
+        "session": ["3"],
+    }
+    with pytest.raises(NoRunsFoundError):  # null: runs without a run- entity, none here
+        find_runs(fmriprep_dataset, bids_filters={"bold": {"run": None}})
+    assert len(find_runs(fmriprep_dataset, bids_filters={"bold": {"run": "*"}})) == 4
