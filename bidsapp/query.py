@@ -26,7 +26,7 @@ import os
 import re
 import shutil
 import stat
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +97,7 @@ _FIXED_FILTERS = {
 # FreeSurfer); skipping them keeps indexing fast.
 _IGNORED_FOLDERS = re.compile(r"^/(code|models|sourcedata|stimuli|logs?|figures)(/|$)|/figures/")
 _DATABASE_FILE = "layout_index.sqlite"
+_FILE_LIKE = re.compile(r"_[A-Za-z0-9]+\.(nii|nii\.gz|tsv)/$")
 # Bumped whenever what the persisted index holds changes (old folders are then unused).
 _INDEX_FORMAT = "bidsapp-index-2"
 #: Plausible repetition times (s): below, no fMRI sequence; above, a value in milliseconds
@@ -559,36 +560,63 @@ def _check_description(root: Path) -> None:
         raise QueryError(f"The dataset description {description} is not a JSON object.")
 
 
-def _walk(root: Path) -> Iterator[str]:
-    """Yield what pybids would index under ``root``: relative paths, directories marked.
+def _scan(root: Path) -> tuple[list[str], list[str]]:
+    """List what pybids would index under ``root``, and the folder links that loop.
 
     Mirrors pybids's walk: hidden entries, ``derivatives/`` and the ignored folders are
-    skipped, links to folders are followed (each real folder once, so a link cycle ends).
+    skipped and links to folders are followed, except a link to one of its own ancestors
+    (pybids would recurse until the path is too long): those are returned apart so that
+    the indexer ignores them too.
+
+    Returns
+    -------
+    entries : list of str
+        Relative paths with a leading ``/``; folders end with ``/``.
+    loops : list of str
+        Relative paths of folder links that lead back to an ancestor.
     """
-    seen: set[tuple[int, int]] = set()
-    stack = [(root, "")]
-    while stack:
-        folder, relative = stack.pop()
+    entries: list[str] = []
+    loops: list[str] = []
+    ancestors: set[tuple[int, int]] = set()
+
+    def visit(folder: Path, relative: str) -> None:
         try:
             info = os.stat(folder)
-            if (info.st_dev, info.st_ino) in seen:
-                continue
-            seen.add((info.st_dev, info.st_ino))
-            with os.scandir(folder) as entries:
-                names = sorted((entry.name, entry.is_dir()) for entry in entries)
+            identity = (info.st_dev, info.st_ino)
+            if identity in ancestors:
+                loops.append(relative)
+                return
+            with os.scandir(folder) as found:
+                names = sorted((entry.name, entry.is_dir()) for entry in found)
         except OSError:
-            yield f"{relative}/\0unreadable"
-            continue
+            entries.append(f"{relative}/\0unreadable")
+            return
+        ancestors.add(identity)
         for name, is_dir in names:
             path = f"{relative}/{name}"
             if name.startswith(".") or _IGNORED_FOLDERS.search(path):
                 continue
-            if is_dir:
-                if path != "/derivatives":
-                    yield path + "/"
-                    stack.append((folder / name, path))
-            else:
-                yield path
+            if not is_dir:
+                entries.append(path)
+            elif path != "/derivatives":
+                entries.append(path + "/")
+                visit(folder / name, path)
+        ancestors.discard(identity)
+
+    visit(root, "")
+    return entries, loops
+
+
+def _signature(root: Path, entries: Iterable[str]) -> str:
+    """Hash a file list with what else decides the index (format, pybids, patterns)."""
+    import bids
+
+    digest = hashlib.sha256()
+    for part in (_INDEX_FORMAT, bids.__version__, _IGNORED_FOLDERS.pattern, str(root)):
+        digest.update(part.encode() + b"\0")
+    for entry in entries:
+        digest.update(entry.encode("utf-8", "surrogateescape") + b"\0")
+    return digest.hexdigest()
 
 
 def tree_signature(root: str | Path) -> str:
@@ -597,6 +625,7 @@ def tree_signature(root: str | Path) -> str:
     The index holds file names and the entities parsed from them (no JSON content, which
     :func:`find_runs` reads itself), so the names decide whether a stored index is current:
     adding, removing or renaming a file changes the signature; ``touch`` or an edit does not.
+    About 0.05 s for 20,000 files (0.35 s with a cold file-system cache).
 
     Parameters
     ----------
@@ -608,22 +637,17 @@ def tree_signature(root: str | Path) -> str:
     str
         A hex digest, also covering the pybids version and the ignore patterns.
     """
-    import bids
-
-    digest = hashlib.sha256()
-    for part in (_INDEX_FORMAT, bids.__version__, _IGNORED_FOLDERS.pattern, str(root)):
-        digest.update(part.encode() + b"\0")
-    for entry in _walk(Path(root)):
-        digest.update(entry.encode("utf-8", "surrogateescape") + b"\0")
-    return digest.hexdigest()
+    root = Path(root).absolute()
+    return _signature(root, _scan(root)[0])
 
 
-def _new_layout(root: Path, database: Path | None):
+def _new_layout(root: Path, database: Path | None, loops: Sequence[str] = ()):
     """Index ``root`` with pybids (file names only), in memory or into ``database``."""
     from bids import BIDSLayout
     from bids.layout import BIDSLayoutIndexer
 
-    indexer = BIDSLayoutIndexer(validate=False, ignore=[_IGNORED_FOLDERS], index_metadata=False)
+    ignore = [_IGNORED_FOLDERS] + [re.compile(f"^{re.escape(loop)}(/|$)") for loop in loops]
+    indexer = BIDSLayoutIndexer(validate=False, ignore=ignore, index_metadata=False)
     return BIDSLayout(
         root,
         validate=False,
@@ -634,7 +658,7 @@ def _new_layout(root: Path, database: Path | None):
     )
 
 
-def _stored_layout(root: Path, database_dir: Path):
+def _stored_layout(root: Path, database_dir: Path, entries: list[str], loops: list[str]):
     """Open, or build and publish, the stored index of ``root``'s current file list.
 
     Each index lives in its own folder, named by :func:`tree_signature`, that appears
@@ -645,7 +669,7 @@ def _stored_layout(root: Path, database_dir: Path):
     """
     from bids import BIDSLayout
 
-    name = "index-" + tree_signature(root)[:24]
+    name = "index-" + _signature(root, entries)[:24]
     final = database_dir / name
     database_dir.mkdir(parents=True, exist_ok=True)
     if not (final / _DATABASE_FILE).is_file():
@@ -661,7 +685,7 @@ def _stored_layout(root: Path, database_dir: Path):
                 for stale in database_dir.glob(f".{name}.tmp-*"):
                     shutil.rmtree(stale, ignore_errors=True)
                 temporary = database_dir / f".{name}.tmp-{os.getpid()}"
-                layout = _new_layout(root, temporary)
+                layout = _new_layout(root, temporary, loops)
                 layout.connection_manager.engine.dispose()  # closed before it is published
                 del layout
                 try:
@@ -703,6 +727,15 @@ def make_layout(bids_dir: str | Path, database_dir: str | Path | None = None):
         If ``bids_dir`` is not a folder, or has no readable ``dataset_description.json``
         object.
     """
+    return _open_layout(bids_dir, database_dir)[0]
+
+
+def _open_layout(bids_dir: str | Path, database_dir: str | Path | None):
+    """Return :func:`make_layout`'s layout and the folders named like data files.
+
+    pybids lists files only; a folder named like ``*_bold.nii.gz`` would vanish silently,
+    so :func:`find_runs` reports it as its run's problem.
+    """
     root = Path(bids_dir).absolute()
     if not root.is_dir():
         raise QueryError(
@@ -710,19 +743,25 @@ def make_layout(bids_dir: str | Path, database_dir: str | Path | None = None):
             "pass the folder holding fMRIPrep's dataset_description.json."
         )
     _check_description(root)
+    entries, loops = _scan(root)
+    # Folders named like data files (``*_bold.nii.gz/``, ``*_timeseries.tsv/``).
+    file_like = [_parse_name(f"{root}{e[:-1]}") for e in entries if _FILE_LIKE.search(e)]
+    for loop in loops:
+        logger.warning("Not indexing %s%s: a link to a folder that contains it.", root, loop)
     try:
         if database_dir is not None:
             from sqlalchemy.exc import SQLAlchemyError
 
             try:
-                return _stored_layout(root, Path(database_dir).absolute())
+                layout = _stored_layout(root, Path(database_dir).absolute(), entries, loops)
+                return layout, file_like
             except (OSError, SQLAlchemyError) as err:
                 logger.warning(
                     "Cannot use the pybids database folder %s (%s); indexing in memory.",
                     database_dir,
                     err,
                 )
-        return _new_layout(root, None)
+        return _new_layout(root, None, loops), file_like
     except Exception as err:  # pybids raises many types on odd datasets: a usage error
         raise QueryError(
             f"pybids cannot index {root} ({type(err).__name__}: {' '.join(str(err).split())}); "
@@ -730,14 +769,21 @@ def make_layout(bids_dir: str | Path, database_dir: str | Path | None = None):
         ) from err
 
 
-def _names_of(layout, **query) -> list[_Name]:
-    """Return the parsed names of the files pybids lists for a query."""
-    return [_parse_name(path) for path in layout.get(return_type="filename", **query)]
+def _names_of(
+    layout, folders: Sequence[_Name], suffix: str | list[str], extension: str | list[str]
+) -> list[_Name]:
+    """Return the parsed names of the files pybids lists, and of matching folders."""
+    files = layout.get(return_type="filename", suffix=suffix, extension=extension)
+    suffixes = [suffix] if isinstance(suffix, str) else suffix
+    extensions = [extension] if isinstance(extension, str) else extension
+    return [_parse_name(path) for path in files] + [
+        name for name in folders if name.suffix in suffixes and name.extension in extensions
+    ]
 
 
-def _preproc_bold(layout) -> list[_Name]:
+def _preproc_bold(layout, folders: Sequence[_Name] = ()) -> list[_Name]:
     """Every ``desc-preproc_bold`` image, whatever its space."""
-    names = _names_of(layout, suffix="bold", extension=_IMAGE_EXTENSIONS)
+    names = _names_of(layout, folders, "bold", _IMAGE_EXTENSIONS)
     return [n for n in names if n.entities.get("desc") == "preproc" and n.suffix == "bold"]
 
 
@@ -1035,9 +1081,9 @@ def find_runs(
         if values is not None
     }
 
-    layout = make_layout(bids_dir, database_dir)
+    layout, folders = _open_layout(bids_dir, database_dir)
     root = Path(layout.root)
-    every_bold = _preproc_bold(layout)
+    every_bold = _preproc_bold(layout, folders)
     spaces = _spaces_by_subject(every_bold)
     selected = [
         name
@@ -1065,7 +1111,7 @@ def find_runs(
             )
         )
 
-    runs = _assemble_runs(layout, root, selected, space)
+    runs = _assemble_runs(layout, folders, root, selected)
     _warn_missing_participants(participants, runs, spaces, space)
     return runs
 
@@ -1120,17 +1166,19 @@ def _pick(
     return candidate.path
 
 
-def _assemble_runs(layout, root: Path, bold_files: list[_Name], space: str) -> list[BoldRun]:
+def _assemble_runs(
+    layout, folders: Sequence[_Name], root: Path, bold_files: list[_Name]
+) -> list[BoldRun]:
     """Match masks, confounds, AROMA images and sidecars to each BOLD file."""
     masks = _group(
         n
-        for n in _names_of(layout, suffix="mask", extension=_IMAGE_EXTENSIONS)
+        for n in _names_of(layout, folders, "mask", _IMAGE_EXTENSIONS)
         if n.suffix == "mask" and n.entities.get("desc") == "brain"
     )
     confounds = _group(
         (
             n
-            for n in _names_of(layout, suffix=["timeseries", "regressors"], extension=".tsv")
+            for n in _names_of(layout, folders, ["timeseries", "regressors"], ".tsv")
             if n.extension == ".tsv" and n.entities.get("desc") == "confounds"
         ),
         GRID_ENTITIES,
@@ -1138,7 +1186,7 @@ def _assemble_runs(layout, root: Path, bold_files: list[_Name], space: str) -> l
     aroma = _group(
         (
             n
-            for n in _names_of(layout, suffix="bold", extension=_IMAGE_EXTENSIONS)
+            for n in _names_of(layout, folders, "bold", _IMAGE_EXTENSIONS)
             if n.suffix == "bold" and n.entities.get("desc") == "smoothAROMAnonaggr"
         ),
         GRID_ENTITIES,

@@ -542,20 +542,41 @@ def test_a_name_that_contradicts_its_folder_is_a_problem(make_dataset):
     assert run.entities["subject"] == "02" and "sub-01" in run.problem
 
 
-@pytest.mark.parametrize("kind", ["fifo", "dangling", "mask-fifo"])
-def test_unreadable_files_are_a_problem_not_a_hang(make_dataset, kind):
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("fifo", "FIFO"),
+        ("dangling", "dangling"),
+        ("directory", "directory"),
+        ("mask-fifo", "FIFO"),
+        ("confounds-directory", "directory"),
+    ],
+)
+def test_unreadable_files_are_a_problem_not_a_hang(make_dataset, kind, message):
     root = make_dataset(subjects=["01"], runs=[1, 2], **SMALL)
     (run, other) = find_runs(root)
-    target = run.brain_mask if kind == "mask-fifo" else run.preproc_bold
+    target = {"mask": run.brain_mask, "confounds": run.confounds}.get(
+        kind.split("-")[0], run.preproc_bold
+    )
     target.unlink()
     if kind == "dangling":
         target.symlink_to(target.with_name("gone.nii.gz"))
+    elif kind.endswith("directory"):
+        target.mkdir()
     else:
         os.mkfifo(target)
     (broken, fine) = find_runs(root)
-    assert str(target) in broken.problem
-    assert ("dangling" if kind == "dangling" else "FIFO") in broken.problem
+    assert str(target) in broken.problem and message in broken.problem
     assert fine.problem is None
+
+
+def test_a_folder_link_to_an_ancestor_is_not_followed(make_dataset, tmp_path, caplog):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    (root / "sub-01" / "func" / "loop").symlink_to("..")
+    with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
+        (run,) = find_runs(root, database_dir=tmp_path / "db")
+    assert run.problem is None
+    assert "sub-01/func/loop" in caplog.text
 
 
 def test_subject_with_bold_only_in_other_spaces_is_not_listed_in_the_space(make_dataset):
