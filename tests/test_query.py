@@ -575,8 +575,8 @@ def test_a_folder_link_to_an_ancestor_is_not_followed(make_dataset, tmp_path, ca
     (root / "sub-01" / "func" / "loop").symlink_to("..")
     with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
         (run,) = find_runs(root, database_dir=tmp_path / "db")
-    assert run.problem is None
-    assert "sub-01/func/loop" in caplog.text
+    assert run.problem is None and "loop" not in str(run.preproc_bold)
+    assert "sub-01/func/loop: a link to a folder that contains it" in caplog.text
 
 
 def test_subject_with_bold_only_in_other_spaces_is_not_listed_in_the_space(make_dataset):
