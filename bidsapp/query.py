@@ -278,7 +278,7 @@ def read_json(path: str | Path, what: str) -> Any:
         ) from None
     try:
         return json.loads(text)
-    except json.JSONDecodeError as err:
+    except ValueError as err:  # JSONDecodeError, or an integer of more than 4300 digits
         raise QueryError(f"{what} {path} is not valid JSON ({err})") from None
     except RecursionError:
         raise QueryError(f"{what} {path} is nested too deeply to be read") from None
@@ -857,7 +857,10 @@ def check_repetition_time(value: Any, source: str) -> float:
             f"{source}: RepetitionTime={json.dumps(value, default=str)[:40]} is not a number "
             "of seconds (a JSON number such as 2.0 is expected)"
         )
-    t_r = float(value)
+    try:
+        t_r = float(value)
+    except OverflowError:  # an integer beyond any float
+        t_r = math.inf
     if not math.isfinite(t_r) or t_r <= 0:
         raise QueryError(f"{source}: RepetitionTime={value!r} is not a positive number of seconds")
     if t_r > high and low * 1000 <= t_r <= high * 1000:

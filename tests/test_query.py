@@ -332,6 +332,8 @@ def test_missing_repetition_time_is_none(make_dataset):
         (2000.0, "looks like milliseconds"),
         (0.001, "outside the plausible range"),
         (1e300, "outside the plausible range"),
+        (10**400, "not a positive number"),
+        (float("nan"), "not a positive number"),
     ],
 )
 def test_invalid_repetition_time_fails_only_its_run(make_dataset, value, message):
@@ -608,3 +610,14 @@ def test_filter_values_are_checked(fmriprep_dataset):
     with pytest.raises(NoRunsFoundError):  # null: runs without a run- entity, none here
         find_runs(fmriprep_dataset, bids_filters={"bold": {"run": None}})
     assert len(find_runs(fmriprep_dataset, bids_filters={"bold": {"run": "*"}})) == 4
+
+
+def test_an_edited_sidecar_is_read_again_with_a_stored_index(make_dataset, tmp_path):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    database = tmp_path / "db"
+    (run,) = find_runs(root, database_dir=database)
+    assert run.t_r == 2.0
+    run.sidecar.write_text(json.dumps({"RepetitionTime": 1.5, "TaskName": "rest"}))
+    (again,) = find_runs(root, database_dir=database)
+    assert again.t_r == 1.5
+    assert len(list(database.glob("index-*"))) == 1  # same files: the index was reused

@@ -275,6 +275,7 @@ def _filter_file(tmp_path: Path, content) -> Path:
         ("[" * 100_000 + "]" * 100_000, "nested too deeply"),
         (b'{"bold": {"task": "r\xe9st"}}', "not UTF-8"),
         ("{", "not valid JSON"),
+        ('{"bold": {"run": ' + "9" * 5000 + "}}", "not valid JSON"),
     ],
 )
 def test_a_bad_filter_file_is_a_usage_error(capsys, tmp_path, fmriprep_dataset, content, message):
