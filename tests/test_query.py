@@ -620,4 +620,4 @@ def test_an_edited_sidecar_is_read_again_with_a_stored_index(make_dataset, tmp_p
     run.sidecar.write_text(json.dumps({"RepetitionTime": 1.5, "TaskName": "rest"}))
     (again,) = find_runs(root, database_dir=database)
     assert again.t_r == 1.5
-    assert len(list(database.glob("index-*"))) == 1  # same files: the index was reused
+    assert len(list(database.glob("index-*/layout_index.sqlite"))) == 1  # same files: reused
