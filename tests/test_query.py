@@ -621,3 +621,13 @@ def test_an_edited_sidecar_is_read_again_with_a_stored_index(make_dataset, tmp_p
     (again,) = find_runs(root, database_dir=database)
     assert again.t_r == 1.5
     assert len(list(database.glob("index-*/layout_index.sqlite"))) == 1  # same files: reused
+
+
+def test_an_unusable_database_dir_falls_back_to_memory(make_dataset, tmp_path, caplog):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
+        (run,) = find_runs(root, database_dir=blocker / "db")
+    assert run.problem is None
+    assert "indexing in memory" in caplog.text and str(blocker) in caplog.text
