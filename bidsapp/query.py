@@ -560,23 +560,24 @@ def _check_description(root: Path) -> None:
         raise QueryError(f"The dataset description {description} is not a JSON object.")
 
 
-def _scan(root: Path) -> tuple[list[str], list[str]]:
-    """List what pybids would index under ``root``, and the folder links that loop.
+def _scan(root: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """List what pybids would index under ``root``, and what it must not try to.
 
     Mirrors pybids's walk: hidden entries, ``derivatives/`` and the ignored folders are
-    skipped and links to folders are followed, except a link to one of its own ancestors
-    (pybids would recurse until the path is too long): those are returned apart so that
-    the indexer ignores them too.
+    skipped and links to folders are followed. Three kinds of entries would stop pybids
+    from indexing the whole dataset, so they are returned apart for the indexer to ignore:
+    a folder link to one of its own ancestors (pybids would recurse until the path is too
+    long), a name that is not UTF-8 (the index cannot store it) and an unreadable folder.
 
     Returns
     -------
     entries : list of str
         Relative paths with a leading ``/``; folders end with ``/``.
-    loops : list of str
-        Relative paths of folder links that lead back to an ancestor.
+    skipped : list of (str, str)
+        Relative paths left out, with the reason.
     """
     entries: list[str] = []
-    loops: list[str] = []
+    skipped: list[tuple[str, str]] = []
     ancestors: set[tuple[int, int]] = set()
 
     def visit(folder: Path, relative: str) -> None:
@@ -584,17 +585,22 @@ def _scan(root: Path) -> tuple[list[str], list[str]]:
             info = os.stat(folder)
             identity = (info.st_dev, info.st_ino)
             if identity in ancestors:
-                loops.append(relative)
+                skipped.append((relative, "a link to a folder that contains it"))
                 return
             with os.scandir(folder) as found:
                 names = sorted((entry.name, entry.is_dir()) for entry in found)
-        except OSError:
-            entries.append(f"{relative}/\0unreadable")
+        except OSError as err:
+            skipped.append((relative, f"cannot be read ({err.strerror})"))
             return
         ancestors.add(identity)
         for name, is_dir in names:
             path = f"{relative}/{name}"
             if name.startswith(".") or _IGNORED_FOLDERS.search(path):
+                continue
+            try:
+                name.encode("utf-8")
+            except UnicodeEncodeError:
+                skipped.append((path, "its name is not UTF-8"))
                 continue
             if not is_dir:
                 entries.append(path)
@@ -604,7 +610,7 @@ def _scan(root: Path) -> tuple[list[str], list[str]]:
         ancestors.discard(identity)
 
     visit(root, "")
-    return entries, loops
+    return entries, skipped
 
 
 def _signature(root: Path, entries: Iterable[str]) -> str:
@@ -641,12 +647,13 @@ def tree_signature(root: str | Path) -> str:
     return _signature(root, _scan(root)[0])
 
 
-def _new_layout(root: Path, database: Path | None, loops: Sequence[str] = ()):
+def _new_layout(root: Path, database: Path | None, skipped: Sequence[tuple[str, str]] = ()):
     """Index ``root`` with pybids (file names only), in memory or into ``database``."""
     from bids import BIDSLayout
     from bids.layout import BIDSLayoutIndexer
 
-    ignore = [_IGNORED_FOLDERS] + [re.compile(f"^{re.escape(loop)}(/|$)") for loop in loops]
+    ignore = [_IGNORED_FOLDERS]
+    ignore += [re.compile(f"^{re.escape(path)}(/|$)") for path, _ in skipped if path]
     indexer = BIDSLayoutIndexer(validate=False, ignore=ignore, index_metadata=False)
     return BIDSLayout(
         root,
@@ -658,7 +665,9 @@ def _new_layout(root: Path, database: Path | None, loops: Sequence[str] = ()):
     )
 
 
-def _stored_layout(root: Path, database_dir: Path, entries: list[str], loops: list[str]):
+def _stored_layout(
+    root: Path, database_dir: Path, entries: list[str], skipped: list[tuple[str, str]]
+):
     """Open, or build and publish, the stored index of ``root``'s current file list.
 
     Each index lives in its own folder, named by :func:`tree_signature`, that appears
@@ -685,7 +694,7 @@ def _stored_layout(root: Path, database_dir: Path, entries: list[str], loops: li
                 for stale in database_dir.glob(f".{name}.tmp-*"):
                     shutil.rmtree(stale, ignore_errors=True)
                 temporary = database_dir / f".{name}.tmp-{os.getpid()}"
-                layout = _new_layout(root, temporary, loops)
+                layout = _new_layout(root, temporary, skipped)
                 layout.connection_manager.engine.dispose()  # closed before it is published
                 del layout
                 try:
@@ -743,17 +752,18 @@ def _open_layout(bids_dir: str | Path, database_dir: str | Path | None):
             "pass the folder holding fMRIPrep's dataset_description.json."
         )
     _check_description(root)
-    entries, loops = _scan(root)
+    entries, skipped = _scan(root)
     # Folders named like data files (``*_bold.nii.gz/``, ``*_timeseries.tsv/``).
     file_like = [_parse_name(f"{root}{e[:-1]}") for e in entries if _FILE_LIKE.search(e)]
-    for loop in loops:
-        logger.warning("Not indexing %s%s: a link to a folder that contains it.", root, loop)
+    for path, reason in skipped:
+        printable = f"{root}{path}".encode("utf-8", "backslashreplace").decode("utf-8")
+        logger.warning("Not indexing %s: %s.", printable, reason)
     try:
         if database_dir is not None:
             from sqlalchemy.exc import SQLAlchemyError
 
             try:
-                layout = _stored_layout(root, Path(database_dir).absolute(), entries, loops)
+                layout = _stored_layout(root, Path(database_dir).absolute(), entries, skipped)
                 return layout, file_like
             except (OSError, SQLAlchemyError) as err:
                 logger.warning(
@@ -761,7 +771,7 @@ def _open_layout(bids_dir: str | Path, database_dir: str | Path | None):
                     database_dir,
                     err,
                 )
-        return _new_layout(root, None, loops), file_like
+        return _new_layout(root, None, skipped), file_like
     except Exception as err:  # pybids raises many types on odd datasets: a usage error
         raise QueryError(
             f"pybids cannot index {root} ({type(err).__name__}: {' '.join(str(err).split())}); "

@@ -631,3 +631,15 @@ def test_an_unusable_database_dir_falls_back_to_memory(make_dataset, tmp_path, c
         (run,) = find_runs(root, database_dir=blocker / "db")
     assert run.problem is None
     assert "indexing in memory" in caplog.text and str(blocker) in caplog.text
+
+
+def test_a_name_that_is_not_utf8_is_left_out_with_a_warning(make_dataset, tmp_path, caplog):
+    root = make_dataset(subjects=["01"], runs=[1, 2], **SMALL)
+    for path in sorted((root / "sub-01" / "func").glob("*run-1_*")):
+        os.rename(os.fsencode(path), os.fsencode(path).replace(b"run-1_", b"run-1_acq-\xff_"))
+    os.mkdir(os.fsencode(root) + b"/sub-\xfe")
+    for database in (None, tmp_path / "db"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
+            assert _names(find_runs(root, database_dir=database)) == ["sub-01_task-rest_run-2"]
+        assert "its name is not UTF-8" in caplog.text and "acq-\\udcff" in caplog.text
