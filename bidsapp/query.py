@@ -1226,6 +1226,13 @@ def _assemble_runs(
         run_key = chosen.key(GRID_ENTITIES)
         mask = _pick(masks.get(key, []), "brain mask", root, problems)
         confounds_file = _pick(confounds.get(run_key, []), "confounds", root, problems)
+        if confounds_file is not None:
+            # Its JSON (CompCor metadata) is optional, but a FIFO or folder there is no JSON.
+            metadata = confounds_file.with_name(confounds_file.name[: -len(".tsv")] + ".json")
+            if os.path.lexists(metadata):
+                found = _regular_file_problem(metadata, "confounds JSON")
+                if found:
+                    problems.append(found)
         aroma_problems: list[str] = []
         aroma_bold = _pick(aroma.get(run_key, []), "ICA-AROMA BOLD", root, aroma_problems)
         t_r, sidecar, sidecar_problem = _read_sidecar(chosen, root, listings)

@@ -552,14 +552,17 @@ def test_a_name_that_contradicts_its_folder_is_a_problem(make_dataset):
         ("directory", "directory"),
         ("mask-fifo", "FIFO"),
         ("confounds-directory", "directory"),
+        ("metadata-fifo", "FIFO"),
     ],
 )
 def test_unreadable_files_are_a_problem_not_a_hang(make_dataset, kind, message):
     root = make_dataset(subjects=["01"], runs=[1, 2], **SMALL)
     (run, other) = find_runs(root)
-    target = {"mask": run.brain_mask, "confounds": run.confounds}.get(
-        kind.split("-")[0], run.preproc_bold
-    )
+    target = {
+        "mask": run.brain_mask,
+        "confounds": run.confounds,
+        "metadata": run.confounds.with_suffix(".json"),
+    }.get(kind.split("-")[0], run.preproc_bold)
     target.unlink()
     if kind == "dangling":
         target.symlink_to(target.with_name("gone.nii.gz"))
