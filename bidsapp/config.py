@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bidsapp import query
 from bidsapp.query import bare_label
 
 STRATEGIES = ("mean", "median", "sum", "minimum", "maximum", "variance", "standard_deviation")
@@ -395,7 +396,10 @@ class RunConfig:
 
 
 def read_bids_filter_file(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Read an fMRIPrep ``--bids-filter-file``.
+    """Read and check an fMRIPrep ``--bids-filter-file``.
+
+    The one reader of filter files is :func:`bidsapp.query.read_bids_filter_file`; this
+    wrapper turns its errors into usage errors naming the option.
 
     Parameters
     ----------
@@ -410,18 +414,15 @@ def read_bids_filter_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises
     ------
     ConfigError
-        If the file cannot be read, is not JSON or is not a JSON object.
+        If the path is not a regular file (a FIFO or device is refused before it is
+        opened), cannot be read, is not UTF-8 JSON, is nested too deeply, is not a JSON
+        object, or its ``bold`` query has an unknown entity or a value that is not a
+        string, an integer, null, ``"*"`` or a list of those.
     """
     try:
-        filters = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise ConfigError(f"--bids-filter-file {path}: cannot read JSON ({err})") from None
-    if not isinstance(filters, dict):
-        raise ConfigError(
-            f"--bids-filter-file {path}: expected a JSON object of queries, e.g. "
-            '{"bold": {"session": "1"}}'
-        )
-    return filters
+        return query.read_bids_filter_file(path)
+    except query.QueryError as err:
+        raise ConfigError(f"--bids-filter-file: {' '.join(str(err).split())}") from None
 
 
 def _dummy_scans(value: Any) -> int | None:

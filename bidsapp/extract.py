@@ -30,7 +30,7 @@ import pandas as pd
 
 from bidsapp.atlas import Atlas, region_ids, region_names
 from bidsapp.config import DenoiseConfig, ExtractionConfig
-from bidsapp.query import BoldRun
+from bidsapp.query import GRID_ENTITIES, BoldRun
 
 logger = logging.getLogger(__name__)
 
@@ -217,33 +217,68 @@ def one_line(text: Any) -> str:
 
 
 def _load_header(path: Path) -> nib.spatialimages.SpatialImage:
+    import stat
+
+    # Checked before nibabel opens it: a FIFO or device in a file's place would block.
+    try:
+        mode = path.stat().st_mode
+    except OSError as err:
+        raise ExtractionError(f"{path}: cannot read the NIfTI header ({err.strerror})") from err
+    if not stat.S_ISREG(mode):
+        raise ExtractionError(f"{path}: not a regular file, so not a NIfTI image")
     try:
         return nib.load(str(path))
     except Exception as err:  # nibabel raises many types for broken files
         raise ExtractionError(f"{path}: cannot read the NIfTI header ({one_line(err)})") from err
 
 
-def _repetition_time(run: BoldRun, img, bold: Path, warnings_: list[str]) -> float:
-    if run.t_r is not None:
-        return float(run.t_r)
+def _header_repetition_time(img) -> float:
+    """Return the header's repetition time in seconds (pixdim[4] in its time unit), or 0."""
     zooms = img.header.get_zooms()
     t_r = float(zooms[3]) if len(zooms) > 3 else 0.0
-    if img.header.get_xyzt_units()[1] == "msec":
+    unit = img.header.get_xyzt_units()[1]
+    if unit == "msec":
         t_r /= 1000.0
-    elif img.header.get_xyzt_units()[1] == "usec":
+    elif unit == "usec":
         t_r /= 1e6
-    if not t_r > 0:
+    return t_r if np.isfinite(t_r) else 0.0
+
+
+def _repetition_time(run: BoldRun, img, bold: Path, warnings_: list[str]) -> float:
+    """Return the sidecar's repetition time (s), else the header's, if plausible.
+
+    A sidecar value that differs from the header's by more than 1 % is used, with a
+    warning of the run (fMRIPrep copies the sidecar's; a disagreement means one was edited).
+    """
+    from bidsapp.query import QueryError, check_repetition_time
+
+    header_t_r = _header_repetition_time(img)
+    if run.t_r is not None:
+        t_r = float(run.t_r)
+        if header_t_r > 0 and abs(header_t_r - t_r) > 0.01 * t_r:
+            message = (
+                f"RepetitionTime {t_r:g} s in {run.sidecar or 'the sidecar'} differs from the "
+                f"NIfTI header's {header_t_r:g} s in {bold.name}; using the sidecar's"
+            )
+            logger.warning(message)
+            warnings_.append(message)
+        return t_r
+    if not header_t_r > 0:
         raise ExtractionError(
             f"{bold}: no RepetitionTime in the JSON sidecar and none in the NIfTI header; "
             "add RepetitionTime (seconds) to the sidecar"
         )
+    try:
+        check_repetition_time(header_t_r, f"{bold} (NIfTI header; no sidecar value)")
+    except QueryError as err:
+        raise ExtractionError(f"{err}; add RepetitionTime (seconds) to the sidecar") from err
     message = (
         f"{run.preproc_bold.name}: no RepetitionTime in the JSON sidecar; using the NIfTI "
-        f"header's {t_r:g} s"
+        f"header's {header_t_r:g} s"
     )
     logger.info(message)
     warnings_.append(message)
-    return t_r
+    return header_t_r
 
 
 def _check_grid(mask: Path, img, bold: Path) -> None:
@@ -304,6 +339,8 @@ def prepare_run(run: BoldRun, denoise: DenoiseConfig) -> RunInputs:
     notes: list[str] = []
     aroma = uses_aroma_image(denoise)
     if aroma:
+        if run.aroma_problem is not None:
+            raise ExtractionError(run.aroma_problem)
         if run.aroma_bold is None:
             raise ExtractionError(
                 f"{run.preproc_bold}: denoise strategy '{denoise.label}' needs fMRIPrep's "
@@ -323,7 +360,7 @@ def prepare_run(run: BoldRun, denoise: DenoiseConfig) -> RunInputs:
         if found is None:
             raise ExtractionError(f"{bold}: the file name has no space- entity")
         space = found.group(1)
-        entities = {k: v for k, v in entities.items() if k not in ("res", "den")}
+        entities = {k: v for k, v in entities.items() if k not in GRID_ENTITIES}
         entities["space"] = space
         mask = _sibling_mask(bold)
         if mask is None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -157,3 +158,17 @@ def test_import_is_lazy_and_run_is_exported():
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == ["bidsapp.config", "bidsapp.workflow"]
+
+
+def test_bids_filter_file_values_are_checked_when_read(tmp_path):
+    path = tmp_path / "filters.json"
+    path.write_text(json.dumps({"bold": {"run": {"$gt": 1}}}))
+    with pytest.raises(ConfigError, match="--bids-filter-file.*filters.json.*'run'"):
+        make_config(tmp_path, tmp_path / "o", bids_filter_file=path)
+    fifo = tmp_path / "fifo.json"
+    os.mkfifo(fifo)  # refused before it is opened: opening would block
+    with pytest.raises(ConfigError, match="not a regular file"):
+        make_config(tmp_path, tmp_path / "o", bids_filter_file=fifo)
+    path.write_text(json.dumps({"bold": {"run": 1}, "t1w": {"run": {"$gt": 1}}}))
+    config = make_config(tmp_path, tmp_path / "o", bids_filter_file=path)
+    assert config.bids_filters == {"bold": {"run": 1}, "t1w": {"run": {"$gt": 1}}}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 from pathlib import Path
 
@@ -232,14 +233,18 @@ def test_fmriprep_1x_names(make_dataset):
         assert run.brain_mask.name == f"{run.name}_space-{TPL}_desc-brain_mask.nii.gz"
 
 
-def test_timeseries_confounds_preferred_over_regressors(make_dataset, caplog):
-    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+def test_several_confounds_files_are_never_chosen_between(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1, 2], **SMALL)
     func = root / "sub-01" / "func"
     timeseries = func / "sub-01_task-rest_run-1_desc-confounds_timeseries.tsv"
-    shutil.copy(timeseries, func / "sub-01_task-rest_run-1_desc-confounds_regressors.tsv")
-    with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
-        assert find_runs(root)[0].confounds == timeseries
-    assert "Several confounds files" in caplog.text
+    regressors = func / "sub-01_task-rest_run-1_desc-confounds_regressors.tsv"
+    shutil.copy(timeseries, regressors)
+    first, second = find_runs(root)
+    assert first.confounds is None
+    assert str(timeseries) in first.problem and str(regressors) in first.problem
+    assert second.problem is None and second.confounds.name.endswith(
+        "run-2_desc-confounds_timeseries.tsv"
+    )
 
 
 def test_uncompressed_nifti(make_dataset):
@@ -249,15 +254,16 @@ def test_uncompressed_nifti(make_dataset):
     assert run.brain_mask.name.endswith("_desc-brain_mask.nii")
 
 
-def test_nii_gz_preferred_when_both_exist(make_dataset):
+def test_nii_and_nii_gz_of_one_run_are_never_chosen_between(make_dataset):
     root = make_dataset(subjects=["01"], runs=[1], **SMALL)
     (run,) = find_runs(root)
     uncompressed = Path(str(run.preproc_bold).removesuffix(".gz"))
     nib.save(nib.load(str(run.preproc_bold)), str(uncompressed))
     (again,) = find_runs(root)
-    assert again.preproc_bold == run.preproc_bold
+    assert str(run.preproc_bold) in again.problem and str(uncompressed) in again.problem
+    assert '"extension"' in again.problem  # says how to choose
     (narrowed,) = find_runs(root, bids_filters={"bold": {"extension": "nii"}})
-    assert narrowed.preproc_bold == uncompressed
+    assert narrowed.preproc_bold == uncompressed and narrowed.problem is None
 
 
 def test_figures_logs_and_sourcedata_are_not_indexed(make_dataset):
@@ -295,11 +301,11 @@ def test_several_grids_of_one_run(make_dataset, caplog):
     root = make_dataset(subjects=["01"], runs=[1], **SMALL)
     (run,) = find_runs(root)
     shutil.copy(run.preproc_bold, str(run.preproc_bold).replace("res-2", "res-1"))
-    with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
+    with caplog.at_level(logging.INFO, logger="bidsapp.query"):
         runs = find_runs(root)
     assert [r.entities["res"] for r in runs] == ["1", "2"]
     assert runs[0].brain_mask is None and runs[1].brain_mask == run.brain_mask
-    assert "several grids" in caplog.text
+    assert "several grids" in caplog.text and "each is processed" in caplog.text
     assert [r.entities["res"] for r in find_runs(root, bids_filters={"bold": {"res": "2"}})] == [
         "2"
     ]
@@ -313,13 +319,32 @@ def test_missing_repetition_time_is_none(make_dataset):
     assert find_runs(root)[0].t_r is None
 
 
-@pytest.mark.parametrize("value", ["two", -2.0, 0])
-def test_invalid_repetition_time(make_dataset, value):
-    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
-    (sidecar,) = root.rglob("*_desc-preproc_bold.json")
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        ("two", "not a number"),
+        ("2", "not a number"),
+        (True, "not a number"),
+        ([2], "not a number"),
+        (-2.0, "not a positive number"),
+        (0, "not a positive number"),
+        (2000, "looks like milliseconds"),
+        (2000.0, "looks like milliseconds"),
+        (0.001, "outside the plausible range"),
+        (1e300, "outside the plausible range"),
+        (10**400, "not a positive number"),
+        (float("nan"), "not a positive number"),
+    ],
+)
+def test_invalid_repetition_time_fails_only_its_run(make_dataset, value, message):
+    root = make_dataset(subjects=["01"], runs=[1, 2], **SMALL)
+    sidecar = next(root.rglob("*_run-1_*_desc-preproc_bold.json"))
     sidecar.write_text(json.dumps({"RepetitionTime": value, "TaskName": "rest"}))
-    with pytest.raises(QueryError, match=sidecar.name):
-        find_runs(root)
+    first, second = find_runs(root)
+    assert first.t_r is None and first.sidecar == sidecar
+    assert str(sidecar) in first.problem and message in first.problem
+    assert "\n" not in first.problem
+    assert second.problem is None and second.t_r == 2.0
 
 
 def test_other_repetition_time(make_dataset):
@@ -337,7 +362,7 @@ def test_anatomical_only_subject(rich_dataset):
     assert str(rich_dataset) in message
     assert f"space={TPL}" in message
     assert "participant_labels=['03']" in message
-    assert "Subjects with preprocessed BOLD: 01, 02." in message
+    assert f"Subjects with preprocessed BOLD in space {TPL}: 01, 02." in message
     assert "Participant(s) 03 have outputs but no preprocessed BOLD" in message
     assert isinstance(error.value, ValueError)
 
@@ -390,22 +415,28 @@ def test_read_only_dataset_is_not_written(fmriprep_dataset, snapshot_tree, tmp_p
     assert len(find_runs(fmriprep_dataset)) == 4
     assert len(find_runs(fmriprep_dataset, database_dir=tmp_path / "db")) == 4
     assert snapshot_tree(fmriprep_dataset) == before
-    assert (tmp_path / "db" / "layout_index.sqlite").is_file()
+    assert len(list((tmp_path / "db").glob("index-*/layout_index.sqlite"))) == 1
 
 
-def test_database_dir_is_reused(make_dataset, tmp_path, read_only):
+def test_database_dir_is_reused_while_the_files_are_the_same(make_dataset, tmp_path, read_only):
     root = make_dataset(subjects=["01"], runs=[1, 2], **SMALL)
     database = tmp_path / "db"
     assert len(find_runs(root, database_dir=database)) == 2
-    stored = (database / "layout_index.sqlite").stat().st_mtime_ns
-    # A run added after indexing: the reused index does not see it, a fresh one does.
+    (stored,) = database.glob("index-*/layout_index.sqlite")
+    built = stored.stat().st_mtime_ns
+    for path in root.rglob("*"):  # a touch changes no file name: the index is reused
+        os.utime(path)
+    assert len(find_runs(root, database_dir=database)) == 2
+    assert list(database.glob("index-*/layout_index.sqlite")) == [stored]
+    assert stored.stat().st_mtime_ns == built
+    # A run added after indexing is seen: the file list changed, so a new index is built.
     extra = make_dataset(subjects=["01"], runs=[3], **SMALL)
     for path in (extra / "sub-01" / "func").iterdir():
         shutil.copy(path, root / "sub-01" / "func" / path.name)
     read_only(root)
-    assert len(find_runs(root, database_dir=database)) == 2
-    assert (database / "layout_index.sqlite").stat().st_mtime_ns == stored
-    assert len(find_runs(root)) == 3
+    assert len(find_runs(root, database_dir=database)) == 3
+    assert len(list(database.glob("index-*/layout_index.sqlite"))) == 2
+    assert not list(database.glob(".*tmp*"))  # built aside, then renamed into place
 
 
 def test_database_of_another_dataset_is_rebuilt(make_dataset, tmp_path, caplog):
@@ -413,7 +444,205 @@ def test_database_of_another_dataset_is_rebuilt(make_dataset, tmp_path, caplog):
     second = make_dataset(subjects=["05"], runs=[1, 2], **SMALL)
     database = tmp_path / "db"
     assert _names(find_runs(first, database_dir=database)) == ["sub-01_task-rest_run-1"]
-    with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
-        runs = find_runs(second, database_dir=database)
+    runs = find_runs(second, database_dir=database)
     assert _names(runs) == ["sub-05_task-rest_run-1", "sub-05_task-rest_run-2"]
-    assert "rebuilding" in caplog.text
+    assert _names(find_runs(first, database_dir=database)) == ["sub-01_task-rest_run-1"]
+
+
+# ------------------------------------------------ entities that tell runs apart
+
+
+def _rename_with(root: Path, pattern: str, old: str, new: str) -> None:
+    """Rename the files matching ``pattern`` (glob), replacing ``old`` by ``new``."""
+    for path in sorted(root.rglob(pattern)):
+        path.rename(path.with_name(path.name.replace(old, new)))
+
+
+def test_part_mag_and_phase_are_two_runs_with_their_own_files(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    func = root / "sub-01" / "func"
+    for path in sorted(func.iterdir()):
+        for part in ("mag", "phase"):
+            shutil.copy(path, func / path.name.replace("run-1_", f"run-1_part-{part}_"))
+        path.unlink()
+    runs = find_runs(root)
+    assert _names(runs) == ["sub-01_task-rest_run-1_part-mag", "sub-01_task-rest_run-1_part-phase"]
+    for run, part in zip(runs, ("mag", "phase"), strict=True):
+        assert run.problem is None
+        assert run.entities["part"] == part
+        for path in (run.preproc_bold, run.brain_mask, run.confounds, run.sidecar):
+            assert f"_part-{part}_" in path.name
+
+
+def test_cohorts_are_two_runs_on_two_grids(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    func = root / "sub-01" / "func"
+    for path in sorted(func.glob(f"*space-{TPL}_res-2_*")):
+        for cohort in ("1", "2"):
+            name = path.name.replace(f"space-{TPL}_", f"space-MNIInfant_cohort-{cohort}_")
+            shutil.copy(path, func / name)
+    runs = find_runs(root, space="MNIInfant")
+    assert [r.entities.get("cohort") for r in runs] == ["1", "2"]
+    assert {r.name for r in runs} == {"sub-01_task-rest_run-1"}
+    for run in runs:
+        assert run.problem is None
+        assert f"cohort-{run.entities['cohort']}_" in run.brain_mask.name
+        assert run.confounds.name == "sub-01_task-rest_run-1_desc-confounds_timeseries.tsv"
+    assert len(find_runs(root, space="MNIInfant", bids_filters={"bold": {"cohort": "2"}})) == 1
+
+
+def test_every_entity_reaches_the_run(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    func = root / "sub-01" / "func"
+    extra = "ce-gad_rec-moco_dir-AP_run-1_echo-2_part-mag_chunk-3_"
+    _rename_with(func, "*run-1_*", "run-1_", extra)
+    (run,) = find_runs(root)
+    assert run.problem is None, run.problem
+    assert run.entities == {
+        "subject": "01",
+        "task": "rest",
+        "ceagent": "gad",
+        "reconstruction": "moco",
+        "direction": "AP",
+        "run": "1",
+        "echo": "2",
+        "part": "mag",
+        "chunk": "3",
+        "space": TPL,
+        "res": "2",
+    }
+    assert run.name == "sub-01_task-rest_ce-gad_rec-moco_dir-AP_run-1_echo-2_part-mag_chunk-3"
+
+
+def test_a_stray_file_with_an_unknown_entity_is_never_chosen_silently(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1, 2], **SMALL)
+    (real, other) = find_runs(root)
+    stray = real.preproc_bold.with_name(real.preproc_bold.name.replace("run-1_", "run-1_foo-bar_"))
+    shutil.copy(real.preproc_bold, stray)
+    first, second = find_runs(root)
+    assert str(real.preproc_bold) in first.problem and str(stray) in first.problem
+    assert second.problem is None
+    real.preproc_bold.unlink()  # alone, its unknown entity still cannot be named
+    (first, _) = find_runs(root)
+    assert first.preproc_bold == stray and "foo-bar" in first.problem
+
+
+def test_two_masks_for_one_run_are_a_problem(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    (run,) = find_runs(root)
+    other = Path(str(run.brain_mask).removesuffix(".gz"))
+    nib.save(nib.load(str(run.brain_mask)), str(other))
+    (again,) = find_runs(root)
+    assert again.brain_mask is None
+    assert str(run.brain_mask) in again.problem and str(other) in again.problem
+
+
+def test_a_name_that_contradicts_its_folder_is_a_problem(make_dataset):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    _rename_with(root / "sub-01" / "func", "sub-01_*", "sub-01_", "sub-02_")
+    (run,) = find_runs(root)
+    assert run.entities["subject"] == "02" and "sub-01" in run.problem
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("fifo", "FIFO"),
+        ("dangling", "dangling"),
+        ("directory", "directory"),
+        ("mask-fifo", "FIFO"),
+        ("confounds-directory", "directory"),
+        ("metadata-fifo", "FIFO"),
+    ],
+)
+def test_unreadable_files_are_a_problem_not_a_hang(make_dataset, kind, message):
+    root = make_dataset(subjects=["01"], runs=[1, 2], **SMALL)
+    (run, other) = find_runs(root)
+    target = {
+        "mask": run.brain_mask,
+        "confounds": run.confounds,
+        "metadata": run.confounds.with_suffix(".json"),
+    }.get(kind.split("-")[0], run.preproc_bold)
+    target.unlink()
+    if kind == "dangling":
+        target.symlink_to(target.with_name("gone.nii.gz"))
+    elif kind.endswith("directory"):
+        target.mkdir()
+    else:
+        os.mkfifo(target)
+    (broken, fine) = find_runs(root)
+    assert str(target) in broken.problem and message in broken.problem
+    assert fine.problem is None
+
+
+def test_a_folder_link_to_an_ancestor_is_not_followed(make_dataset, tmp_path, caplog):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    (root / "sub-01" / "func" / "loop").symlink_to("..")
+    with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
+        (run,) = find_runs(root, database_dir=tmp_path / "db")
+    assert run.problem is None and "loop" not in str(run.preproc_bold)
+    assert "sub-01/func/loop: a link to a folder that contains it" in caplog.text
+
+
+def test_subject_with_bold_only_in_other_spaces_is_not_listed_in_the_space(make_dataset):
+    root = make_dataset(subjects=["01", "03"], runs=[1], t1w_space=True, **SMALL)
+    for path in root.glob(f"sub-03/func/*space-{TPL}*"):
+        path.unlink()
+    with pytest.raises(NoRunsFoundError) as error:
+        find_runs(root, participant_labels=["03"])
+    message = str(error.value)
+    assert f"Subjects with preprocessed BOLD in space {TPL}: 01." in message
+    assert "only in other spaces: 03 (T1w)" in message
+    assert "Participant(s) 03 have preprocessed BOLD only in other spaces" in message
+
+
+def test_filter_values_are_checked(fmriprep_dataset):
+    for value, message in [
+        ({"$gt": 1}, "'run'"),
+        (1.5, "fraction"),
+        (True, "boolean"),
+        (-1, "negative"),
+        ([None, [1]], "'run'"),
+    ]:
+        with pytest.raises(QueryError, match=message):
+            load_bids_filters({"bold": {"run": value}})
+    assert load_bids_filters({"bold": {"run": [1, "2", None, "*"], "ses": 3}}) == {
+        "run": ["1", "2", None, "*"],
+        "session": ["3"],
+    }
+    with pytest.raises(NoRunsFoundError):  # null: runs without a run- entity, none here
+        find_runs(fmriprep_dataset, bids_filters={"bold": {"run": None}})
+    assert len(find_runs(fmriprep_dataset, bids_filters={"bold": {"run": "*"}})) == 4
+
+
+def test_an_edited_sidecar_is_read_again_with_a_stored_index(make_dataset, tmp_path):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    database = tmp_path / "db"
+    (run,) = find_runs(root, database_dir=database)
+    assert run.t_r == 2.0
+    run.sidecar.write_text(json.dumps({"RepetitionTime": 1.5, "TaskName": "rest"}))
+    (again,) = find_runs(root, database_dir=database)
+    assert again.t_r == 1.5
+    assert len(list(database.glob("index-*/layout_index.sqlite"))) == 1  # same files: reused
+
+
+def test_an_unusable_database_dir_falls_back_to_memory(make_dataset, tmp_path, caplog):
+    root = make_dataset(subjects=["01"], runs=[1], **SMALL)
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
+        (run,) = find_runs(root, database_dir=blocker / "db")
+    assert run.problem is None
+    assert "indexing in memory" in caplog.text and str(blocker) in caplog.text
+
+
+def test_a_name_that_is_not_utf8_is_left_out_with_a_warning(make_dataset, tmp_path, caplog):
+    root = make_dataset(subjects=["01"], runs=[1, 2], **SMALL)
+    for path in sorted((root / "sub-01" / "func").glob("*run-1_*")):
+        os.rename(os.fsencode(path), os.fsencode(path).replace(b"run-1_", b"run-1_acq-\xff_"))
+    os.mkdir(os.fsencode(root) + b"/sub-\xfe")
+    for database in (None, tmp_path / "db"):
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
+            assert _names(find_runs(root, database_dir=database)) == ["sub-01_task-rest_run-2"]
+        assert "its name is not UTF-8" in caplog.text and "acq-\\udcff" in caplog.text

@@ -652,7 +652,7 @@ def test_labels_sessions_tasks_and_filters_select_runs(
         "--participant-label", "sub-01", "02", "--session-label", "2", "--task", "rest"
     )  # fmt: skip
     assert selected == ["sub-01_ses-2_task-rest", "sub-02_ses-2_task-rest"]
-    assert (work / "pybids_db" / "layout_index.sqlite").is_file()  # --work-dir holds the index
+    assert list((work / "pybids_db").glob("index-*/layout_index.sqlite"))  # --work-dir holds it
     filters = tmp_path / "filters.json"
     filters.write_text(json.dumps({"bold": {"session": "1", "task": "nback"}}))
     assert outputs_for("--participant_label", "02", "--bids-filter-file", filters) == [
