@@ -28,6 +28,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from bidsapp import stream
 from bidsapp.atlas import Atlas, region_ids, region_names
 from bidsapp.config import DenoiseConfig, ExtractionConfig
 from bidsapp.query import GRID_ENTITIES, BoldRun
@@ -227,9 +228,15 @@ def _load_header(path: Path) -> nib.spatialimages.SpatialImage:
     if not stat.S_ISREG(mode):
         raise ExtractionError(f"{path}: not a regular file, so not a NIfTI image")
     try:
-        return nib.load(str(path))
+        img = nib.load(str(path))
     except Exception as err:  # nibabel raises many types for broken files
         raise ExtractionError(f"{path}: cannot read the NIfTI header ({one_line(err)})") from err
+    # Before anything (the printed memory bound included) is sized from the header's shape.
+    try:
+        stream.check_data_size(img)
+    except stream.StreamError as err:
+        raise ExtractionError(one_line(err)) from err
+    return img
 
 
 def _header_repetition_time(img) -> float:
@@ -703,7 +710,7 @@ def _check_size(inputs: RunInputs, atlases: Sequence[Atlas], extraction: Extract
     atlases resampled onto the BOLD grid), so that a hostile header fails its run with a
     message instead of a ``MemoryError`` or the out-of-memory killer.
     """
-    from bidsapp import engine, stream
+    from bidsapp import engine
 
     try:
         stream.check_data_size(inputs.bold)

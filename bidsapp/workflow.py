@@ -628,6 +628,7 @@ def build_sidecar(
         "NumberOfVolumes": inputs.n_volumes,
         "RetainedVolumes": extraction.retained,
         "CensoredVolumes": extraction.censored,
+        "NonFiniteVolumes": extraction.non_finite_volumes,
         "MeanFramewiseDisplacement": extraction.mean_fd,
         "RegionsBelowCoverage": result.below_coverage,
         "Warnings": extraction.warnings,
@@ -638,13 +639,21 @@ def build_sidecar(
 
 
 def _relmat(timeseries: pd.DataFrame) -> pd.DataFrame:
-    """Pearson correlation between regions; n/a for regions without data."""
+    """Pearson correlation between regions; n/a for regions without data.
+
+    Computed with one BLAS thread, so that the bytes written do not depend on how many
+    threads the process has (joblib workers get fewer than the main process): a rerun or
+    ``--n-jobs`` never changes a file that resume compares by hash.
+    """
+    from bidsapp.maskers import _one_blas_thread
+
     values = timeseries.to_numpy(dtype=float)
     valid = np.isfinite(values).all(axis=0)
     valid[valid] = np.std(values[:, valid], axis=0) > 0
     corr = np.full((values.shape[1], values.shape[1]), np.nan)
     if valid.any():
-        corr[np.ix_(valid, valid)] = np.corrcoef(values[:, valid], rowvar=False)
+        with _one_blas_thread():
+            corr[np.ix_(valid, valid)] = np.corrcoef(values[:, valid], rowvar=False)
     return pd.DataFrame(corr, index=timeseries.columns, columns=timeseries.columns)
 
 

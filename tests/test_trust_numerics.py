@@ -312,3 +312,40 @@ def test_a_series_too_large_for_this_machine_fails_before_allocating(run_and_atl
     monkeypatch.setattr(maskers, "stream_labels_signals", None)  # must not be reached
     with pytest.raises(ExtractionError, match=rf"{run.preproc_bold.name}: extracting .* GB"):
         _extract(run, atlas)
+
+
+def test_non_finite_volumes_reach_the_sidecar_through_the_cli(
+    make_dataset, templateflow_home, tmp_path, capsys
+):
+    """A NaN volume in one run: that run is ok with the volume censored and recorded; the
+    other run of the subject is untouched."""
+    import json
+
+    from bidsapp.query import find_runs
+
+    bids = make_dataset(
+        subjects=("01",), runs=(1, 2), n_volumes=N_VOLUMES, t_r=T_R, voxel_size_mm=6.0,
+        templateflow_home=templateflow_home,
+    )  # fmt: skip
+    first, second = find_runs(bids, participant_labels="01")
+
+    def poison(data):
+        data[..., 12] = np.nan
+
+    _rewrite_bold(first, poison)
+    out = tmp_path / "out"
+    code = cli.main([str(bids), str(out), "participant", "--atlas", ATLAS, "--no-reports"])
+    assert code == 0, capsys.readouterr().out
+    sidecars = {
+        path.name.split("_space-")[0]: json.loads(path.read_text())
+        for path in out.rglob("*_desc-simple_timeseries.json")
+    }
+    poisoned, clean = sidecars[first.name], sidecars[second.name]
+    assert poisoned["NonFiniteVolumes"] == [12]
+    assert 12 in poisoned["CensoredVolumes"] and 12 not in poisoned["RetainedVolumes"]
+    assert clean["NonFiniteVolumes"] == [] and 12 in clean["RetainedVolumes"]
+    (table,) = [p for p in out.rglob(f"{first.name}_*_timeseries.tsv")]
+    values = pd.read_csv(table, sep="\t", na_values="n/a").to_numpy(dtype=float)
+    assert len(values) == len(poisoned["RetainedVolumes"])
+    assert np.isfinite(values).any(axis=0).sum() > 0
+    assert any("non-finite" in w for w in poisoned["Warnings"])
