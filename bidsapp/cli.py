@@ -33,7 +33,7 @@ EXIT_USAGE = 2
 EPILOG = """\
 exit codes:
   0  every run succeeded (or was already done)
-  1  at least one run failed (the others were written; see the summary), or no run matched
+  1  a run failed or was excluded (the others were written; see the summary), or no run matched
   2  usage error (bad option or label, unreadable BIDS_DIR, OUTPUT_DIR equal to BIDS_DIR)
 
 Run `bidsapp demo OUTDIR` to build a small synthetic fMRIPrep dataset and process it.
