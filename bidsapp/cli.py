@@ -7,10 +7,12 @@ This module only parses arguments into a :class:`bidsapp.config.RunConfig` and h
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
 import math
+import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from bidsapp import __version__
@@ -29,12 +31,16 @@ from bidsapp.config import (
 EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 EXIT_USAGE = 2
+# The shell's code for a process ended by SIGTERM, which is what a batch scheduler sends at
+# a job's time limit (SLURM, PBS, ``docker stop``).
+EXIT_TERMINATED = 128 + signal.SIGTERM
 
 EPILOG = """\
 exit codes:
   0  every run succeeded (or was already done)
   1  a run failed or was excluded (the others were written; see the summary), or no run matched
   2  usage error (bad option or label, unreadable BIDS_DIR, OUTPUT_DIR equal to BIDS_DIR)
+  143  stopped by SIGTERM (finished runs are kept; the same command does the rest)
 
 Run `bidsapp demo OUTDIR` to build a small synthetic fMRIPrep dataset and process it.
 """
@@ -368,6 +374,34 @@ def _configure_logging(verbosity: int) -> None:
     logging.getLogger("bidsapp.progress").setLevel(logging.INFO)
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived; a ``BaseException`` so that no run's error handling records it."""
+
+
+def _raise_terminated(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+@contextlib.contextmanager
+def _sigterm_raises() -> Iterator[None]:
+    """Turn SIGTERM into :class:`Terminated` for the duration of the block.
+
+    Python's default is to die at once, which skips every ``finally``: hidden temporary
+    files stay behind and the summary never says what was left undone. Raised instead, the
+    exception unwinds through the atomic writers (which remove their temporary files) and the
+    subject lock. Only the main thread may install handlers; elsewhere nothing changes.
+    """
+    try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except ValueError:  # not the main thread
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line interface.
 
@@ -379,7 +413,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit code (0 success, 1 some run failed, 2 usage error).
+        The exit code (0 success, 1 some run failed, 2 usage error, 143 stopped by
+        SIGTERM).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "demo":
@@ -405,10 +440,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bidsapp.workflow import UsageProblem, run
 
     try:
-        return run(config)
+        with _sigterm_raises():
+            return run(config)
     except UsageProblem as err:
         print(f"bidsapp: error: {err}", file=sys.stderr)
         return EXIT_USAGE
+    except Terminated:
+        print(
+            "bidsapp: stopped by SIGTERM; finished runs are kept, the same command does the rest",
+            file=sys.stderr,
+        )
+        return EXIT_TERMINATED
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -413,6 +413,45 @@ def test_leftover_temporary_files_are_removed(capsys, tmp_path, small):
     assert [p for p in leftovers if p.exists()] == [] and kept.exists()
 
 
+# The first fsync (inside an atomic write, with its temporary file on disk) announces itself and
+# waits, so SIGTERM arrives at a known point: mid-write, like a scheduler's time limit.
+_PAUSE_IN_FIRST_WRITE = """
+import os, sys, time
+from bidsapp import cli
+real_fsync = os.fsync
+def fsync(fd):
+    os.fsync = real_fsync
+    print("WRITING", flush=True)
+    time.sleep(120)
+os.fsync = fsync
+sys.exit(cli.main(sys.argv[1:]))
+"""
+
+
+def test_sigterm_mid_write_leaves_no_temporary_file_and_says_so(capsys, tmp_path, small):
+    out = tmp_path / "out"
+    job = subprocess.Popen(
+        [sys.executable, "-c", _PAUSE_IN_FIRST_WRITE, *map(str, argv(small, out))],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**os.environ, "TEMPLATEFLOW_AUTOUPDATE": "0"},
+    )  # fmt: skip
+    assert job.stdout is not None
+    seen = []
+    for line in job.stdout:
+        seen.append(line)
+        if line.startswith("WRITING"):
+            break
+    assert [p for p in out.rglob("*.tmp")], "the paused write has its temporary file on disk"
+    job.terminate()
+    rest = job.communicate(timeout=120)[0]
+    assert job.returncode == cli.EXIT_TERMINATED == 143, seen + [rest]
+    assert "stopped by SIGTERM" in rest
+    assert [p for p in out.rglob("*.tmp")] == []
+    assert not (out / "logs" / ".sub-01.lock").exists() or outputs.SubjectLock(out, "01").acquire()
+    code, stdout = run_cli(capsys, *argv(small, out))
+    assert code == 0 and "2 written, 0 already done" in stdout
+
+
 def test_overwrite_replaces_a_corrected_local_lut(capsys, tmp_path, small, templateflow_home):
     folder = templateflow_home / f"tpl-{SPACE}"
     dseg = folder / f"tpl-{SPACE}_res-02_atlas-Schaefer2018_desc-100Parcels7Networks_dseg.nii.gz"
