@@ -91,8 +91,15 @@ def get_data(img: SpatialImage) -> np.ndarray:
         modify it); for a file-backed image, a freshly read array, scaled
         by the header's slope and intercept if any.
 
+    Raises
+    ------
+    bidsapp.stream.StreamError
+        If a file's header disagrees with its size, or the file is truncated or its
+        gzip data fail their CRC32/length check (see :func:`bidsapp.stream.read_data`:
+        the file is read to its end, which nibabel does not do).
+
     """
-    return np.asanyarray(img.dataobj)
+    return stream.read_data(img)
 
 
 def img_data_dtype(img: SpatialImage) -> np.dtype:
