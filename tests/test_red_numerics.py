@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import gzip
+import warnings
 
 import nibabel as nib
 import numpy as np
@@ -21,7 +22,7 @@ import pytest
 from test_stream import SHAPE, _write
 from test_trust_numerics import _extract, run_and_atlas  # noqa: F401 - a fixture
 
-from bidsapp import image, stream
+from bidsapp import image, maskers, stream
 from bidsapp.config import DenoiseConfig
 from bidsapp.extract import ExtractionError, prepare_run
 from bidsapp.stream import StreamError
@@ -168,4 +169,94 @@ def test_uncompressed_bold_with_a_wrong_dtype_fails_the_run(run_and_atlas):  # n
     _patch(bold, DATATYPE, [4, 16], "<i2")  # float32 data declared int16
     run = dataclasses.replace(run, preproc_bold=bold)
     with pytest.raises(ExtractionError, match=rf"{bold.name}.*does not match the data"):
+        prepare_run(run, DenoiseConfig())
+
+
+# ------------------------------------------------------------ 5. voxel sizes and the affine
+
+
+@pytest.mark.parametrize(
+    ("field", "offset", "values", "dtype", "says"),
+    [
+        ("pixdim-nan", PIXDIM + 4, [np.nan], "<f4", "voxel sizes"),
+        ("sform-nan", SROW_X, [np.nan, 0, 0, 0], "<f4", "NaN or infinite"),
+        ("sform-singular", SROW_X, [0, 0, 0, 0], "<f4", "not invertible"),
+    ],
+)
+@pytest.mark.parametrize("which", ["preproc_bold", "brain_mask"])
+def test_unusable_geometry_fails_the_run_naming_the_file(
+    run_and_atlas,  # noqa: F811
+    which,
+    field,
+    offset,
+    values,
+    dtype,
+    says,
+):
+    run, _ = run_and_atlas
+    path = getattr(run, which)
+    _patch(path, offset, values, dtype)
+    with pytest.raises(ExtractionError, match=rf"{path.name}.*{says}"):
+        prepare_run(run, DenoiseConfig())
+
+
+def test_qform_only_affine_is_checked(run_and_atlas):  # noqa: F811
+    """With sform_code 0 nibabel uses the qform (quaternion and pixdim): checked too."""
+    run, _ = run_and_atlas
+    for path in (run.preproc_bold, run.brain_mask):  # the two keep one grid
+        _patch(path, SFORM_CODE, [0], "<i2")
+    prepare_run(run, DenoiseConfig())  # the qform nibabel wrote is fine
+    _patch(run.preproc_bold, PIXDIM + 4, [np.inf], "<f4")
+    with pytest.raises(ExtractionError, match=rf"{run.preproc_bold.name}.*voxel sizes"):
+        prepare_run(run, DenoiseConfig())
+
+
+# ------------------------------------------------ own class: complex voxels, ignored scaling
+
+
+def test_complex_bold_fails_the_run_instead_of_losing_its_imaginary_part(run_and_atlas):  # noqa: F811
+    run, atlas = run_and_atlas
+    img = nib.load(run.preproc_bold)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    nib.save(nib.Nifti1Image((data + 1j * data).astype(np.complex64), img.affine), run.preproc_bold)
+    with pytest.raises(ExtractionError, match=rf"{run.preproc_bold.name}.*not real numbers"):
+        _extract(run, atlas)
+
+
+@pytest.mark.parametrize(
+    ("slope", "inter"), [(0.5, 10.0), (0.0, 5.0), (np.nan, 5.0), (np.inf, 0.0)]
+)
+def test_int16_bold_scaling_equals_nilearn(tmp_path, slope, inter):
+    """Nibabel (so nilearn) ignores a zero, NaN or infinite scl_slope, and a NaN scl_inter."""
+    from nilearn.maskers import NiftiLabelsMasker
+
+    rng = np.random.default_rng(24)
+    shape = (6, 7, 5, 30)
+    labels = rng.integers(0, 4, shape[:3]).astype(np.int16)
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), tmp_path / "labels.nii.gz")
+    bold = tmp_path / "bold.nii.gz"
+    data = (rng.standard_normal(shape) * 300).astype(np.int16)
+    nib.save(nib.Nifti1Image(data, np.eye(4)), bold)
+    _patch(bold, SCL_SLOPE, [slope, inter], "<f4")  # set_slope_inter refuses these
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ours = maskers.stream_labels_signals(
+            str(bold), [str(tmp_path / "labels.nii.gz")], t_r=2.0, standardize=False,
+            detrend=False, keep_masked_labels=False,
+        ).clean()[0].signals  # fmt: skip
+        expected = NiftiLabelsMasker(
+            str(tmp_path / "labels.nii.gz"), t_r=2.0, standardize=False, detrend=False,
+            keep_masked_labels=False,
+        ).fit_transform(str(bold))  # fmt: skip
+    np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-6, atol=1e-6)
+
+
+def test_nan_scl_inter_with_a_valid_slope_fails_the_run(run_and_atlas):  # noqa: F811
+    """Nibabel (so nilearn) refuses to load it; the run fails naming the file."""
+    run, _ = run_and_atlas
+    img = nib.load(run.preproc_bold)
+    data = np.asarray(img.dataobj, dtype=np.float32)
+    nib.save(nib.Nifti1Image(np.round(data).astype(np.int16), img.affine), run.preproc_bold)
+    _patch(run.preproc_bold, SCL_SLOPE, [1.0, np.nan], "<f4")
+    with pytest.raises(ExtractionError, match=rf"{run.preproc_bold.name}.*invalid intercept"):
         prepare_run(run, DenoiseConfig())
