@@ -23,6 +23,7 @@ from test_stream import SHAPE, _write
 from test_trust_numerics import _extract, run_and_atlas  # noqa: F401 - a fixture
 
 from bidsapp import image, maskers, stream
+from bidsapp.atlas import AtlasError, check_labels_image, read_lut
 from bidsapp.config import DenoiseConfig
 from bidsapp.extract import ExtractionError, prepare_run
 from bidsapp.stream import StreamError
@@ -172,6 +173,51 @@ def test_uncompressed_bold_with_a_wrong_dtype_fails_the_run(run_and_atlas):  # n
         prepare_run(run, DenoiseConfig())
 
 
+# --------------------------------------------------------------- 3. labels image, same reader
+
+
+@pytest.mark.parametrize("how", ["crc32", "isize", "truncated", "dtype"])
+def test_check_labels_image_uses_the_checked_reader(tmp_path, how):
+    path = tmp_path / "atlas_dseg.nii.gz"
+    labels = np.zeros((20, 20, 12), np.int16)
+    labels[:10], labels[10:] = 1, 2
+    nib.save(nib.Nifti1Image(labels, np.eye(4)), path)
+    if how == "dtype":  # int16 labels declared uint8: every second byte read as a label
+        _patch(path, DATATYPE, [2, 8], "<i2")
+    else:
+        _break_trailer(path, how)
+    with pytest.raises(AtlasError, match=r"Labels image .*atlas_dseg\.nii\.gz"):
+        check_labels_image(path)
+
+
+def test_check_labels_image_refuses_a_singular_affine(tmp_path):
+    path = tmp_path / "atlas_dseg.nii.gz"
+    nib.save(nib.Nifti1Image(np.ones((4, 4, 4), np.int16), np.eye(4)), path)
+    _patch(path, SROW_X, [0, 0, 0, 0], "<f4")
+    with pytest.raises(AtlasError, match=r"atlas_dseg\.nii\.gz.*not invertible"):
+        check_labels_image(path)
+
+
+# ------------------------------------------------------------------- 4. repeated LUT names
+
+
+def test_read_lut_refuses_repeated_region_names(tmp_path):
+    path = tmp_path / "atlas_dseg.tsv"
+    path.write_text("index\tname\n1\tThalamus\n2\tCaudate\n3\tThalamus \n4\tCaudate\n5\tPutamen\n")
+    with pytest.raises(AtlasError) as caught:
+        read_lut(path)
+    message = str(caught.value)
+    assert str(path) in message and "repeats region name" in message
+    assert "'Thalamus' at index 1, 3" in message and "'Caudate' at index 2, 4" in message
+
+
+def test_read_lut_refuses_repeated_indices_naming_them(tmp_path):
+    path = tmp_path / "atlas_dseg.tsv"
+    path.write_text("index\tname\n1\ta\n2\tb\n2\tc\n")
+    with pytest.raises(AtlasError, match=rf"{path.name} repeats index value\(s\) 2"):
+        read_lut(path)
+
+
 # ------------------------------------------------------------ 5. voxel sizes and the affine
 
 
@@ -227,7 +273,7 @@ def test_complex_bold_fails_the_run_instead_of_losing_its_imaginary_part(run_and
     ("slope", "inter"), [(0.5, 10.0), (0.0, 5.0), (np.nan, 5.0), (np.inf, 0.0)]
 )
 def test_int16_bold_scaling_equals_nilearn(tmp_path, slope, inter):
-    """Nibabel (so nilearn) ignores a zero, NaN or infinite scl_slope, and a NaN scl_inter."""
+    """nibabel (so nilearn) ignores a zero, NaN or infinite scl_slope, and a NaN scl_inter."""
     from nilearn.maskers import NiftiLabelsMasker
 
     rng = np.random.default_rng(24)
@@ -252,7 +298,7 @@ def test_int16_bold_scaling_equals_nilearn(tmp_path, slope, inter):
 
 
 def test_nan_scl_inter_with_a_valid_slope_fails_the_run(run_and_atlas):  # noqa: F811
-    """Nibabel (so nilearn) refuses to load it; the run fails naming the file."""
+    """nibabel (so nilearn) refuses to load it; the run fails naming the file."""
     run, _ = run_and_atlas
     img = nib.load(run.preproc_bold)
     data = np.asarray(img.dataobj, dtype=np.float32)
