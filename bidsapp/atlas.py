@@ -203,7 +203,7 @@ def read_lut(path: str | os.PathLike) -> pd.DataFrame:
     ------
     AtlasError
         If the file is missing, empty or unreadable, lacks a column, or has
-        missing, non-integer, negative or duplicate indices, or empty names.
+        missing, non-integer, negative or duplicate indices, or empty or repeated names.
     """
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
@@ -239,6 +239,19 @@ def read_lut(path: str | os.PathLike) -> pd.DataFrame:
             f"Look-up table {path} has no name for index value(s) "
             f"{', '.join(map(str, empty.head(5)))}; fill the 'name' column."
         )
+    # Names become the timeseries columns: two regions with one name would give two
+    # columns nobody can tell apart (and a relmat indexed ambiguously).
+    repeated = lut["name"][lut["name"].duplicated()].unique()
+    if len(repeated):
+        rows = lut[lut["name"].isin(repeated[:5])]
+        shown = "; ".join(
+            f"{name!r} at index {', '.join(map(str, group['index']))}"
+            for name, group in rows.groupby("name", sort=False)
+        )
+        raise AtlasError(
+            f"Look-up table {path} repeats region name(s): {shown}; each region needs its "
+            "own name (add the hemisphere, say)."
+        )
     return lut.sort_values("index", kind="stable").reset_index(drop=True)
 
 
@@ -272,16 +285,28 @@ def check_labels_image(path: str | os.PathLike) -> np.ndarray:
     Raises
     ------
     AtlasError
-        If the file is empty or unreadable, not 3D, or holds non-finite, negative
-        or non-integer values.
+        If the file is empty or unreadable (a header disagreeing with the file's size, a
+        truncated or corrupt gzip stream), has unusable voxel sizes or affine, is not 3D,
+        or holds non-finite, negative or non-integer values.
     """
     path = Path(path)
     if not path.is_file() or path.stat().st_size == 0:
         raise AtlasError(f"Labels image {path} is missing or empty.")
+    from bidsapp import image as _image
+    from bidsapp import stream
+
     try:
-        image = nib.load(str(path))
-        data = np.asanyarray(image.dataobj)
+        img = nib.load(str(path))
     except Exception as exc:  # nibabel raises many types for broken files
+        raise AtlasError(f"Labels image {path} cannot be read as NIfTI: {exc}") from exc
+    try:
+        # The checked reader of every image: header claims against the file, gzip read to
+        # its end (CRC32, length), then the geometry resampling onto the BOLD relies on.
+        data = stream.read_data(img)
+        _image.check_header(img)
+    except (stream.StreamError, _image.HeaderError) as exc:
+        raise AtlasError(f"Labels image {exc}") from exc
+    except Exception as exc:  # nibabel's fallback reader (other formats)
         raise AtlasError(f"Labels image {path} cannot be read as NIfTI: {exc}") from exc
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]

@@ -28,7 +28,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from bidsapp import stream
+from bidsapp import image, stream
 from bidsapp.atlas import Atlas, region_ids, region_names
 from bidsapp.config import DenoiseConfig, ExtractionConfig
 from bidsapp.query import GRID_ENTITIES, BoldRun
@@ -231,10 +231,12 @@ def _load_header(path: Path) -> nib.spatialimages.SpatialImage:
         img = nib.load(str(path))
     except Exception as err:  # nibabel raises many types for broken files
         raise ExtractionError(f"{path}: cannot read the NIfTI header ({one_line(err)})") from err
-    # Before anything (the printed memory bound included) is sized from the header's shape.
+    # Before anything (the printed memory bound included) is sized from the header's shape;
+    # then the geometry every resampling and grid comparison relies on.
     try:
         stream.check_data_size(img)
-    except stream.StreamError as err:
+        image.check_header(img)
+    except (stream.StreamError, image.HeaderError) as err:
         raise ExtractionError(one_line(err)) from err
     return img
 

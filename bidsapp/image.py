@@ -47,6 +47,10 @@ class BoundingBoxError(ValueError):
     """The target field of view of a resampling contains none of the data."""
 
 
+class HeaderError(ValueError):
+    """A NIfTI header whose geometry or data type cannot be used; the message names the file."""
+
+
 # --------------------------------------------------------------------------
 # Loading and checking
 # --------------------------------------------------------------------------
@@ -91,8 +95,64 @@ def get_data(img: SpatialImage) -> np.ndarray:
         modify it); for a file-backed image, a freshly read array, scaled
         by the header's slope and intercept if any.
 
+    Raises
+    ------
+    bidsapp.stream.StreamError
+        If a file's header disagrees with its size, or the file is truncated or its
+        gzip data fail their CRC32/length check (see :func:`bidsapp.stream.read_data`:
+        the file is read to its end, which nibabel does not do).
+
     """
-    return np.asanyarray(img.dataobj)
+    return stream.read_data(img)
+
+
+#: Smallest ratio of the affine's smallest to largest singular value taken as invertible:
+#: real voxel grids (0.5 x 0.5 x 5 mm, oblique) are far above it.
+_MIN_AFFINE_CONDITION = 1e-6
+
+
+def check_header(img: SpatialImage) -> None:
+    """Refuse an image whose voxel sizes, affine or data type cannot be used.
+
+    Voxel sizes (``pixdim[1:4]``) must be finite and positive, and the voxel-to-world
+    affine nibabel uses (the sform, else the qform, else one made from ``pixdim``) finite
+    and invertible: resampling, smoothing and every comparison of grids rely on them, and
+    a NaN or singular affine would give wrong voxels without an error. The data must be
+    real numbers (booleans, integers or floats): complex or RGB voxels are refused, as
+    nilearn refuses them, rather than losing their imaginary part or colours.
+
+    Parameters
+    ----------
+    img : nibabel.spatialimages.SpatialImage
+        A loaded image; its data are not read.
+
+    Raises
+    ------
+    HeaderError
+        If a check fails; the message names the file and the offending values.
+    """
+    name = _describe(img)
+    zooms = np.asarray(img.header.get_zooms()[:3], dtype=np.float64)
+    if not (np.all(np.isfinite(zooms)) and np.all(zooms > 0)):
+        raise HeaderError(
+            f"{name}: voxel sizes (pixdim) {tuple(float(z) for z in zooms)} are not finite "
+            "and positive; the header is corrupt"
+        )
+    affine = np.asarray(img.affine, dtype=np.float64)
+    if not np.all(np.isfinite(affine)):
+        raise HeaderError(f"{name}: the affine (sform/qform) has NaN or infinite values")
+    singular = np.linalg.svd(affine[:3, :3], compute_uv=False)
+    if not singular[-1] > _MIN_AFFINE_CONDITION * singular[0]:
+        raise HeaderError(
+            f"{name}: the affine (sform/qform) is not invertible (singular values "
+            f"{', '.join(f'{v:.3g}' for v in singular)}); the header is corrupt"
+        )
+    dtype = np.dtype(img.get_data_dtype())
+    if dtype.kind not in "biuf":
+        raise HeaderError(
+            f"{name}: voxels of type {dtype} are not real numbers (complex or RGB data); "
+            "an image of real values is needed"
+        )
 
 
 def img_data_dtype(img: SpatialImage) -> np.dtype:

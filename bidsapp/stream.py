@@ -18,7 +18,9 @@ Scaled data (``scl_slope``/``scl_inter``) are scaled exactly as nibabel scales t
 Trust: a gzip stream is always read to its end, so every inflater checks the CRC32 and
 ISIZE trailer of each member (data failing them raise :class:`StreamError`, never reach the
 caller's result); and what a header claims is checked against the file's size before
-anything is allocated (:func:`check_data_size`).
+anything is allocated (:func:`check_data_size`), and against the bytes found after the
+voxel data (a wrong data type or shape). Whole images (brain masks, labels) are read with
+the same checks by :func:`read_data`.
 """
 
 from __future__ import annotations
@@ -58,6 +60,10 @@ MAX_DEFLATE_RATIO = 1032
 
 #: Bytes read at a time when draining a stream to its end (the gzip trailer check).
 _DRAIN_BYTES = 2**20
+
+#: Bytes after the declared voxel data that are always tolerated (:func:`trailing_allowance`):
+#: a little padding, as block-wise copy tools leave, is not a wrong header.
+TRAILING_SLACK_BYTES = 4096
 
 
 class StreamError(OSError):
@@ -153,6 +159,9 @@ def file_layout(img: Any) -> VolumeLayout | None:
         return None
     if getattr(proxy, "order", "F") != "F" or not Path(proxy.file_like).is_file():
         return None
+    # open_stream knows plain and gzip files only; nibabel reads the others (.nii.bz2, ...).
+    if not Path(proxy.file_like).name.endswith((".nii", ".nii.gz")):
+        return None
     check_data_size(img)
     slope, inter = proxy.slope, proxy.inter
     slope = 1.0 if slope is None or not np.isfinite(slope) or slope == 0 else float(slope)
@@ -168,14 +177,20 @@ def file_layout(img: Any) -> VolumeLayout | None:
 
 
 def check_data_size(img: Any) -> None:
-    """Refuse a NIfTI file whose header claims more voxel data than the file can hold.
+    """Refuse a NIfTI file whose header's shape and data type disagree with its size.
 
     Checked before anything is allocated from the header's shape, so that a corrupt or
     hostile header (say 10⁹ volumes, or 10⁵ voxels a side) gives a clear error instead of
     a ``MemoryError`` or the machine's out-of-memory killer. An uncompressed file must hold
     ``vox_offset + prod(shape) * itemsize`` bytes; a gzip-compressed one cannot inflate to
-    more than :data:`MAX_DEFLATE_RATIO` times its size. Images that are not file-backed
-    NIfTI images (in-memory arrays, other formats) are not checked.
+    more than :data:`MAX_DEFLATE_RATIO` times its size. An uncompressed file must also not
+    hold more than :func:`trailing_allowance` bytes after that: more means the header's
+    data type or shape is wrong (int16 declared for float32 data, a volume or slice
+    missing from ``dim``), and reading it would give wrong numbers silently. (NIfTI
+    extensions sit before ``vox_offset``, so they are not counted.) A gzip file's inflated
+    size is known only at its end, so :func:`read_data` and :func:`iter_file_blocks` check
+    it there. Images that are not file-backed NIfTI images (in-memory arrays, other
+    formats) are not checked.
 
     Parameters
     ----------
@@ -185,8 +200,9 @@ def check_data_size(img: Any) -> None:
     Raises
     ------
     StreamError
-        If the header claims more bytes than the file can hold; the message names the file,
-        the claimed shape and the sizes.
+        If the header claims more bytes than the file can hold, or an uncompressed file
+        holds too many bytes after its voxel data; the message names the file, the claimed
+        shape and the sizes.
     """
     if isinstance(img, (str, os.PathLike)):
         img = nib.load(os.fspath(img))
@@ -206,6 +222,8 @@ def check_data_size(img: Any) -> None:
     compressed = path.name.endswith(".gz")
     capacity = size * MAX_DEFLATE_RATIO if compressed else size
     if claimed <= capacity:
+        if not compressed:
+            _check_trailing(path, shape, np.dtype(proxy.dtype), size - claimed)
         return
     if compressed:
         holds = f"a gzip file of {size} bytes inflates to at most {capacity} bytes"
@@ -215,6 +233,44 @@ def check_data_size(img: Any) -> None:
         f"{path}: the header claims shape {shape} of {np.dtype(proxy.dtype)} "
         f"({claimed} bytes with the {int(proxy.offset)}-byte header), but {holds}: "
         "truncated file or corrupt header"
+    )
+
+
+def trailing_allowance(shape: tuple[int, ...], itemsize: int) -> int:
+    """Return the most bytes a NIfTI file may hold after its declared voxel data.
+
+    A header with a wrong data type leaves at least as many extra bytes as the data
+    declared; one with a volume or slice missing from ``dim`` leaves at least one slice
+    (``dim[1] * dim[2]`` voxels). Anything shorter than one slice, or than
+    :data:`TRAILING_SLACK_BYTES`, is taken as padding.
+
+    Parameters
+    ----------
+    shape : tuple of int
+        The shape the header declares.
+    itemsize : int
+        Bytes per stored voxel.
+
+    Returns
+    -------
+    int
+        Tolerated bytes after the voxel data.
+    """
+    slice_bytes = _product(tuple(shape[:2])) * int(itemsize)
+    return max(TRAILING_SLACK_BYTES, slice_bytes - 1)
+
+
+def _check_trailing(
+    path: Path, shape: tuple[int, ...], dtype: np.dtype, extra: int, at_least: bool = False
+) -> None:
+    """Raise a :class:`StreamError` if ``extra`` bytes after the voxel data are too many."""
+    if extra <= trailing_allowance(shape, dtype.itemsize):
+        return
+    raise StreamError(
+        f"{path}: {'at least ' if at_least else ''}{extra} bytes follow the voxel data its "
+        f"header declares (shape {shape} "
+        f"of {dtype}, {_product(shape) * dtype.itemsize} bytes): the header's data type "
+        "or shape does not match the data"
     )
 
 
@@ -334,24 +390,31 @@ def _skip(stream: IO[bytes], n_bytes: int, path: Path) -> None:
         n_bytes -= count
 
 
-def _drain(stream: IO[bytes], path: Path, stop: threading.Event) -> None:
+def _drain(stream: IO[bytes], layout: VolumeLayout, stop: threading.Event | None = None) -> None:
     """Read a gzip stream to its end, so that each member's CRC32 and ISIZE are checked.
 
     The inflaters verify a member's trailer only when they reach it; stopping after the
     last voxel would use data that fail it. Bytes after the voxel data (there should be
-    none) are read and dropped a chunk at a time. Trailing zero bytes after the last
+    none) are read and dropped a chunk at a time; more than :func:`trailing_allowance`
+    of them mean a wrong data type or shape in the header (the uncompressed size is only
+    known here: ISIZE is modulo 2³² and per member). Trailing zero bytes after the last
     member are accepted (as gzip does); any other trailing garbage is an error.
     """
     buffer = bytearray(_DRAIN_BYTES)
-    while not stop.is_set():
+    extra = 0
+    while stop is None or not stop.is_set():
         try:
             got = stream.readinto(buffer)
         except _READ_ERRORS as err:
             raise StreamError(
-                f"{path}: corrupt gzip data (the end of the stream fails its check: {err})"
+                f"{layout.path}: corrupt gzip data (the end of the stream fails its check: {err})"
             ) from err
         if not got:
             return
+        extra += got
+        # Stops at the first chunk too many: a header declaring a tenth of the data
+        # fails without inflating the rest.
+        _check_trailing(layout.path, layout.shape, layout.dtype, extra, at_least=True)
 
 
 @contextmanager
@@ -378,7 +441,7 @@ def _producer(layout: VolumeLayout, per_block: int, inflater: str | None):
                     if stop.is_set():
                         return
                 if layout.compressed:
-                    _drain(stream, layout.path, stop)
+                    _drain(stream, layout, stop)
         except BaseException as err:  # handed to the consumer, which re-raises it
             if isinstance(err, _READ_ERRORS) and not isinstance(err, StreamError):
                 err = StreamError(f"{layout.path}: corrupt or unreadable data ({err})")
@@ -444,6 +507,58 @@ def iter_file_blocks(
             elif not block.dtype.isnative:
                 block = block.astype(block.dtype.newbyteorder("="))
             yield start, block
+
+
+def read_data(img: Any, *, inflater: str | None = None) -> np.ndarray:
+    """Read the whole data array of a NIfTI image, with the checks of the BOLD stream.
+
+    The reader of brain masks and labels images (through :func:`bidsapp.image.get_data`):
+    nibabel stops inflating a ``.nii.gz`` after the last voxel, so a corrupt CRC32 or a
+    truncated trailer would go unnoticed. Here the header's claims are checked against the
+    file (:func:`check_data_size`) before the array is allocated, and a gzip stream is read
+    to its end (its CRC32 and ISIZE checked, the bytes after the voxel data counted).
+
+    Parameters
+    ----------
+    img : str, os.PathLike or nibabel image
+        A path to a ``.nii``/``.nii.gz`` file, or an image, file-backed or not.
+    inflater : {"isal", "zlib-ng", "zlib"}, optional
+        Gzip inflater (see :func:`open_stream`).
+
+    Returns
+    -------
+    numpy.ndarray
+        The data, equal to ``np.asanyarray(img.dataobj)`` (scaled as nibabel scales them,
+        native byte order) and freshly allocated for a file-backed image. Images that are
+        not file-backed NIfTI-1/2 ``.nii``/``.nii.gz`` files (in-memory arrays, other
+        formats) are read by nibabel.
+
+    Raises
+    ------
+    StreamError
+        If the header's claims disagree with the file, or the file is truncated or its
+        gzip data corrupt; the message names the file.
+    """
+    if isinstance(img, (str, os.PathLike)):
+        img = nib.load(os.fspath(img))
+    layout = file_layout(img)
+    if layout is None:
+        return np.asanyarray(img.dataobj)
+    buffer = bytearray(layout.n_voxels * layout.n_volumes * layout.dtype.itemsize)
+    try:
+        with open_stream(layout.path, inflater) as stream:
+            _skip(stream, layout.offset, layout.path)
+            _fill(stream, memoryview(buffer), layout.path)
+            if layout.compressed:
+                _drain(stream, layout)
+    except StreamError:
+        raise
+    except _READ_ERRORS as err:  # opening it, say
+        raise StreamError(f"{layout.path}: corrupt or unreadable data ({err})") from err
+    data = np.frombuffer(buffer, dtype=layout.dtype).reshape(layout.shape, order="F")
+    if layout.scaled:
+        return scale(data, layout.slope, layout.inter)
+    return data if data.dtype.isnative else data.astype(data.dtype.newbyteorder("="))
 
 
 def volumes_per_block_for(volume_bytes: int) -> int:
