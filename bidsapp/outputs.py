@@ -763,10 +763,12 @@ def read_regular_bytes(path: str | os.PathLike[str]) -> bytes | None:
             logger.warning("Ignoring %s: it is a symbolic link bidsapp did not make", path)
             return None
         raise
+    # Checked on the descriptor before wrapping it: a folder opens, but fdopen refuses it.
+    if not stat_module.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        logger.warning("Ignoring %s: it is not a regular file", path)
+        return None
     with os.fdopen(fd, "rb") as fobj:
-        if not stat_module.S_ISREG(os.fstat(fobj.fileno()).st_mode):
-            logger.warning("Ignoring %s: it is not a regular file", path)
-            return None
         return fobj.read()
 
 
@@ -1828,10 +1830,121 @@ def _read_status_table(path: Path) -> pd.DataFrame:
     return table
 
 
-def _read_status_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of an existing status table as dicts of text values (None when missing)."""
-    records = _read_status_table(path).to_dict("records")
-    return [{k: (None if _is_missing(v) else v) for k, v in r.items()} for r in records]
+#: Columns without which a status row says nothing usable.
+_STATUS_REQUIRED: tuple[str, ...] = ("subject", "task", "space", "atlas", "denoise", "status")
+
+
+def _status_row_problem(row: Mapping[str, Any], subject: str) -> str | None:
+    """Say why a row read back from a status table cannot be trusted, or None."""
+    if row.get("subject") != subject:
+        return f"is for subject {row.get('subject')!r}, not {subject!r}"
+    if row.get("status") not in STATUS_VALUES:
+        return f"has status {row.get('status')!r}"
+    for key in (*RUN_ENTITIES, "space", "atlas"):  # stat and denoise are free text
+        value = row.get(key)
+        pattern = _INDEX_RE if key in _INDEX_ENTITIES else _LABEL_RE
+        if value is not None and not pattern.fullmatch(value):
+            return f"has {key} {value!r}, which is not a BIDS label"
+    for key in _STATUS_REQUIRED:
+        if row.get(key) is None:
+            return f"has no {key}"
+    for key in _STATUS_INT_COLUMNS:
+        if row.get(key) is not None and not _INDEX_RE.fullmatch(row[key]):
+            return f"has {key} {row[key]!r}, which is not a count"
+    for key in _STATUS_FLOAT_COLUMNS:
+        try:
+            float(row[key] if row.get(key) is not None else "nan")
+        except ValueError:
+            return f"has {key} {row[key]!r}, which is not a number"
+    return None
+
+
+def _trusted_status_rows(raw: bytes, subject: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Parse a status table strictly: the rows that can be trusted, and what is wrong.
+
+    A table is damaged by a writer killed by an older version, a full disk, a copy that
+    stopped or a user's edit. pandas would fill a short row with NaN or read binary junk as
+    text, and the merge would carry that garbage on; here each row is checked on its own, so
+    the good rows of a damaged table survive and the others are dropped (and reported).
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return [], [f"it is not UTF-8 text (byte {err.start})"]
+    lines = text.split("\n")
+    problems = [] if lines[-1] == "" else [f"line {len(lines)} is cut short"]
+    lines = lines[:-1]
+    if not lines:
+        return [], problems or ["it is empty"]
+    header = [ENTITY_ALIASES.get(c, c) for c in lines[0].split("\t")]
+    missing = [c for c in _STATUS_REQUIRED if c not in header]
+    if missing or len(set(header)) != len(header):
+        what = f"lacks the column(s) {missing}" if missing else "repeats a column"
+        return [], [*problems, f"its header {what}"]
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        cells = line.split("\t")
+        if len(cells) != len(header):
+            problems.append(f"line {number} has {len(cells)} field(s), the header {len(header)}")
+            continue
+        row = {k: (None if v == "n/a" else v) for k, v in zip(header, cells, strict=True)}
+        if row.get("status") == "skipped":  # legacy: a complete run found again
+            row["status"] = "ok"
+        problem = _status_row_problem(row, subject)
+        if problem is not None:
+            problems.append(f"line {number} {problem}")
+            continue
+        rows.append(row)
+    return rows, problems
+
+
+def _read_status_rows(path: Path, subject: str) -> list[dict[str, Any]]:
+    """Trusted rows of an existing status table as dicts of text values (None when missing).
+
+    A damaged table is reported (one warning naming the file) and its bad rows dropped, so
+    the caller rewrites it from its good rows and what it knows now.
+    """
+    try:
+        raw = read_regular_bytes(path)
+    except FileNotFoundError:
+        return []
+    if raw is None:  # a link or a folder: read_regular_bytes has said so; nothing is read
+        return []
+    rows, problems = _trusted_status_rows(raw, subject)
+    if problems:
+        more = f"; and {len(problems) - 3} more" if problems[3:] else ""
+        shown = "; ".join(problems[:3]) + more
+        logger.warning(
+            "Repairing %s: it cannot be trusted (%s); rewriting it from its %d readable row(s) "
+            "and the runs of this invocation",
+            path,
+            shown,
+            len(rows),
+        )
+    return rows
+
+
+def _clear_status_path(path: Path) -> None:
+    """Make room for the status table: remove an empty folder in its place, refuse others.
+
+    The atomic rename replaces a file or a planted link, but not a folder. bidsapp never
+    makes one there; an empty one holds nothing of anyone's, but a non-empty one may hold a
+    user's files, so it is left alone and the table is not written.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat_module.S_ISDIR(info.st_mode):
+        return
+    try:
+        os.rmdir(path)
+    except OSError as err:
+        raise LinkedPathError(
+            f"{path} is a folder where bidsapp keeps a status table, and it cannot be removed "
+            f"({err.strerror or err}); move it away and run again"
+        ) from err
+    logger.warning("Removed the empty folder %s, where bidsapp keeps a status table", path)
 
 
 def write_subject_status(
@@ -1865,18 +1978,26 @@ def write_subject_status(
     Path
         The status table path (:func:`status_path`).
 
+    An existing table that is damaged (not UTF-8, cut short, wrong columns, rows with
+    values bidsapp never writes) is repaired: its good rows are kept, the others dropped, and
+    a warning names the file. An empty folder in its place is removed.
+
     Raises
     ------
     ValueError
         For a row of another subject, an unknown status, or a row lacking ``task``,
         ``space``, ``atlas`` or ``denoise``.
+    LinkedPathError
+        If ``logs/`` is a symbolic link, or a folder that is not empty sits where the table
+        goes (the message names it; nothing is written).
 
     """
     path = status_path(output_dir, subject)
     new = [_normalise_status_row(row, subject, Path(output_dir)) for row in rows]
     ensure_directory(output_dir, "logs")
     with _locked(path):
-        merged = {_status_key(row): row for row in _read_status_rows(path)}
+        merged = {_status_key(row): row for row in _read_status_rows(path, subject)}
+        _clear_status_path(path)
         merged.update({_status_key(row): row for row in new})
         ordered = [merged[key] for key in sorted(merged)]
         atomic_write_tsv(path, _typed_status(pd.DataFrame(ordered)))

@@ -902,18 +902,25 @@ def _write_report(config: RunConfig, subject: str) -> None:
     logger.info("wrote %s", path)
 
 
-def _finish_subject(config: RunConfig, subject: str, statuses: Sequence[RunStatus]) -> None:
-    """Record a subject's run statuses, then write its report (under the subject's lock)."""
+def _finish_subject(config: RunConfig, subject: str, statuses: Sequence[RunStatus]) -> bool:
+    """Record a subject's run statuses, then write its report (under the subject's lock).
+
+    Returns False when the status table could not be written: the group level would then
+    not know these outcomes, so the invocation must not end with 0.
+    """
     from bidsapp import outputs
 
     rows = [s.as_row(config.denoise.label, config.extraction.strategy) for s in statuses]
+    recorded = True
     try:
         outputs.write_subject_status(config.output_dir, subject, rows)
     except (OSError, ValueError) as err:
-        print(f"warning: status table of sub-{subject} not written: {one_line(err)}")
+        print(f"FAILED  sub-{subject}: status table not written: {one_line(err)}", flush=True)
+        recorded = False
     report = config.output_dir / f"sub-{subject}.html"
     if config.reports and (any(not s.resumed for s in statuses) or not report.is_file()):
         _write_report(config, subject)
+    return recorded
 
 
 def _summarise(statuses: Sequence[RunStatus], seconds: float) -> int:
@@ -1082,7 +1089,8 @@ def run_participant(config: RunConfig) -> int:
     -------
     int
         0 when every run succeeded or was already complete; 1 when a run failed or was
-        excluded, or no run matched the selection.
+        excluded, a subject's status table could not be written, or no run matched the
+        selection.
 
     Raises
     ------
@@ -1182,8 +1190,10 @@ def run_participant(config: RunConfig) -> int:
             except OSError as err:
                 raise UsageProblem(f"cannot lock sub-{subject}: {one_line(err)}") from err
             _open_subject(config, subject, stale.get(subject, []))
+        unrecorded: list[str] = []  # subjects whose status table could not be written
         for subject in sorted(set(by_subject) - set(remaining)):
-            _finish_subject(config, subject, by_subject[subject])
+            if not _finish_subject(config, subject, by_subject[subject]):
+                unrecorded.append(subject)
             locks[subject].release()
         _print_memory_bound(jobs, config)
         for batch in _parallel_results(jobs, config):
@@ -1196,9 +1206,14 @@ def run_participant(config: RunConfig) -> int:
             by_subject.setdefault(subject, []).extend(batch)
             remaining[subject] -= 1
             if remaining[subject] == 0:
-                _finish_subject(config, subject, by_subject[subject])
+                if not _finish_subject(config, subject, by_subject[subject]):
+                    unrecorded.append(subject)
                 locks[subject].release()
-    return _summarise(statuses, time.perf_counter() - started)
+    code = _summarise(statuses, time.perf_counter() - started)
+    if unrecorded:
+        print(f"status not recorded for: {', '.join(f'sub-{s}' for s in unrecorded)}")
+        return EXIT_RUN_FAILED
+    return code
 
 
 def _matplotlib_dir(config: RunConfig) -> None:

@@ -1,0 +1,116 @@
+"""Hostile states of OUTPUT_DIR that a cluster produces: kills, concurrent jobs, full or
+read-only disks, planted links.
+
+Each test builds a tiny fMRIPrep dataset (the ``small`` fixture of ``conftest.py``),
+runs the participant level through ``bidsapp.cli.main``, damages the output dataset the way
+a killed job, a second job or a user would, and checks that the participant and group
+levels neither crash nor use or show wrong results: a clear line names the file, the other
+runs go on, and the exit code is 1.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from test_trust_resume import LABEL, argv, run_cli
+
+from bidsapp import outputs
+from bidsapp.report.participant import tsv_problem
+
+pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
+
+OTHER_ATLAS = "Schaefer2018:400Parcels7Networks"
+OTHER_LABEL = "Schaefer2018400Parcels7Networks"
+
+
+def group_argv(bids: Path, out: Path, *extra) -> list:
+    return [bids, out, "group", "--no-reports", *extra]
+
+
+def no_traceback(text: str) -> None:
+    assert "Traceback" not in text, text
+
+
+def group_files(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted((out / "group").iterdir()) if p.is_file()}
+
+
+# ------------------------------------------------------------------ 1. garbage status table
+
+
+def _truncated(table: bytes) -> bytes:
+    return table[: len(table) - 12]  # the last row cut short, no final newline
+
+
+GARBAGE = {
+    "binary": lambda table: bytes(range(256)) * 4,
+    "truncated": _truncated,
+    "wrong-columns": lambda table: b"a\tb\tc\n1\t2\t3\n",
+    "non-utf8": lambda table: table.replace(b"rest", b"r\xe9st\xff"),
+    "bad-status": lambda table: table.replace(b"\tok\t", b"\tdone\t"),
+    "bad-count": lambda table: table.replace(b"\t40\t", b"\tforty\t"),
+}
+
+
+def test_participant_level_repairs_a_garbage_status_table(capsys, caplog, tmp_path, small):
+    out = tmp_path / "out"
+    assert run_cli(capsys, *argv(small, out))[0] == 0
+    path = outputs.status_path(out, "01")
+    good = path.read_bytes()
+    for kind, damage in GARBAGE.items():
+        path.write_bytes(damage(good))
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="bidsapp"):
+            code, stdout = run_cli(capsys, *argv(small, out))
+        no_traceback(stdout)
+        assert code == 0 and "0 written, 2 already done" in stdout, (kind, stdout)
+        table = outputs.read_subject_status(out, "01")
+        assert sorted(table["run"]) == ["1", "2"] and set(table["status"]) == {"ok"}, kind
+        assert path.read_bytes() == good, kind  # rewritten from what the run knows
+        warned = [r.getMessage() for r in caplog.records if str(path) in r.getMessage()]
+        assert len(warned) == 1 and "\n" not in warned[0], (kind, caplog.text)
+
+
+def test_participant_level_keeps_the_good_rows_of_a_damaged_status_table(capsys, tmp_path, small):
+    out = tmp_path / "out"
+    assert run_cli(capsys, *argv(small, out))[0] == 0
+    path = outputs.status_path(out, "01")
+    row = {"subject": "01", "task": "rest", "run": "3", "space": "MNI152NLin2009cAsym",
+           "atlas": LABEL, "denoise": "simple", "status": "failed",
+           "reason": "earlier"}  # fmt: skip
+    outputs.write_subject_status(out, "01", [row])
+    lines = path.read_bytes().split(b"\n")
+    assert len(lines) == 5  # header, three rows, final empty string
+    lines[2] = lines[2][:20]  # the row of run 2 cut short (a torn write by an older version)
+    path.write_bytes(b"\n".join(lines))
+    assert run_cli(capsys, *argv(small, out))[0] == 0
+    table = outputs.read_subject_status(out, "01").set_index("run")
+    assert sorted(table.index) == ["1", "2", "3"] and tsv_problem(path.read_text()) is None
+    assert table.loc["3", "reason"] == "earlier"  # a good row of an earlier invocation is kept
+
+
+def test_a_folder_in_place_of_the_status_table(capsys, tmp_path, small):
+    out = tmp_path / "out"
+    assert run_cli(capsys, *argv(small, out))[0] == 0
+    path = outputs.status_path(out, "01")
+    path.unlink()
+    path.mkdir()  # empty: nothing of anyone's is lost by removing it
+    code, stdout = run_cli(capsys, *argv(small, out))
+    assert code == 0 and path.is_file(), stdout
+    assert len(outputs.read_subject_status(out, "01")) == 2
+
+    path.unlink()
+    path.mkdir()
+    (path / "notes.txt").write_text("someone's file\n")  # not ours: never removed
+    code, stdout = run_cli(capsys, *argv(small, out))
+    no_traceback(stdout)
+    assert code == 1, stdout
+    lines = [ln for ln in stdout.splitlines() if str(path) in ln]
+    assert lines and "folder" in lines[0], stdout
+    assert (path / "notes.txt").read_text() == "someone's file\n"
+
+    code, stdout = run_cli(capsys, *group_argv(small, out))
+    no_traceback(stdout)
+    assert code == 1 and str(path) in stdout, stdout
