@@ -821,7 +821,18 @@ def run_group(config: Any) -> int:
         every file written is complete).
     """
     output_dir = Path(config.output_dir)
-    records = _filter(collect_runs(output_dir), config) if output_dir.is_dir() else []
+    broken: dict[str, str] = {}
+    records = (
+        _filter(collect_runs(output_dir, broken=broken), config) if output_dir.is_dir() else []
+    )
+    # One line per untrusted status table; its subject's runs are left out (not finished).
+    selected = set(getattr(config, "participant_labels", None) or broken)
+    for subject, problem in sorted(broken.items()):
+        if subject in selected:
+            print(
+                f"bidsapp group: warning: {problem}; the runs of sub-{subject} are left out",
+                file=sys.stderr,
+            )
     if not records:
         print(
             f"bidsapp group: no participant-level results in {output_dir}: found no "

@@ -114,3 +114,28 @@ def test_a_folder_in_place_of_the_status_table(capsys, tmp_path, small):
     code, stdout = run_cli(capsys, *group_argv(small, out))
     no_traceback(stdout)
     assert code == 1 and str(path) in stdout, stdout
+
+
+@pytest.mark.parametrize("kind", [*GARBAGE, "folder", "link"])
+def test_group_level_reports_a_garbage_status_table_once(capsys, tmp_path, small, kind):
+    out = tmp_path / "out"
+    assert run_cli(capsys, *argv(small, out))[0] == 0
+    path = outputs.status_path(out, "01")
+    good = path.read_bytes()
+    path.unlink()
+    if kind == "folder":
+        path.mkdir()
+    elif kind == "link":  # a valid table, but through a link bidsapp did not make
+        (tmp_path / "elsewhere.tsv").write_bytes(good)
+        path.symlink_to(tmp_path / "elsewhere.tsv")
+    else:
+        path.write_bytes(GARBAGE[kind](good))
+    code, stdout = run_cli(capsys, *group_argv(small, out))
+    no_traceback(stdout)
+    # The subject's runs are not taken as finished: nothing is averaged, exit 1.
+    assert code == 1, stdout
+    naming = [ln for ln in stdout.splitlines() if str(path) in ln]
+    assert len(naming) == 1, stdout
+    summary = outputs.read_tsv(out / "group" / "runs.tsv", dtype=str)
+    assert set(summary["status"]) == {"failed"}
+    assert not list((out / "group").glob("*_relmat.tsv"))
