@@ -626,6 +626,9 @@ def remove_stale_temp_files(
         entries = list(os.scandir(root))
     except (FileNotFoundError, NotADirectoryError):
         return removed
+    except OSError as err:  # unreadable folder: its leftovers stay, nothing else depends on it
+        logger.warning("Cannot look for leftover temporary files in %s: %s", root, err)
+        return removed
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
             if recursive:
@@ -642,10 +645,15 @@ def remove_stale_temp_files(
             continue
         dead = found["host"] == host and not _pid_alive(int(found["pid"]))
         if any_writer or old or dead:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(entry.path)
-                removed.append(Path(entry.path))
-                logger.info("Removed %s, left by an interrupted run", entry.path)
+            except FileNotFoundError:
+                continue
+            except OSError as err:  # read-only folder: a hidden leftover harms no reader
+                logger.warning("Cannot remove the leftover temporary file %s: %s", entry.path, err)
+                continue
+            removed.append(Path(entry.path))
+            logger.info("Removed %s, left by an interrupted run", entry.path)
     return removed
 
 
@@ -1398,12 +1406,49 @@ def outputs_complete(paths: RunOutputPaths, parameters: Mapping[str, Any]) -> bo
     return all(name in members or not os.path.lexists(p) for name, p in known.items())
 
 
-def remove_run_outputs(paths: RunOutputPaths) -> list[Path]:
-    """Remove the files of one run's set (only the names bidsapp gives that set).
+@dataclass(frozen=True)
+class RemovedOutputs:
+    """What :func:`remove_run_outputs` removed, and what it could not.
+
+    Attributes
+    ----------
+    removed : tuple of Path
+        Files removed.
+    failed : tuple of Path
+        Paths that could not be removed (a folder in a file's place, a read-only folder).
+    reasons : tuple of str
+        Why, one per path of ``failed``.
+
+    """
+
+    removed: tuple[Path, ...] = ()
+    failed: tuple[Path, ...] = ()
+    reasons: tuple[str, ...] = ()
+
+    def problem(self) -> str:
+        """Return one line naming what could not be removed, or ``""`` when all went.
+
+        Returns
+        -------
+        str
+            E.g. ``"cannot remove its old outputs: /out/...relmat.tsv (it is a folder);
+            remove them by hand"``.
+
+        """
+        if not self.failed:
+            return ""
+        listed = "; ".join(f"{p} ({r})" for p, r in zip(self.failed, self.reasons, strict=True))
+        return f"cannot remove its old outputs: {listed}; remove them by hand"
+
+
+def remove_run_outputs(paths: RunOutputPaths) -> RemovedOutputs:
+    """Remove the files of one run's set (only the names bidsapp gives that set); never raises.
 
     Used when a run fails or is excluded, so outputs of an earlier invocation do not stay
     looking current. The timeseries TSV (the completion marker) goes first. Nothing is
-    removed when a folder of the set is a symbolic link (its files are not bidsapp's).
+    removed when a folder of the set is a symbolic link (its files are not bidsapp's). A
+    folder in a file's place is never removed, and a file that cannot be removed (read-only
+    folder) does not stop the others: both are reported in the result, for the run's status.
 
     Parameters
     ----------
@@ -1412,18 +1457,31 @@ def remove_run_outputs(paths: RunOutputPaths) -> list[Path]:
 
     Returns
     -------
-    list of Path
-        Files removed.
+    RemovedOutputs
+        Files removed, and those that could not be with why (:meth:`RemovedOutputs.problem`).
 
     """
     removed: list[Path] = []
-    if paths.root is not None and not no_linked_folder(paths.root, paths.directory):
-        return removed  # never delete through a planted link (the target is not ours)
+    failed: list[tuple[Path, str]] = []
+    try:
+        linked = paths.root is not None and not no_linked_folder(paths.root, paths.directory)
+    except OSError as err:  # a folder of the set cannot even be looked at
+        return RemovedOutputs(failed=(paths.directory,), reasons=(err.strerror or str(err),))
+    if linked:
+        return RemovedOutputs()  # never delete through a planted link (the target is not ours)
     for path in reversed(paths.all()):
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        try:
+            if stat_module.S_ISDIR(os.lstat(path).st_mode):
+                failed.append((path, "it is a folder, not a file bidsapp wrote"))
+                continue
             os.unlink(path)  # a planted link is removed itself, never its target
-            removed.append(path)
-    return removed
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as err:  # read-only folder, I/O error: this file only
+            failed.append((path, err.strerror or " ".join(str(err).split())))
+            continue
+        removed.append(path)
+    return RemovedOutputs(tuple(removed), tuple(p for p, _ in failed), tuple(r for _, r in failed))
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,12 +11,13 @@ runs go on, and the exit code is 1.
 from __future__ import annotations
 
 import logging
+import os
 from pathlib import Path
 
 import pytest
-from test_trust_resume import LABEL, argv, run_cli
+from test_trust_resume import LABEL, argv, run_cli, set_of
 
-from bidsapp import outputs
+from bidsapp import extract, outputs
 from bidsapp.report.participant import tsv_problem
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -139,3 +140,74 @@ def test_group_level_reports_a_garbage_status_table_once(capsys, tmp_path, small
     summary = outputs.read_tsv(out / "group" / "runs.tsv", dtype=str)
     assert set(summary["status"]) == {"failed"}
     assert not list((out / "group").glob("*_relmat.tsv"))
+
+
+# ------------------------------------------------------------------ 2. removal that fails
+
+
+def test_remove_run_outputs_never_raises(tmp_path, monkeypatch):
+    paths = set_of(tmp_path)
+    paths.directory.mkdir(parents=True)
+    for path in paths.all():
+        path.write_text("old\n")
+    paths.relmat.unlink()
+    paths.relmat.mkdir()
+    (paths.relmat / "inside").write_text("x\n")
+    removed = outputs.remove_run_outputs(paths)
+    assert not paths.timeseries.exists()
+    assert paths.relmat in removed.failed and str(paths.relmat) in removed.problem()
+    assert "\n" not in removed.problem()
+    assert (paths.relmat / "inside").exists()  # a folder is never removed
+    assert not paths.coverage.exists()  # the others still went
+
+    for path in (paths.coverage, paths.timeseries):
+        path.write_text("old\n")
+    real = os.unlink
+
+    def read_only(path, *args, **kwargs):
+        if Path(path) == paths.coverage:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(os, "unlink", read_only)
+    removed = outputs.remove_run_outputs(paths)
+    assert set(removed.failed) == {paths.relmat, paths.coverage}
+    assert "Permission denied" in removed.problem() and not paths.timeseries.exists()
+
+
+def test_a_failed_run_whose_old_outputs_cannot_be_removed(capsys, tmp_path, small, monkeypatch):
+    out = tmp_path / "out"
+    assert run_cli(capsys, *argv(small, out))[0] == 0
+    one, two = set_of(out, run=1), set_of(out, run=2)
+    one.relmat.unlink()
+    one.relmat.mkdir()
+    (one.relmat / "x").write_text("x\n")
+    two.relmat.unlink()
+    two.relmat.mkdir()
+    (two.relmat / "x").write_text("x\n")
+    real = extract.extract_run
+
+    def failing(inputs, *args, **kwargs):
+        if str(inputs.entities.get("run")) == "1":
+            raise extract.RunExcluded(f"{inputs.bold}: 12.0 s left after censoring (< 100 s)")
+        return real(inputs, *args, **kwargs)
+
+    def unprepared(run, *args, **kwargs):
+        if str(run.entities.get("run")) == "2":
+            raise extract.ExtractionError(f"{run.preproc_bold}: broken header")
+        return real_prepare(run, *args, **kwargs)
+
+    real_prepare = extract.prepare_run
+    monkeypatch.setattr(extract, "extract_run", failing)
+    monkeypatch.setattr(extract, "prepare_run", unprepared)
+    code, stdout = run_cli(capsys, *argv(small, out, "--overwrite"))
+    no_traceback(stdout)
+    assert code == 1, stdout
+    assert not one.timeseries.exists() and not two.timeseries.exists()
+    table = outputs.read_subject_status(out, "01").set_index("run")
+    for run, paths in (("1", one), ("2", two)):
+        reason = table.loc[run, "reason"]
+        assert table.loc[run, "status"] == "failed", (run, reason)
+        assert str(paths.relmat) in reason and "cannot remove" in reason, reason
+        assert "\n" not in reason
+    assert "< 100 s" in table.loc["1", "reason"] and "broken header" in table.loc["2", "reason"]
