@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -851,6 +852,129 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str 
 
     """
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_set(
+    files: Mapping[Path, str | bytes], *, remove: Iterable[Path] = ()
+) -> list[Path]:
+    """Write several files as one set: every file is staged before any is replaced.
+
+    Each content goes to a hidden temporary file beside its destination and is flushed;
+    only when all are staged are they renamed over their destinations, then the files of
+    ``remove`` (stale members of an older set) are deleted. A failure while staging (full
+    disk, a folder where a file goes) removes the temporary files and leaves every
+    destination as it was; a rename failing part-way (rare: same folder) removes the whole
+    set, so old and new files are never found side by side.
+
+    Parameters
+    ----------
+    files : mapping of Path to str or bytes
+        Destination -> complete content (text is written as UTF-8). Parent folders must
+        exist (create them with :func:`ensure_directory`).
+    remove : iterable of Path
+        Files to delete once the set is in place (missing ones are ignored).
+
+    Returns
+    -------
+    list of Path
+        The destinations, in the order given.
+
+    Raises
+    ------
+    OSError
+        If a file cannot be staged, renamed or removed; ``filename`` names it.
+
+    """
+    staged: dict[Path, Path] = {}
+    remove = list(remove)
+    try:
+        for path, content in files.items():
+            with contextlib.suppress(FileNotFoundError):
+                if stat_module.S_ISDIR(os.lstat(path).st_mode):
+                    raise IsADirectoryError(errno.EISDIR, "a folder is in its place", str(path))
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            tmp = _temp_path(Path(path))
+            fd = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
+            )
+            staged[Path(path)] = tmp
+            with os.fdopen(fd, "wb") as fobj:
+                fobj.write(data)
+                fobj.flush()
+                os.fsync(fobj.fileno())
+    except BaseException as exc:
+        for tmp in staged.values():
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)
+        raise
+    done: list[Path] = []
+    for path, tmp in staged.items():
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            for other in [*files, *staged.values(), *remove]:  # no mix: none of the set stays
+                with contextlib.suppress(OSError):
+                    os.unlink(other)
+            raise
+        done.append(path)
+    for path in remove:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    for folder in {p.parent for p in done}:
+        _fsync_directory(folder)
+    return done
+
+
+def tsv_text(df: pd.DataFrame, *, index: bool = False, float_format: str | None = None) -> str:
+    """Return a DataFrame as the BIDS TSV text :func:`atomic_write_tsv` writes.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Table; column names become the header.
+    index : bool
+        Also write the index as the first column(s).
+    float_format : str or None
+        printf-style format for floats; None keeps the exact round-trip digits.
+
+    Returns
+    -------
+    str
+        Tab-separated text with ``n/a`` for missing values and LF line ends.
+
+    Raises
+    ------
+    ValueError
+        If a column name or string value contains a tab or newline.
+
+    """
+    return _tsv_text(df, index=index, float_format=float_format)
+
+
+def json_text(data: Any, *, indent: int = 2) -> str:
+    """Return the strict JSON text :func:`atomic_write_json` writes.
+
+    Parameters
+    ----------
+    data : object
+        JSON-compatible content; numpy scalars and arrays and paths are converted.
+    indent : int
+        Indentation of the output.
+
+    Returns
+    -------
+    str
+        JSON text with a trailing newline.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For values JSON cannot hold (NaN and infinite floats included).
+
+    """
+    return _json_text(data, indent=indent)
 
 
 def _json_default(obj: Any) -> Any:

@@ -211,3 +211,79 @@ def test_a_failed_run_whose_old_outputs_cannot_be_removed(capsys, tmp_path, smal
         assert str(paths.relmat) in reason and "cannot remove" in reason, reason
         assert "\n" not in reason
     assert "< 100 s" in table.loc["1", "reason"] and "broken header" in table.loc["2", "reason"]
+
+
+# ------------------------------------------------------------------ 3. stale group files
+
+
+@pytest.fixture
+def two_atlases(capsys, tmp_path, small):
+    """Participant outputs of two runs for two atlases: two group cells."""
+    out = tmp_path / "out"
+    code, stdout = run_cli(capsys, *argv(small, out, "--atlas", OTHER_ATLAS))
+    assert code == 0, stdout
+    code, stdout = run_cli(capsys, *group_argv(small, out))
+    assert code == 0, stdout
+    return out
+
+
+def _fail_atlas(out: Path, label: str) -> None:
+    """Record that the runs of one atlas failed, as a participant rerun would."""
+    rows = [
+        {"subject": "01", "task": "rest", "run": str(run), "space": "MNI152NLin2009cAsym",
+         "res": "2", "atlas": label, "stat": "mean", "denoise": "simple", "status": "failed",
+         "reason": "broken on rerun"}
+        for run in (1, 2)
+    ]  # fmt: skip
+    outputs.write_subject_status(out, "01", rows)
+
+
+def test_group_rerun_removes_the_files_of_a_cell_that_no_longer_exists(capsys, small, two_atlases):
+    out = two_atlases
+    names = group_files(out)
+    assert sum(OTHER_LABEL in n for n in names) == 4
+    _fail_atlas(out, OTHER_LABEL)
+    code, stdout = run_cli(capsys, *group_argv(small, out))
+    assert code == 0, stdout
+    now = group_files(out)
+    assert not [n for n in now if OTHER_LABEL in n], sorted(now)
+    assert sum(LABEL in n and OTHER_LABEL not in n for n in now) == 4
+    (out / "group" / "notes.txt").write_text("mine\n")  # not a group output: kept
+
+    _fail_atlas(out, LABEL)  # no cell left: the old matrices and qcfc.tsv go too
+    code, stdout = run_cli(capsys, *group_argv(small, out))
+    assert code == 1, stdout
+    assert sorted(group_files(out)) == ["notes.txt", "runs.json", "runs.tsv"]
+
+
+def test_group_write_failing_half_way_leaves_the_old_set(capsys, small, two_atlases):
+    out = two_atlases
+    (out / "group" / "qcfc.tsv").unlink()
+    before = group_files(out)
+    (out / "group" / "qcfc.tsv").mkdir()  # the last file of the set cannot be written
+    (out / "group" / "qcfc.tsv" / "x").write_text("x\n")
+    _fail_atlas(out, OTHER_LABEL)  # the new results differ from the old
+    code, stdout = run_cli(capsys, *group_argv(small, out))
+    no_traceback(stdout)
+    assert code == 1, stdout
+    naming = [ln for ln in stdout.splitlines() if "qcfc.tsv" in ln]
+    assert len(naming) == 1 and "cannot write" in naming[0], stdout
+    assert group_files(out) == before  # not one new file beside old ones
+    assert not [p for p in (out / "group").iterdir() if p.name.endswith(".tmp")]
+
+
+# ------------------------------------------------------------------ 4. planted group/ link
+
+
+def test_a_linked_group_folder_is_refused(capsys, tmp_path, small):
+    out = tmp_path / "out"
+    assert run_cli(capsys, *argv(small, out))[0] == 0
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (out / "group").symlink_to(elsewhere)
+    code, stdout = run_cli(capsys, *group_argv(small, out))
+    no_traceback(stdout)
+    assert code == 1, stdout
+    naming = [ln for ln in stdout.splitlines() if "symbolic link" in ln]
+    assert len(naming) == 1 and str(out / "group") in naming[0], stdout
+    assert list(elsewhere.iterdir()) == []
