@@ -349,13 +349,21 @@ def _group_key(record: RunRecord) -> tuple[str, str, str, str, str]:
     return (e.get("task", ""), e.get("space", ""), record.atlas, record.stat, record.denoise)
 
 
-def compute_group(records: Sequence[RunRecord]) -> GroupResult:
+def compute_group(
+    records: Sequence[RunRecord], output_dir: str | os.PathLike[str] | None = None
+) -> GroupResult:
     """Compute group connectivity and QC-FC for every task x space x atlas x denoising.
+
+    A run's timeseries is used only when its bytes match the SHA-256 its sidecar records
+    and neither it nor (when ``output_dir`` is given) a folder below ``output_dir`` on its
+    path is a symbolic link; the others are listed in :attr:`GroupResult.problems`.
 
     Parameters
     ----------
     records : sequence of RunRecord
         Participant outcomes (:func:`bidsapp.report.participant.collect_runs`).
+    output_dir : path-like, optional
+        The output dataset the records come from.
 
     Returns
     -------
@@ -380,7 +388,7 @@ def compute_group(records: Sequence[RunRecord]) -> GroupResult:
         qc_acc: QCFC | None = None
         for record in by_key[key]:
             try:
-                timeseries = _checked_timeseries(record)
+                timeseries = _checked_timeseries(record, output_dir)
             except (OSError, ValueError, pd.errors.ParserError) as err:
                 skipped.append(f"{record.timeseries}: left out, {' '.join(str(err).split())}")
                 continue
@@ -414,30 +422,57 @@ def compute_group(records: Sequence[RunRecord]) -> GroupResult:
     return GroupResult(list(records), cells, problems)
 
 
-def _checked_timeseries(record: RunRecord) -> pd.DataFrame:
-    """Read a run's timeseries TSV, refusing one that is cut short, garbled or orphaned.
+def _checked_timeseries(
+    record: RunRecord, output_dir: str | os.PathLike[str] | None = None
+) -> pd.DataFrame:
+    """Read a run's timeseries TSV, refusing one that is cut short, garbled, edited or linked.
+
+    The participant level records the SHA-256 of the TSV in its sidecar (``OutputFiles``,
+    see :func:`bidsapp.outputs.outputs_complete`); a file whose bytes differ was changed
+    after it was written (an edit, a copy that stopped) and is not averaged.
 
     Raises
     ------
     ValueError
-        If the file is not a complete TSV (see :func:`tsv_problem`), holds a value that is
-        not a number or ``n/a``, has no rows, its sidecar is missing or unreadable, or its
-        rows are not the sidecar's ``RetainedVolumes``.
+        If the file or a folder on its path is a symbolic link (never followed), the file
+        is not a complete TSV (see :func:`tsv_problem`), its sidecar is missing, records no
+        ``OutputFiles`` hash or another one, it holds a value that is not a number or
+        ``n/a``, has no rows, or its rows are not the sidecar's ``RetainedVolumes``.
     OSError
         If the file cannot be read.
     """
+    import hashlib
     import io
 
     from bidsapp import outputs
 
     path = record.timeseries
-    text = path.read_text(encoding="utf-8")
+    if output_dir is not None and not outputs.no_linked_folder(output_dir, path.parent):
+        raise ValueError("a folder on its path is a symbolic link bidsapp did not make")
+    if os.path.islink(path):
+        raise ValueError("it is a symbolic link bidsapp did not make")
+    raw = outputs.read_regular_bytes(path)
+    if raw is None:
+        raise ValueError("it is not a regular file")
+    text = raw.decode("utf-8")
     problem = tsv_problem(text)
     if problem:
         raise ValueError(problem)
     sidecar = path.with_name(path.name[: -len(".tsv")] + ".json")
     if not record.sidecar:
         raise ValueError(f"its JSON sidecar {sidecar.name} is missing or unreadable")
+    members = record.sidecar.get(outputs.OUTPUT_FILES_KEY)
+    if not isinstance(members, dict) or path.name not in members:
+        raise ValueError(
+            f"its sidecar {sidecar.name} records no {outputs.OUTPUT_FILES_KEY} hash for it "
+            "(written by an older bidsapp?); run the participant level again"
+        )
+    if members[path.name] != "sha256:" + hashlib.sha256(raw).hexdigest():
+        raise ValueError(
+            f"its content differs from the SHA-256 its sidecar records "
+            f"({outputs.OUTPUT_FILES_KEY}): it changed after the participant level wrote it; "
+            "run the participant level again"
+        )
     table = outputs.read_tsv(io.StringIO(text))
     if len(table) == 0:
         raise ValueError("it has no rows")
@@ -861,7 +896,7 @@ def run_group(config: Any) -> int:
         )
         return EXIT_NO_RESULTS
     pending = pending_runs(config, records)
-    result = compute_group(records)
+    result = compute_group(records, output_dir)
     try:
         written = _write_outputs(config, output_dir, records, result)
     except GroupWriteError as err:

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 from pathlib import Path
 
 import pytest
 from test_trust_resume import LABEL, argv, run_cli, set_of
 
-from bidsapp import extract, outputs
+from bidsapp import extract, group, outputs
 from bidsapp.report.participant import tsv_problem
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -287,3 +288,58 @@ def test_a_linked_group_folder_is_refused(capsys, tmp_path, small):
     naming = [ln for ln in stdout.splitlines() if "symbolic link" in ln]
     assert len(naming) == 1 and str(out / "group") in naming[0], stdout
     assert list(elsewhere.iterdir()) == []
+
+
+# ------------------------------------------------------------------ 5. edited timeseries
+
+
+def test_group_leaves_out_a_timeseries_changed_after_the_participant_level(capsys, tmp_path, small):
+    out = tmp_path / "out"
+    assert run_cli(capsys, *argv(small, out))[0] == 0
+    one, two = set_of(out, run=1), set_of(out, run=2)
+    text = one.timeseries.read_text()
+    digit = next(i for i, c in enumerate(text) if c in "12345678" and i > text.index("\n"))
+    edited = text[:digit] + str(int(text[digit]) + 1) + text[digit + 1 :]
+    one.timeseries.write_text(edited)  # same shape, other number
+    code, stdout = run_cli(capsys, *group_argv(small, out))
+    assert code == 0, stdout
+    naming = [ln for ln in stdout.splitlines() if one.timeseries.name in ln]
+    assert len(naming) == 1 and "OutputFiles" in naming[0], stdout
+    qc = outputs.read_tsv(out / "group" / "qcfc.tsv")
+    assert qc["n_runs"].tolist() == [1]
+
+    one.timeseries.write_text(text)
+    copy = tmp_path / "copy.tsv"
+    shutil.copy(two.timeseries, copy)
+    two.timeseries.unlink()
+    two.timeseries.symlink_to(copy)  # same bytes, but through a link bidsapp did not make
+    code, stdout = run_cli(capsys, *group_argv(small, out))
+    assert code == 0, stdout
+    naming = [ln for ln in stdout.splitlines() if two.timeseries.name in ln]
+    assert len(naming) == 1 and "symbolic link" in naming[0], stdout
+    assert outputs.read_tsv(out / "group" / "qcfc.tsv")["n_runs"].tolist() == [1]
+
+
+def test_group_does_not_read_through_a_linked_func_folder(capsys, tmp_path, small):
+    out = tmp_path / "out"
+    assert run_cli(capsys, *argv(small, out))[0] == 0
+    func = out / "sub-01" / "func"
+    moved = tmp_path / "moved"
+    shutil.move(func, moved)
+    func.symlink_to(moved)
+    code, stdout = run_cli(capsys, *group_argv(small, out))
+    no_traceback(stdout)
+    assert code == 1, stdout  # no run is usable
+    assert not list((out / "group").glob("*_relmat.tsv"))
+
+
+def test_checked_timeseries_needs_the_recorded_hash(tmp_path, capsys, small):
+    from bidsapp.report.participant import collect_runs
+
+    out = tmp_path / "out"
+    assert run_cli(capsys, *argv(small, out))[0] == 0
+    (record, *_) = [r for r in collect_runs(out) if r.has_outputs]
+    assert len(group._checked_timeseries(record, out)) > 0
+    del record.sidecar[outputs.OUTPUT_FILES_KEY]
+    with pytest.raises(ValueError, match="OutputFiles"):
+        group._checked_timeseries(record, out)

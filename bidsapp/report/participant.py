@@ -15,7 +15,6 @@ run's warnings. Failures and warnings of the whole subject come first, in words.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 import re
@@ -224,11 +223,10 @@ def _first(row: dict[str, Any], *names: str) -> Any:
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    from bidsapp import outputs
+
+    # Never through a planted link: the group level trusts what the sidecar records.
+    return outputs.read_sidecar(path) or {}
 
 
 def _record_from_file(path: Path) -> RunRecord | None:
