@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import datetime
 import logging
+import os
+import re
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -347,13 +349,21 @@ def _group_key(record: RunRecord) -> tuple[str, str, str, str, str]:
     return (e.get("task", ""), e.get("space", ""), record.atlas, record.stat, record.denoise)
 
 
-def compute_group(records: Sequence[RunRecord]) -> GroupResult:
+def compute_group(
+    records: Sequence[RunRecord], output_dir: str | os.PathLike[str] | None = None
+) -> GroupResult:
     """Compute group connectivity and QC-FC for every task x space x atlas x denoising.
+
+    A run's timeseries is used only when its bytes match the SHA-256 its sidecar records
+    and neither it nor (when ``output_dir`` is given) a folder below ``output_dir`` on its
+    path is a symbolic link; the others are listed in :attr:`GroupResult.problems`.
 
     Parameters
     ----------
     records : sequence of RunRecord
         Participant outcomes (:func:`bidsapp.report.participant.collect_runs`).
+    output_dir : path-like, optional
+        The output dataset the records come from.
 
     Returns
     -------
@@ -378,7 +388,7 @@ def compute_group(records: Sequence[RunRecord]) -> GroupResult:
         qc_acc: QCFC | None = None
         for record in by_key[key]:
             try:
-                timeseries = _checked_timeseries(record)
+                timeseries = _checked_timeseries(record, output_dir)
             except (OSError, ValueError, pd.errors.ParserError) as err:
                 skipped.append(f"{record.timeseries}: left out, {' '.join(str(err).split())}")
                 continue
@@ -412,30 +422,57 @@ def compute_group(records: Sequence[RunRecord]) -> GroupResult:
     return GroupResult(list(records), cells, problems)
 
 
-def _checked_timeseries(record: RunRecord) -> pd.DataFrame:
-    """Read a run's timeseries TSV, refusing one that is cut short, garbled or orphaned.
+def _checked_timeseries(
+    record: RunRecord, output_dir: str | os.PathLike[str] | None = None
+) -> pd.DataFrame:
+    """Read a run's timeseries TSV, refusing one that is cut short, garbled, edited or linked.
+
+    The participant level records the SHA-256 of the TSV in its sidecar (``OutputFiles``,
+    see :func:`bidsapp.outputs.outputs_complete`); a file whose bytes differ was changed
+    after it was written (an edit, a copy that stopped) and is not averaged.
 
     Raises
     ------
     ValueError
-        If the file is not a complete TSV (see :func:`tsv_problem`), holds a value that is
-        not a number or ``n/a``, has no rows, its sidecar is missing or unreadable, or its
-        rows are not the sidecar's ``RetainedVolumes``.
+        If the file or a folder on its path is a symbolic link (never followed), the file
+        is not a complete TSV (see :func:`tsv_problem`), its sidecar is missing, records no
+        ``OutputFiles`` hash or another one, it holds a value that is not a number or
+        ``n/a``, has no rows, or its rows are not the sidecar's ``RetainedVolumes``.
     OSError
         If the file cannot be read.
     """
+    import hashlib
     import io
 
     from bidsapp import outputs
 
     path = record.timeseries
-    text = path.read_text(encoding="utf-8")
+    if output_dir is not None and not outputs.no_linked_folder(output_dir, path.parent):
+        raise ValueError("a folder on its path is a symbolic link bidsapp did not make")
+    if os.path.islink(path):
+        raise ValueError("it is a symbolic link bidsapp did not make")
+    raw = outputs.read_regular_bytes(path)
+    if raw is None:
+        raise ValueError("it is not a regular file")
+    text = raw.decode("utf-8")
     problem = tsv_problem(text)
     if problem:
         raise ValueError(problem)
     sidecar = path.with_name(path.name[: -len(".tsv")] + ".json")
     if not record.sidecar:
         raise ValueError(f"its JSON sidecar {sidecar.name} is missing or unreadable")
+    members = record.sidecar.get(outputs.OUTPUT_FILES_KEY)
+    if not isinstance(members, dict) or path.name not in members:
+        raise ValueError(
+            f"its sidecar {sidecar.name} records no {outputs.OUTPUT_FILES_KEY} hash for it "
+            "(written by an older bidsapp?); run the participant level again"
+        )
+    if members[path.name] != "sha256:" + hashlib.sha256(raw).hexdigest():
+        raise ValueError(
+            f"its content differs from the SHA-256 its sidecar records "
+            f"({outputs.OUTPUT_FILES_KEY}): it changed after the participant level wrote it; "
+            "run the participant level again"
+        )
     table = outputs.read_tsv(io.StringIO(text))
     if len(table) == 0:
         raise ValueError("it has no rows")
@@ -535,7 +572,8 @@ def _matrix_table(matrix: np.ndarray, regions: Sequence[str]) -> pd.DataFrame:
     return table
 
 
-def _write_cell(cell: GroupCell, group_dir: Path, output_dir: Path) -> list[Path]:
+def _cell_files(cell: GroupCell, group_dir: Path, output_dir: Path) -> dict[Path, str]:
+    """Paths and contents of one cell's matrices and sidecars."""
     from bidsapp import outputs
 
     runs = [r.timeseries.relative_to(output_dir).as_posix() for r in cell.runs if r.timeseries]
@@ -549,11 +587,10 @@ def _write_cell(cell: GroupCell, group_dir: Path, output_dir: Path) -> list[Path
         "NumberOfSubjects": len({r.subject for r in cell.runs}),
         "Sources": [f"bids::{p}" for p in runs],
     }
-    written = []
+    files: dict[Path, str] = {}
     mean_path = group_dir / _cell_name(cell, "pearsoncorrelation", "relmat", ".tsv")
-    outputs.atomic_write_tsv(mean_path, _matrix_table(cell.mean, cell.regions))
-    outputs.atomic_write_json(
-        mean_path.with_suffix(".json"),
+    files[mean_path] = outputs.tsv_text(_matrix_table(cell.mean, cell.regions))
+    files[mean_path.with_suffix(".json")] = outputs.json_text(
         {
             "RelationshipMeasure": "Pearson correlation coefficient, group mean",
             "Weighted": True,
@@ -571,9 +608,8 @@ def _write_cell(cell: GroupCell, group_dir: Path, output_dir: Path) -> list[Path
         },
     )
     qc_path = group_dir / _cell_name(cell, "qcfc", "relmat", ".tsv")
-    outputs.atomic_write_tsv(qc_path, _matrix_table(cell.qcfc, cell.regions))
-    outputs.atomic_write_json(
-        qc_path.with_suffix(".json"),
+    files[qc_path] = outputs.tsv_text(_matrix_table(cell.qcfc, cell.regions))
+    files[qc_path.with_suffix(".json")] = outputs.json_text(
         {
             "RelationshipMeasure": (
                 "QC-FC: Pearson correlation across runs between each run's mean framewise "
@@ -591,8 +627,7 @@ def _write_cell(cell: GroupCell, group_dir: Path, output_dir: Path) -> list[Path
             **common,
         },
     )
-    written += [mean_path, mean_path.with_suffix(".json"), qc_path, qc_path.with_suffix(".json")]
-    return written
+    return files
 
 
 def _json_float(value: float) -> float | None:
@@ -670,47 +705,65 @@ class GroupWriteError(OSError):
     """A group output could not be written (full disk, read-only file system, ...)."""
 
 
+#: Names of the files the group level writes in ``group/`` (the others are not its own).
+_GROUP_OUTPUT_RE = re.compile(r"^(runs\.tsv|runs\.json|qcfc\.tsv|task-[^/]*_relmat\.(tsv|json))$")
+
+
+def _old_group_outputs(group_dir: Path) -> list[Path]:
+    """Files of ``group/`` that an earlier group level wrote (stale unless rewritten)."""
+    return sorted(
+        Path(entry.path)
+        for entry in os.scandir(group_dir)
+        if _GROUP_OUTPUT_RE.match(entry.name) and not entry.is_dir(follow_symlinks=False)
+    )
+
+
 def _write_outputs(
     config: Any, output_dir: Path, records: list[RunRecord], result: GroupResult
 ) -> list[Path]:
-    """Write every group output; a failed write raises :class:`GroupWriteError`.
+    """Write every group output as one set; a failure raises :class:`GroupWriteError`.
 
-    Each file is written atomically, so a failure leaves no half-written file.
+    Every file is staged before any is replaced (:func:`bidsapp.outputs.atomic_write_set`),
+    and the files of cells that no longer exist are removed, so ``group/`` never holds a mix
+    of this run's results and an earlier one's. ``group/`` itself must be a real folder: a
+    planted link is refused, never written through.
     """
     from bidsapp import outputs
 
     group_dir = output_dir / GROUP_DIR
-    written: list[Path] = []
 
-    def write(target: Path, function, *args) -> None:
-        try:
-            written.append(function(*args))
-        except OSError as err:
-            reason = err.strerror or " ".join(str(err).split()) or type(err).__name__
-            raise GroupWriteError(err.errno, f"cannot write {target}: {reason}") from err
+    def failed(err: OSError, target: Path) -> GroupWriteError:
+        reason = err.strerror or " ".join(str(err).split()) or type(err).__name__
+        if isinstance(err, outputs.LinkedPathError):
+            return GroupWriteError(err.errno, f"cannot write into {group_dir}: {reason}")
+        return GroupWriteError(err.errno, f"cannot write {err.filename or target}: {reason}")
 
-    write(output_dir / ".bidsignore", outputs.write_bidsignore, output_dir, BIDSIGNORE_PATTERNS)
-    written.pop()  # the .bidsignore is not a group output
+    try:
+        outputs.write_bidsignore(output_dir, BIDSIGNORE_PATTERNS)
+        outputs.ensure_directory(output_dir, GROUP_DIR)
+        outputs.remove_stale_temp_files(group_dir)  # of killed group runs
+        old = _old_group_outputs(group_dir)
+    except OSError as err:
+        raise failed(err, group_dir) from err
     summary = summary_table(records, output_dir)
     entity_cols = [c for c in summary.columns if c not in SUMMARY_COLUMNS]
-    write(group_dir / "runs.tsv", outputs.atomic_write_tsv, group_dir / "runs.tsv", summary)
-    runs_json = group_dir / "runs.json"
-    write(runs_json, outputs.atomic_write_json, runs_json, _runs_sidecar(entity_cols))
+    files: dict[Path, str] = {
+        group_dir / "runs.tsv": outputs.tsv_text(summary),
+        group_dir / "runs.json": outputs.json_text(_runs_sidecar(entity_cols)),
+    }
     for cell in result.cells:
-        target = group_dir / _cell_name(cell, "pearsoncorrelation", "relmat", ".tsv")
-        try:
-            written += _write_cell(cell, group_dir, output_dir)
-        except OSError as err:
-            reason = err.strerror or " ".join(str(err).split()) or type(err).__name__
-            name = err.filename or target
-            raise GroupWriteError(err.errno, f"cannot write {name}: {reason}") from err
+        files.update(_cell_files(cell, group_dir, output_dir))
     if result.cells:
-        qcfc_path = group_dir / "qcfc.tsv"
-        write(qcfc_path, outputs.atomic_write_tsv, qcfc_path, qcfc_table(result))
+        files[group_dir / "qcfc.tsv"] = outputs.tsv_text(qcfc_table(result))
+    written = list(files)
     if getattr(config, "reports", True):
-        report = output_dir / REPORT_NAME
-        write(report, write_group_report, result, output_dir, list(written))
-    return written
+        # Staged with the set: a report never describes other results than group/ holds.
+        files[output_dir / REPORT_NAME] = build_group_report(result, output_dir, written).html
+    try:
+        outputs.atomic_write_set(files, remove=[p for p in old if p not in files])
+    except OSError as err:
+        raise failed(err, group_dir) from err
+    return list(files)
 
 
 def _run_identity(entities: dict[str, Any]) -> tuple:
@@ -821,7 +874,18 @@ def run_group(config: Any) -> int:
         every file written is complete).
     """
     output_dir = Path(config.output_dir)
-    records = _filter(collect_runs(output_dir), config) if output_dir.is_dir() else []
+    broken: dict[str, str] = {}
+    records = (
+        _filter(collect_runs(output_dir, broken=broken), config) if output_dir.is_dir() else []
+    )
+    # One line per untrusted status table; its subject's runs are left out (not finished).
+    selected = set(getattr(config, "participant_labels", None) or broken)
+    for subject, problem in sorted(broken.items()):
+        if subject in selected:
+            print(
+                f"bidsapp group: warning: {problem}; the runs of sub-{subject} are left out",
+                file=sys.stderr,
+            )
     if not records:
         print(
             f"bidsapp group: no participant-level results in {output_dir}: found no "
@@ -832,7 +896,7 @@ def run_group(config: Any) -> int:
         )
         return EXIT_NO_RESULTS
     pending = pending_runs(config, records)
-    result = compute_group(records)
+    result = compute_group(records, output_dir)
     try:
         written = _write_outputs(config, output_dir, records, result)
     except GroupWriteError as err:

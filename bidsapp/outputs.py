@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import hashlib
 import io
 import json
@@ -626,6 +627,9 @@ def remove_stale_temp_files(
         entries = list(os.scandir(root))
     except (FileNotFoundError, NotADirectoryError):
         return removed
+    except OSError as err:  # unreadable folder: its leftovers stay, nothing else depends on it
+        logger.warning("Cannot look for leftover temporary files in %s: %s", root, err)
+        return removed
     for entry in entries:
         if entry.is_dir(follow_symlinks=False):
             if recursive:
@@ -642,10 +646,15 @@ def remove_stale_temp_files(
             continue
         dead = found["host"] == host and not _pid_alive(int(found["pid"]))
         if any_writer or old or dead:
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(entry.path)
-                removed.append(Path(entry.path))
-                logger.info("Removed %s, left by an interrupted run", entry.path)
+            except FileNotFoundError:
+                continue
+            except OSError as err:  # read-only folder: a hidden leftover harms no reader
+                logger.warning("Cannot remove the leftover temporary file %s: %s", entry.path, err)
+                continue
+            removed.append(Path(entry.path))
+            logger.info("Removed %s, left by an interrupted run", entry.path)
     return removed
 
 
@@ -763,10 +772,12 @@ def read_regular_bytes(path: str | os.PathLike[str]) -> bytes | None:
             logger.warning("Ignoring %s: it is a symbolic link bidsapp did not make", path)
             return None
         raise
+    # Checked on the descriptor before wrapping it: a folder opens, but fdopen refuses it.
+    if not stat_module.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        logger.warning("Ignoring %s: it is not a regular file", path)
+        return None
     with os.fdopen(fd, "rb") as fobj:
-        if not stat_module.S_ISREG(os.fstat(fobj.fileno()).st_mode):
-            logger.warning("Ignoring %s: it is not a regular file", path)
-            return None
         return fobj.read()
 
 
@@ -841,6 +852,129 @@ def atomic_write_text(path: str | os.PathLike[str], text: str, *, encoding: str 
 
     """
     return atomic_write_bytes(path, text.encode(encoding))
+
+
+def atomic_write_set(
+    files: Mapping[Path, str | bytes], *, remove: Iterable[Path] = ()
+) -> list[Path]:
+    """Write several files as one set: every file is staged before any is replaced.
+
+    Each content goes to a hidden temporary file beside its destination and is flushed;
+    only when all are staged are they renamed over their destinations, then the files of
+    ``remove`` (stale members of an older set) are deleted. A failure while staging (full
+    disk, a folder where a file goes) removes the temporary files and leaves every
+    destination as it was; a rename failing part-way (rare: same folder) removes the whole
+    set, so old and new files are never found side by side.
+
+    Parameters
+    ----------
+    files : mapping of Path to str or bytes
+        Destination -> complete content (text is written as UTF-8). Parent folders must
+        exist (create them with :func:`ensure_directory`).
+    remove : iterable of Path
+        Files to delete once the set is in place (missing ones are ignored).
+
+    Returns
+    -------
+    list of Path
+        The destinations, in the order given.
+
+    Raises
+    ------
+    OSError
+        If a file cannot be staged, renamed or removed; ``filename`` names it.
+
+    """
+    staged: dict[Path, Path] = {}
+    remove = list(remove)
+    try:
+        for path, content in files.items():
+            with contextlib.suppress(FileNotFoundError):
+                if stat_module.S_ISDIR(os.lstat(path).st_mode):
+                    raise IsADirectoryError(errno.EISDIR, "a folder is in its place", str(path))
+            data = content.encode("utf-8") if isinstance(content, str) else content
+            tmp = _temp_path(Path(path))
+            fd = os.open(
+                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
+            )
+            staged[Path(path)] = tmp
+            with os.fdopen(fd, "wb") as fobj:
+                fobj.write(data)
+                fobj.flush()
+                os.fsync(fobj.fileno())
+    except BaseException as exc:
+        for tmp in staged.values():
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            exc.filename = str(path)
+        raise
+    done: list[Path] = []
+    for path, tmp in staged.items():
+        try:
+            os.replace(tmp, path)
+        except OSError:
+            for other in [*files, *staged.values(), *remove]:  # no mix: none of the set stays
+                with contextlib.suppress(OSError):
+                    os.unlink(other)
+            raise
+        done.append(path)
+    for path in remove:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+    for folder in {p.parent for p in done}:
+        _fsync_directory(folder)
+    return done
+
+
+def tsv_text(df: pd.DataFrame, *, index: bool = False, float_format: str | None = None) -> str:
+    """Return a DataFrame as the BIDS TSV text :func:`atomic_write_tsv` writes.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Table; column names become the header.
+    index : bool
+        Also write the index as the first column(s).
+    float_format : str or None
+        printf-style format for floats; None keeps the exact round-trip digits.
+
+    Returns
+    -------
+    str
+        Tab-separated text with ``n/a`` for missing values and LF line ends.
+
+    Raises
+    ------
+    ValueError
+        If a column name or string value contains a tab or newline.
+
+    """
+    return _tsv_text(df, index=index, float_format=float_format)
+
+
+def json_text(data: Any, *, indent: int = 2) -> str:
+    """Return the strict JSON text :func:`atomic_write_json` writes.
+
+    Parameters
+    ----------
+    data : object
+        JSON-compatible content; numpy scalars and arrays and paths are converted.
+    indent : int
+        Indentation of the output.
+
+    Returns
+    -------
+    str
+        JSON text with a trailing newline.
+
+    Raises
+    ------
+    TypeError, ValueError
+        For values JSON cannot hold (NaN and infinite floats included).
+
+    """
+    return _json_text(data, indent=indent)
 
 
 def _json_default(obj: Any) -> Any:
@@ -1396,12 +1530,49 @@ def outputs_complete(paths: RunOutputPaths, parameters: Mapping[str, Any]) -> bo
     return all(name in members or not os.path.lexists(p) for name, p in known.items())
 
 
-def remove_run_outputs(paths: RunOutputPaths) -> list[Path]:
-    """Remove the files of one run's set (only the names bidsapp gives that set).
+@dataclass(frozen=True)
+class RemovedOutputs:
+    """What :func:`remove_run_outputs` removed, and what it could not.
+
+    Attributes
+    ----------
+    removed : tuple of Path
+        Files removed.
+    failed : tuple of Path
+        Paths that could not be removed (a folder in a file's place, a read-only folder).
+    reasons : tuple of str
+        Why, one per path of ``failed``.
+
+    """
+
+    removed: tuple[Path, ...] = ()
+    failed: tuple[Path, ...] = ()
+    reasons: tuple[str, ...] = ()
+
+    def problem(self) -> str:
+        """Return one line naming what could not be removed, or ``""`` when all went.
+
+        Returns
+        -------
+        str
+            E.g. ``"cannot remove its old outputs: /out/...relmat.tsv (it is a folder);
+            remove them by hand"``.
+
+        """
+        if not self.failed:
+            return ""
+        listed = "; ".join(f"{p} ({r})" for p, r in zip(self.failed, self.reasons, strict=True))
+        return f"cannot remove its old outputs: {listed}; remove them by hand"
+
+
+def remove_run_outputs(paths: RunOutputPaths) -> RemovedOutputs:
+    """Remove the files of one run's set (only the names bidsapp gives that set); never raises.
 
     Used when a run fails or is excluded, so outputs of an earlier invocation do not stay
     looking current. The timeseries TSV (the completion marker) goes first. Nothing is
-    removed when a folder of the set is a symbolic link (its files are not bidsapp's).
+    removed when a folder of the set is a symbolic link (its files are not bidsapp's). A
+    folder in a file's place is never removed, and a file that cannot be removed (read-only
+    folder) does not stop the others: both are reported in the result, for the run's status.
 
     Parameters
     ----------
@@ -1410,18 +1581,31 @@ def remove_run_outputs(paths: RunOutputPaths) -> list[Path]:
 
     Returns
     -------
-    list of Path
-        Files removed.
+    RemovedOutputs
+        Files removed, and those that could not be with why (:meth:`RemovedOutputs.problem`).
 
     """
     removed: list[Path] = []
-    if paths.root is not None and not no_linked_folder(paths.root, paths.directory):
-        return removed  # never delete through a planted link (the target is not ours)
+    failed: list[tuple[Path, str]] = []
+    try:
+        linked = paths.root is not None and not no_linked_folder(paths.root, paths.directory)
+    except OSError as err:  # a folder of the set cannot even be looked at
+        return RemovedOutputs(failed=(paths.directory,), reasons=(err.strerror or str(err),))
+    if linked:
+        return RemovedOutputs()  # never delete through a planted link (the target is not ours)
     for path in reversed(paths.all()):
-        with contextlib.suppress(FileNotFoundError, NotADirectoryError):
+        try:
+            if stat_module.S_ISDIR(os.lstat(path).st_mode):
+                failed.append((path, "it is a folder, not a file bidsapp wrote"))
+                continue
             os.unlink(path)  # a planted link is removed itself, never its target
-            removed.append(path)
-    return removed
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as err:  # read-only folder, I/O error: this file only
+            failed.append((path, err.strerror or " ".join(str(err).split())))
+            continue
+        removed.append(path)
+    return RemovedOutputs(tuple(removed), tuple(p for p, _ in failed), tuple(r for _, r in failed))
 
 
 # --------------------------------------------------------------------------------------------
@@ -1828,10 +2012,121 @@ def _read_status_table(path: Path) -> pd.DataFrame:
     return table
 
 
-def _read_status_rows(path: Path) -> list[dict[str, Any]]:
-    """Rows of an existing status table as dicts of text values (None when missing)."""
-    records = _read_status_table(path).to_dict("records")
-    return [{k: (None if _is_missing(v) else v) for k, v in r.items()} for r in records]
+#: Columns without which a status row says nothing usable.
+_STATUS_REQUIRED: tuple[str, ...] = ("subject", "task", "space", "atlas", "denoise", "status")
+
+
+def _status_row_problem(row: Mapping[str, Any], subject: str) -> str | None:
+    """Say why a row read back from a status table cannot be trusted, or None."""
+    if row.get("subject") != subject:
+        return f"is for subject {row.get('subject')!r}, not {subject!r}"
+    if row.get("status") not in STATUS_VALUES:
+        return f"has status {row.get('status')!r}"
+    for key in (*RUN_ENTITIES, "space", "atlas"):  # stat and denoise are free text
+        value = row.get(key)
+        pattern = _INDEX_RE if key in _INDEX_ENTITIES else _LABEL_RE
+        if value is not None and not pattern.fullmatch(value):
+            return f"has {key} {value!r}, which is not a BIDS label"
+    for key in _STATUS_REQUIRED:
+        if row.get(key) is None:
+            return f"has no {key}"
+    for key in _STATUS_INT_COLUMNS:
+        if row.get(key) is not None and not _INDEX_RE.fullmatch(row[key]):
+            return f"has {key} {row[key]!r}, which is not a count"
+    for key in _STATUS_FLOAT_COLUMNS:
+        try:
+            float(row[key] if row.get(key) is not None else "nan")
+        except ValueError:
+            return f"has {key} {row[key]!r}, which is not a number"
+    return None
+
+
+def _trusted_status_rows(raw: bytes, subject: str) -> tuple[list[dict[str, Any]], list[str]]:
+    """Parse a status table strictly: the rows that can be trusted, and what is wrong.
+
+    A table is damaged by a writer killed by an older version, a full disk, a copy that
+    stopped or a user's edit. pandas would fill a short row with NaN or read binary junk as
+    text, and the merge would carry that garbage on; here each row is checked on its own, so
+    the good rows of a damaged table survive and the others are dropped (and reported).
+    """
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return [], [f"it is not UTF-8 text (byte {err.start})"]
+    lines = text.split("\n")
+    problems = [] if lines[-1] == "" else [f"line {len(lines)} is cut short"]
+    lines = lines[:-1]
+    if not lines:
+        return [], problems or ["it is empty"]
+    header = [ENTITY_ALIASES.get(c, c) for c in lines[0].split("\t")]
+    missing = [c for c in _STATUS_REQUIRED if c not in header]
+    if missing or len(set(header)) != len(header):
+        what = f"lacks the column(s) {missing}" if missing else "repeats a column"
+        return [], [*problems, f"its header {what}"]
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        cells = line.split("\t")
+        if len(cells) != len(header):
+            problems.append(f"line {number} has {len(cells)} field(s), the header {len(header)}")
+            continue
+        row = {k: (None if v == "n/a" else v) for k, v in zip(header, cells, strict=True)}
+        if row.get("status") == "skipped":  # legacy: a complete run found again
+            row["status"] = "ok"
+        problem = _status_row_problem(row, subject)
+        if problem is not None:
+            problems.append(f"line {number} {problem}")
+            continue
+        rows.append(row)
+    return rows, problems
+
+
+def _read_status_rows(path: Path, subject: str) -> list[dict[str, Any]]:
+    """Trusted rows of an existing status table as dicts of text values (None when missing).
+
+    A damaged table is reported (one warning naming the file) and its bad rows dropped, so
+    the caller rewrites it from its good rows and what it knows now.
+    """
+    try:
+        raw = read_regular_bytes(path)
+    except FileNotFoundError:
+        return []
+    if raw is None:  # a link or a folder: read_regular_bytes has said so; nothing is read
+        return []
+    rows, problems = _trusted_status_rows(raw, subject)
+    if problems:
+        more = f"; and {len(problems) - 3} more" if problems[3:] else ""
+        shown = "; ".join(problems[:3]) + more
+        logger.warning(
+            "Repairing %s: it cannot be trusted (%s); rewriting it from its %d readable row(s) "
+            "and the runs of this invocation",
+            path,
+            shown,
+            len(rows),
+        )
+    return rows
+
+
+def _clear_status_path(path: Path) -> None:
+    """Make room for the status table: remove an empty folder in its place, refuse others.
+
+    The atomic rename replaces a file or a planted link, but not a folder. bidsapp never
+    makes one there; an empty one holds nothing of anyone's, but a non-empty one may hold a
+    user's files, so it is left alone and the table is not written.
+    """
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return
+    if not stat_module.S_ISDIR(info.st_mode):
+        return
+    try:
+        os.rmdir(path)
+    except OSError as err:
+        raise LinkedPathError(
+            f"{path} is a folder where bidsapp keeps a status table, and it cannot be removed "
+            f"({err.strerror or err}); move it away and run again"
+        ) from err
+    logger.warning("Removed the empty folder %s, where bidsapp keeps a status table", path)
 
 
 def write_subject_status(
@@ -1865,18 +2160,26 @@ def write_subject_status(
     Path
         The status table path (:func:`status_path`).
 
+    An existing table that is damaged (not UTF-8, cut short, wrong columns, rows with
+    values bidsapp never writes) is repaired: its good rows are kept, the others dropped, and
+    a warning names the file. An empty folder in its place is removed.
+
     Raises
     ------
     ValueError
         For a row of another subject, an unknown status, or a row lacking ``task``,
         ``space``, ``atlas`` or ``denoise``.
+    LinkedPathError
+        If ``logs/`` is a symbolic link, or a folder that is not empty sits where the table
+        goes (the message names it; nothing is written).
 
     """
     path = status_path(output_dir, subject)
     new = [_normalise_status_row(row, subject, Path(output_dir)) for row in rows]
     ensure_directory(output_dir, "logs")
     with _locked(path):
-        merged = {_status_key(row): row for row in _read_status_rows(path)}
+        merged = {_status_key(row): row for row in _read_status_rows(path, subject)}
+        _clear_status_path(path)
         merged.update({_status_key(row): row for row in new})
         ordered = [merged[key] for key in sorted(merged)]
         atomic_write_tsv(path, _typed_status(pd.DataFrame(ordered)))

@@ -689,6 +689,30 @@ def _complete(paths: Any, fp: str, inputs: RunInputs, config: RunConfig, hashes)
     return sidecar
 
 
+def remove_stopped_outputs(status: RunStatus, paths: Any) -> None:
+    """Remove the old outputs of a run that failed or was excluded; never raises.
+
+    Old files that cannot be removed (a folder in a file's place, a read-only folder) would
+    look current beside a ``failed`` or ``excluded`` row, so the run becomes ``failed`` and
+    its one-line reason names them; the other runs go on.
+
+    Parameters
+    ----------
+    status : RunStatus
+        The stopped run's status, updated in place when a removal fails.
+    paths : RunOutputPaths or None
+        The run's output set; None when it cannot be named (nothing to remove).
+    """
+    from bidsapp import outputs
+
+    if paths is None:
+        return
+    problem = outputs.remove_run_outputs(paths).problem()
+    if problem:
+        first = status.reason if status.status == "failed" else f"{status.status}: {status.reason}"
+        status.status, status.reason = "failed", one_line(f"{first}; {problem}")
+
+
 def process_run(
     inputs: RunInputs, targets: Sequence[AtlasTarget], config: RunConfig
 ) -> list[RunStatus]:
@@ -745,8 +769,9 @@ def process_run(
         return statuses
 
     def stopped(target: AtlasTarget, paths: Any, reason: str, status="failed") -> RunStatus:
-        outputs.remove_run_outputs(paths)
-        return RunStatus(inputs.name, inputs.entities, target.atlas.label, status, reason)
+        stop = RunStatus(inputs.name, inputs.entities, target.atlas.label, status, reason)
+        remove_stopped_outputs(stop, paths)
+        return stop
 
     try:
         # Hash the inputs before reading them: what is recorded is never newer than what
@@ -782,17 +807,10 @@ def process_run(
             )
         except Exception as err:  # disk full, permissions: this run only
             logger.debug("writing %s failed", paths.timeseries, exc_info=True)
-            with contextlib.suppress(OSError):
-                outputs.remove_run_outputs(paths)
-            statuses.append(
-                RunStatus(
-                    inputs.name,
-                    inputs.entities,
-                    target.atlas.label,
-                    "failed",
-                    f"cannot write {paths.timeseries.name}: {one_line(err)}",
-                )
-            )
+            reason = f"cannot write {paths.timeseries.name}: {one_line(err)}"
+            stop = RunStatus(inputs.name, inputs.entities, target.atlas.label, "failed", reason)
+            remove_stopped_outputs(stop, paths)
+            statuses.append(stop)
             continue
         statuses.append(
             RunStatus(
@@ -902,18 +920,25 @@ def _write_report(config: RunConfig, subject: str) -> None:
     logger.info("wrote %s", path)
 
 
-def _finish_subject(config: RunConfig, subject: str, statuses: Sequence[RunStatus]) -> None:
-    """Record a subject's run statuses, then write its report (under the subject's lock)."""
+def _finish_subject(config: RunConfig, subject: str, statuses: Sequence[RunStatus]) -> bool:
+    """Record a subject's run statuses, then write its report (under the subject's lock).
+
+    Returns False when the status table could not be written: the group level would then
+    not know these outcomes, so the invocation must not end with 0.
+    """
     from bidsapp import outputs
 
     rows = [s.as_row(config.denoise.label, config.extraction.strategy) for s in statuses]
+    recorded = True
     try:
         outputs.write_subject_status(config.output_dir, subject, rows)
     except (OSError, ValueError) as err:
-        print(f"warning: status table of sub-{subject} not written: {one_line(err)}")
+        print(f"FAILED  sub-{subject}: status table not written: {one_line(err)}", flush=True)
+        recorded = False
     report = config.output_dir / f"sub-{subject}.html"
     if config.reports and (any(not s.resumed for s in statuses) or not report.is_file()):
         _write_report(config, subject)
+    return recorded
 
 
 def _summarise(statuses: Sequence[RunStatus], seconds: float) -> int:
@@ -1045,20 +1070,22 @@ def _clean_leftovers(config: RunConfig) -> None:
     outputs.remove_stale_temp_files(config.output_dir / outputs.ATLAS_DATASET, recursive=True)
 
 
-def _open_subject(config: RunConfig, subject: str, stale: Sequence[Any]) -> None:
+def _open_subject(config: RunConfig, subject: str, stale: Sequence[tuple[RunStatus, Any]]) -> None:
     """With the subject's lock held: remove its leftovers and the sets that must not stay.
 
     Every writer of ``sub-<s>/`` holds this lock, so any temporary file there is a leftover
-    of a killed run.
+    of a killed run. A stopped run whose old set cannot be removed becomes ``failed``.
     """
     from bidsapp import outputs
 
     folder = config.output_dir / f"sub-{subject}"
     if not folder.is_symlink():
         outputs.remove_stale_temp_files(folder, recursive=True, any_writer=True)
-    for paths in stale:
-        if paths is not None:
-            outputs.remove_run_outputs(paths)
+    for status, paths in stale:
+        before = status.status, status.reason
+        remove_stopped_outputs(status, paths)
+        if (status.status, status.reason) != before:
+            _print_progress(status)
 
 
 # ------------------------------------------------------------------ levels
@@ -1082,7 +1109,8 @@ def run_participant(config: RunConfig) -> int:
     -------
     int
         0 when every run succeeded or was already complete; 1 when a run failed or was
-        excluded, or no run matched the selection.
+        excluded, a subject's status table could not be written, or no run matched the
+        selection.
 
     Raises
     ------
@@ -1133,11 +1161,12 @@ def run_participant(config: RunConfig) -> int:
         flush=True,
     )
     statuses: list[RunStatus] = []
-    stale: dict[str, list[Any]] = {}  # subject -> sets to remove once its lock is held
+    # subject -> (status, set) of stopped runs whose sets go once the subject's lock is held
+    stale: dict[str, list[tuple[RunStatus, Any]]] = {}
 
     def stop(status: RunStatus, paths: Any) -> None:
         statuses.append(status)
-        stale.setdefault(status.subject, []).append(paths)
+        stale.setdefault(status.subject, []).append((status, paths))
 
     prepared: list[RunInputs] = []
     labels = _atlas_labels(config)
@@ -1182,8 +1211,10 @@ def run_participant(config: RunConfig) -> int:
             except OSError as err:
                 raise UsageProblem(f"cannot lock sub-{subject}: {one_line(err)}") from err
             _open_subject(config, subject, stale.get(subject, []))
+        unrecorded: list[str] = []  # subjects whose status table could not be written
         for subject in sorted(set(by_subject) - set(remaining)):
-            _finish_subject(config, subject, by_subject[subject])
+            if not _finish_subject(config, subject, by_subject[subject]):
+                unrecorded.append(subject)
             locks[subject].release()
         _print_memory_bound(jobs, config)
         for batch in _parallel_results(jobs, config):
@@ -1196,9 +1227,14 @@ def run_participant(config: RunConfig) -> int:
             by_subject.setdefault(subject, []).extend(batch)
             remaining[subject] -= 1
             if remaining[subject] == 0:
-                _finish_subject(config, subject, by_subject[subject])
+                if not _finish_subject(config, subject, by_subject[subject]):
+                    unrecorded.append(subject)
                 locks[subject].release()
-    return _summarise(statuses, time.perf_counter() - started)
+    code = _summarise(statuses, time.perf_counter() - started)
+    if unrecorded:
+        print(f"status not recorded for: {', '.join(f'sub-{s}' for s in unrecorded)}")
+        return EXIT_RUN_FAILED
+    return code
 
 
 def _matplotlib_dir(config: RunConfig) -> None:

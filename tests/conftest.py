@@ -98,6 +98,19 @@ def make_dataset(tmp_path: Path) -> Callable[..., Path]:
     return build
 
 
+@pytest.fixture
+def small(make_dataset, templateflow_home):
+    """A writable dataset of one subject with two runs (40 volumes, 6 mm voxels).
+
+    Small enough for end-to-end runs of the participant level in a few seconds (used by
+    ``test_trust_resume.py`` and ``test_red_resume.py``).
+    """
+    return make_dataset(
+        subjects=("01",), runs=(1, 2), n_volumes=40, voxel_size_mm=6.0,
+        templateflow_home=templateflow_home,
+    )  # fmt: skip
+
+
 @pytest.fixture(scope="session")
 def fmriprep_dataset(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A default synthetic fMRIPrep dataset (2 subjects x 2 runs), made read-only.

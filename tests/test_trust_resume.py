@@ -60,15 +60,6 @@ def mtimes(paths: outputs.RunOutputPaths) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in paths.all()}
 
 
-@pytest.fixture
-def small(make_dataset, templateflow_home):
-    """A writable dataset of one subject with two runs (40 volumes, 6 mm voxels)."""
-    return make_dataset(
-        subjects=("01",), runs=(1, 2), n_volumes=40, voxel_size_mm=6.0,
-        templateflow_home=templateflow_home,
-    )  # fmt: skip
-
-
 def argv(bids: Path, out: Path, *extra) -> list:
     return [bids, out, "participant", "--atlas", ATLAS, "--no-reports", *extra]
 

@@ -15,7 +15,6 @@ run's warnings. Failures and warnings of the whole subject come first, in words.
 from __future__ import annotations
 
 import datetime
-import json
 import logging
 import os
 import re
@@ -224,11 +223,10 @@ def _first(row: dict[str, Any], *names: str) -> Any:
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
+    from bidsapp import outputs
+
+    # Never through a planted link: the group level trusts what the sidecar records.
+    return outputs.read_sidecar(path) or {}
 
 
 def _record_from_file(path: Path) -> RunRecord | None:
@@ -285,9 +283,19 @@ def tsv_problem(text: str) -> str | None:
 
 def _read_status_file(path: Path, output_dir: Path) -> list[dict[str, Any]]:
     """Rows of one subject's status table; ValueError/OSError when it cannot be trusted."""
+    import stat
+
     from bidsapp import outputs
 
-    problem = tsv_problem(path.read_text(encoding="utf-8"))
+    # Checked before reading: a planted link is never followed, a folder never opened.
+    kind = stat.S_IFMT(os.lstat(path).st_mode)
+    if kind != stat.S_IFREG:
+        what = {stat.S_IFLNK: "a symbolic link bidsapp did not make", stat.S_IFDIR: "a folder"}
+        raise ValueError(f"it is {what.get(kind, 'not a regular file')}")
+    raw = outputs.read_regular_bytes(path)
+    if raw is None:  # replaced by a link since the check
+        raise ValueError("it is not a regular file")
+    problem = tsv_problem(raw.decode("utf-8"))
     if problem:
         raise ValueError(problem)
     subject = path.name[len("sub-") : -len("_status.tsv")]
@@ -303,7 +311,7 @@ def _read_status_file(path: Path, output_dir: Path) -> list[dict[str, Any]]:
 
 
 def _status_rows(
-    output_dir: Path, subject: str | None
+    output_dir: Path, subject: str | None, *, quiet: bool = False
 ) -> tuple[list[dict[str, Any]], dict[str, str]]:
     """Rows of the readable status tables, and ``{subject: problem}`` for the others."""
     pattern = f"sub-{subject}_status.tsv" if subject is not None else "sub-*_status.tsv"
@@ -315,11 +323,17 @@ def _status_rows(
         except (OSError, ValueError, pd.errors.ParserError) as err:
             label = path.name[len("sub-") : -len("_status.tsv")]
             broken[label] = f"status table {path} cannot be trusted ({' '.join(str(err).split())})"
-            logger.warning("%s; the outputs of sub-%s are not used", broken[label], label)
+            if not quiet:
+                logger.warning("%s; the outputs of sub-%s are not used", broken[label], label)
     return rows, broken
 
 
-def collect_runs(output_dir: str | os.PathLike[str], subject: str | None = None) -> list[RunRecord]:
+def collect_runs(
+    output_dir: str | os.PathLike[str],
+    subject: str | None = None,
+    *,
+    broken: dict[str, str] | None = None,
+) -> list[RunRecord]:
     """Gather every run outcome of an output dataset (or of one subject).
 
     Status rows (``logs/sub-*_status.tsv``) give failures and their reasons; timeseries files
@@ -336,6 +350,11 @@ def collect_runs(output_dir: str | os.PathLike[str], subject: str | None = None)
         Output dataset root.
     subject : str, optional
         Subject label without ``sub-``; every subject when None.
+    broken : dict, optional
+        When given, filled with ``{subject: one-line problem}`` for each status table that
+        cannot be trusted (a folder, a link, binary junk, a cut-short or garbled row), and
+        no warning is logged: the caller reports each table once. The records of such a
+        subject name the table in their reason.
 
     Returns
     -------
@@ -352,12 +371,19 @@ def collect_runs(output_dir: str | os.PathLike[str], subject: str | None = None)
 
     records: list[RunRecord] = []
     seen: set[tuple[str, ...]] = set()
-    rows, broken = _status_rows(output_dir, subject)
+    rows, untrusted = _status_rows(output_dir, subject, quiet=broken is not None)
+    if broken is not None:
+        broken.update(untrusted)
     for key, files in on_disk.items():
         for found in files:
-            if found.subject in broken:
+            if found.subject in untrusted:
                 seen.add(key)
-                found.status, found.reason = "failed", broken[found.subject]
+                found.status = "failed"
+                found.reason = (
+                    untrusted[found.subject]
+                    if broken is None  # else the caller shows the problem once
+                    else f"not used: logs/sub-{found.subject}_status.tsv cannot be trusted"
+                )
                 records.append(found)
     for row in rows:
         entities = {k: _text(row.get(k)) for k in RUN_KEYS if _present(row.get(k))}
