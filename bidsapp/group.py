@@ -756,9 +756,12 @@ def _write_outputs(
     if result.cells:
         files[group_dir / "qcfc.tsv"] = outputs.tsv_text(qcfc_table(result))
     written = list(files)
+    report = output_dir / REPORT_NAME
     if getattr(config, "reports", True):
         # Staged with the set: a report never describes other results than group/ holds.
-        files[output_dir / REPORT_NAME] = build_group_report(result, output_dir, written).html
+        files[report] = build_group_report(result, output_dir, written).html
+    elif os.path.lexists(report) and not os.path.isdir(report):
+        old.append(report)  # --no-reports: an earlier report would describe other results
     try:
         outputs.atomic_write_set(files, remove=[p for p in old if p not in files])
     except OSError as err:

@@ -21,6 +21,7 @@ import logging
 import os
 import re
 import shutil
+import stat as stat_module
 import sys
 import tempfile
 import time
@@ -900,13 +901,16 @@ def _print_progress(status: RunStatus) -> None:
             print(f"        warning: {warning}", flush=True)
 
 
-def _write_report(config: RunConfig, subject: str) -> None:
-    """Write a subject's HTML report; a failure is a printed warning, never fatal."""
+def _write_report(config: RunConfig, subject: str) -> bool:
+    """Write a subject's HTML report; a failure is a printed warning, never fatal.
+
+    Returns whether the report was written.
+    """
     try:
         from bidsapp.report.participant import write_participant_report
     except ImportError as err:
         print(f"warning: no participant report for sub-{subject}: {err}", flush=True)
-        return
+        return False
     try:
         path = write_participant_report(config.output_dir, subject, config.bids_dir)
     except Exception as err:  # a report must never fail the runs
@@ -916,8 +920,21 @@ def _write_report(config: RunConfig, subject: str) -> None:
             f"{type(err).__name__}: {one_line(err)}",
             flush=True,
         )
-        return
+        return False
     logger.info("wrote %s", path)
+    return True
+
+
+def _remove_stale_report(report: Path) -> None:
+    """Remove a report that describes earlier results (a folder in its place is left)."""
+    try:
+        if not stat_module.S_ISDIR(os.lstat(report).st_mode):
+            os.unlink(report)
+            print(f"removed {report.name}: it described earlier results", flush=True)
+    except FileNotFoundError:
+        pass
+    except OSError as err:
+        print(f"warning: {report} describes earlier results: {one_line(err)}", flush=True)
 
 
 def _finish_subject(config: RunConfig, subject: str, statuses: Sequence[RunStatus]) -> bool:
@@ -936,8 +953,13 @@ def _finish_subject(config: RunConfig, subject: str, statuses: Sequence[RunStatu
         print(f"FAILED  sub-{subject}: status table not written: {one_line(err)}", flush=True)
         recorded = False
     report = config.output_dir / f"sub-{subject}.html"
-    if config.reports and (any(not s.resumed for s in statuses) or not report.is_file()):
-        _write_report(config, subject)
+    changed = any(not s.resumed for s in statuses)
+    written = False
+    if config.reports and (changed or not report.is_file()):
+        written = _write_report(config, subject)
+    if changed and not written:
+        # --no-reports, or the report failed: the old one would show other numbers.
+        _remove_stale_report(report)
     return recorded
 
 

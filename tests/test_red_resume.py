@@ -343,3 +343,24 @@ def test_checked_timeseries_needs_the_recorded_hash(tmp_path, capsys, small):
     del record.sidecar[outputs.OUTPUT_FILES_KEY]
     with pytest.raises(ValueError, match="OutputFiles"):
         group._checked_timeseries(record, out)
+
+
+# ------------------------------------------------------------------ stale reports
+
+
+def test_a_report_of_earlier_results_is_removed_not_left_beside_new_ones(capsys, tmp_path, small):
+    out = tmp_path / "out"
+    with_reports = [a for a in argv(small, out) if a != "--no-reports"]
+    assert run_cli(capsys, *with_reports)[0] == 0
+    report = out / "sub-01.html"
+    assert report.is_file()
+    code, stdout = run_cli(capsys, *argv(small, out))  # nothing changed: the report stays
+    assert code == 0 and "2 already done" in stdout and report.is_file()
+    code, stdout = run_cli(capsys, *argv(small, out, "--high-pass", "0.02"))
+    assert code == 0 and "2 written" in stdout, stdout
+    assert not report.exists() and "removed sub-01.html" in stdout
+
+    assert run_cli(capsys, *group_argv(small, out)[:-1])[0] == 0  # group with its report
+    assert (out / group.REPORT_NAME).is_file()
+    assert run_cli(capsys, *group_argv(small, out))[0] == 0
+    assert not (out / group.REPORT_NAME).exists()
