@@ -506,9 +506,10 @@ def test_group_does_not_trust_a_garbled_status_table(outputs_copy, capsys):
     table.write_text(table.read_text()[:-15])  # cut short: the failure is unreadable
     code, text, err, runs = _group(capsys, bids, out)
     assert code == 0, err
-    assert str(table) in text
+    assert str(table) in text + err  # named once, in full
     row = runs[runs["subject"] == "01"]
-    assert row["status"].item() == "failed" and str(table) in row["reason"].item()
+    reason = row["reason"].item()
+    assert row["status"].item() == "failed" and "logs/sub-01_status.tsv" in reason
     assert _runs_used(out) == len(GROUP_SUBJECTS) - 1
     # The other subjects' tables are still read.
     assert (runs.loc[runs["subject"] != "01", "status"] == "ok").all()
