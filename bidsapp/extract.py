@@ -570,7 +570,7 @@ def select_confounds(
             keep &= ~_outliers(table, fd, dvars, min_segment)
         sample_mask = None if keep.all() else np.flatnonzero(keep)
     if confounds is not None:
-        confounds = _check_finite(confounds, sample_mask, run.confounds)
+        confounds = _check_finite(confounds, sample_mask, run.confounds, table)
     mean_fd = None
     fd_column = None if table is None else conf.motion_measure_columns(table.columns)
     fd_column = None if fd_column is None else fd_column["framewise_displacement"]
@@ -580,8 +580,36 @@ def select_confounds(
     return ConfoundsSelection(confounds, sample_mask, parameters, mean_fd)
 
 
+_EXPANSIONS = ("_derivative1_power2", "_derivative1", "_power2")
+
+
+def _infinite_sources(table: pd.DataFrame | None, columns: Sequence[str]) -> str | None:
+    """Where the TSV itself holds +-inf in the columns behind ``columns``, if anywhere.
+
+    Demeaning spreads one infinity over every volume of its regressor, so the volumes of
+    the regressors would point the user at the wrong rows; the TSV's own rows are named.
+    """
+    if table is None:
+        return None
+    sources = []
+    for column in columns:
+        base = next((column[: -len(e)] for e in _EXPANSIONS if column.endswith(e)), column)
+        if base in table.columns and base not in sources:
+            sources.append(base)
+    found = []
+    for base in sources:
+        rows = np.flatnonzero(np.isinf(_numeric(table, base)))
+        if rows.size:
+            where = ", ".join(str(v) for v in rows[:5]) + (" ..." if rows.size > 5 else "")
+            found.append(f"{base} (volume(s) {where})")
+    return ", ".join(found) or None
+
+
 def _check_finite(
-    confounds: pd.DataFrame, sample_mask: np.ndarray | None, path: Path | None
+    confounds: pd.DataFrame,
+    sample_mask: np.ndarray | None,
+    path: Path | None,
+    table: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
     """Refuse missing values in kept volumes; zero them in censored ones (never used)."""
     values = confounds.to_numpy(dtype=float)
@@ -599,6 +627,9 @@ def _check_finite(
         shown = ", ".join(columns[:4]) + (
             f" (+{len(columns) - 4} more)" if len(columns) > 4 else ""
         )
+        infinite = _infinite_sources(table, columns)
+        if infinite:
+            raise ExtractionError(f"{path}: infinite values in column(s) {infinite}")
         where = ", ".join(str(v) for v in volumes[:5]) + (" ..." if volumes.size > 5 else "")
         raise ExtractionError(
             f"{path}: missing or non-finite values (n/a) at volume(s) {where} in column(s) {shown}"

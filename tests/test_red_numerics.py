@@ -16,6 +16,7 @@ import warnings
 
 import nibabel as nib
 import numpy as np
+import pandas as pd
 import pytest
 
 # Reused helpers and fixtures (pytest puts tests/ on sys.path: it has no __init__.py).
@@ -306,3 +307,19 @@ def test_nan_scl_inter_with_a_valid_slope_fails_the_run(run_and_atlas):  # noqa:
     _patch(run.preproc_bold, SCL_SLOPE, [1.0, np.nan], "<f4")
     with pytest.raises(ExtractionError, match=rf"{run.preproc_bold.name}.*invalid intercept"):
         prepare_run(run, DenoiseConfig())
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf"])
+def test_an_infinite_confound_is_named_at_its_own_volume(run_and_atlas, value):  # noqa: F811
+    # Demeaning spreads one infinity over the whole regressor: the message must still point
+    # at the TSV's row, not at every volume.
+    run, atlas = run_and_atlas
+    table = pd.read_csv(run.confounds, sep="\t", keep_default_na=False)
+    table["trans_x"] = table["trans_x"].astype(object)
+    table.loc[7, "trans_x"] = value
+    table.to_csv(run.confounds, sep="\t", index=False)
+    with pytest.raises(ExtractionError) as raised:
+        _extract(run, atlas)
+    message = str(raised.value)
+    assert run.confounds.name in message
+    assert "infinite values in column(s) trans_x (volume(s) 7)" in message
