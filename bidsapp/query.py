@@ -254,7 +254,7 @@ def read_json(path: str | Path, what: str) -> Any:
     try:
         info = os.stat(path)
     except FileNotFoundError:
-        broken = " (a dangling symbolic link)" if path.is_symlink() else ""
+        broken = f" ({_dangling(path)})" if path.is_symlink() else ""
         raise QueryError(f"{what} {path} does not exist{broken}") from None
     except OSError as err:
         raise QueryError(f"{what} {path} cannot be read ({err.strerror})") from None
@@ -298,13 +298,24 @@ def _file_kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _dangling(path: Path) -> str:
+    """Describe a dangling link; DataLad datasets hold files not yet fetched as such links."""
+    try:
+        target = os.readlink(path)
+    except OSError:
+        target = ""
+    if "annex/objects" in target:
+        return "a dangling symbolic link into git-annex (not retrieved: run `datalad get` on it)"
+    return "a dangling symbolic link"
+
+
 def _regular_file_problem(path: Path, what: str) -> str | None:
     """Say why ``path`` cannot be read as a file (missing, dangling link, FIFO...); else None."""
     try:
         info = os.stat(path)
     except FileNotFoundError:
         if path.is_symlink():
-            return f"{path}: the {what} is a dangling symbolic link"
+            return f"{path}: the {what} is {_dangling(path)}"
         return f"{path}: the {what} does not exist"
     except OSError as err:
         return f"{path}: the {what} cannot be read ({err.strerror})"

@@ -549,6 +549,7 @@ def test_a_name_that_contradicts_its_folder_is_a_problem(make_dataset):
     [
         ("fifo", "FIFO"),
         ("dangling", "dangling"),
+        ("annexed", "not retrieved: run `datalad get`"),
         ("directory", "directory"),
         ("mask-fifo", "FIFO"),
         ("confounds-directory", "directory"),
@@ -566,6 +567,8 @@ def test_unreadable_files_are_a_problem_not_a_hang(make_dataset, kind, message):
     target.unlink()
     if kind == "dangling":
         target.symlink_to(target.with_name("gone.nii.gz"))
+    elif kind == "annexed":  # how DataLad keeps a file that was never fetched
+        target.symlink_to(root / ".git" / "annex" / "objects" / "Xy" / "Zw" / "MD5E-s1--0")
     elif kind.endswith("directory"):
         target.mkdir()
     else:
