@@ -809,6 +809,9 @@ def process_run(
         except Exception as err:  # disk full, permissions: this run only
             logger.debug("writing %s failed", paths.timeseries, exc_info=True)
             reason = f"cannot write {paths.timeseries.name}: {one_line(err)}"
+            if isinstance(err, OSError) and err.filename and err.strerror:
+                # Name the file that failed (the set is written file by file).
+                reason = f"cannot write {Path(err.filename).name}: {one_line(err.strerror)}"
             stop = RunStatus(inputs.name, inputs.entities, target.atlas.label, "failed", reason)
             remove_stopped_outputs(stop, paths)
             statuses.append(stop)
@@ -841,6 +844,35 @@ def _process_job(job: tuple[RunInputs, list[AtlasTarget]], config: RunConfig) ->
     return process_run(inputs, targets, config)
 
 
+def _worker_died(
+    job: tuple[RunInputs, list[AtlasTarget]], reason: str, config: RunConfig
+) -> list[RunStatus]:
+    """Statuses of a job whose worker process died: ``failed``, naming the BOLD.
+
+    The process may have died mid-write, so the run's sets are removed like those of any
+    stopped run, with the temporary files it left (its pid is dead, so only its files go).
+    """
+    from bidsapp import outputs
+
+    inputs, targets = job
+    statuses = []
+    for target in targets:
+        status = RunStatus(
+            inputs.name, inputs.entities, target.atlas.label, "failed", f"{inputs.bold}: {reason}"
+        )
+        paths = outputs.output_paths(
+            config.output_dir,
+            inputs.entities,
+            target.atlas.label,
+            config.extraction.strategy,
+            config.denoise.label,
+        )
+        outputs.remove_stale_temp_files(paths.directory)
+        remove_stopped_outputs(status, paths)
+        statuses.append(status)
+    return statuses
+
+
 def _parallel_results(
     jobs: Sequence[tuple[RunInputs, list[AtlasTarget]]], config: RunConfig
 ) -> Iterator[list[RunStatus]]:
@@ -855,6 +887,7 @@ def _parallel_results(
         n_jobs=config.n_jobs,
         dask_scheduler=config.dask_scheduler,
         temp_folder=None if config.work_dir is None else str(config.work_dir / "joblib"),
+        on_worker_death=partial(_worker_died, config=config),
     )
 
 
