@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import logging
 import math
+import os
 import signal
 import sys
 from collections.abc import Iterator, Sequence
@@ -34,12 +36,15 @@ EXIT_USAGE = 2
 # The shell's code for a process ended by SIGTERM, which is what a batch scheduler sends at
 # a job's time limit (SLURM, PBS, ``docker stop``).
 EXIT_TERMINATED = 128 + signal.SIGTERM
+# Ctrl-C (SIGINT, Python's KeyboardInterrupt): the shell's code for it.
+EXIT_INTERRUPTED = 128 + signal.SIGINT
 
 EPILOG = """\
 exit codes:
   0  every run succeeded (or was already done)
   1  a run failed or was excluded (the others were written; see the summary), or no run matched
   2  usage error (bad option or label, unreadable BIDS_DIR, OUTPUT_DIR equal to BIDS_DIR)
+  130  stopped by SIGINT (Ctrl-C) (finished runs are kept; the same command does the rest)
   143  stopped by SIGTERM (finished runs are kept; the same command does the rest)
 
 Run `bidsapp demo OUTDIR` to build a small synthetic fMRIPrep dataset and process it.
@@ -402,6 +407,72 @@ def _sigterm_raises() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+class _StdoutReaderGone(io.TextIOBase):
+    """``sys.stdout`` whose reader may leave (``bidsapp ... | head -1``) without harm.
+
+    Progress lines are for the reader; the runs' product is on disk. When the pipe closes,
+    ``print`` would raise ``BrokenPipeError`` in the middle of the loop that records the
+    runs, losing the status table of runs already done. Instead, output is dropped from
+    then on and the runs finish.
+    """
+
+    def __init__(self, stream: io.TextIOBase) -> None:
+        self._stream = stream
+        self._gone = False
+
+    def write(self, text: str) -> int:
+        if not self._gone:
+            try:
+                return self._stream.write(text)
+            except BrokenPipeError:
+                self._drop()
+        return len(text)
+
+    def flush(self) -> None:
+        if not self._gone:
+            try:
+                self._stream.flush()
+            except BrokenPipeError:
+                self._drop()
+
+    def _drop(self) -> None:
+        self._gone = True
+        # The interpreter flushes the real stdout at exit; pointed at the null device, that
+        # flush cannot print "Exception ignored ... BrokenPipeError" either.
+        try:
+            fd = self._stream.fileno()
+        except (AttributeError, OSError, ValueError):
+            return
+        null = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(null, fd)
+        finally:
+            os.close(null)
+
+    def writable(self) -> bool:
+        return True
+
+    def isatty(self) -> bool:
+        return not self._gone and self._stream.isatty()
+
+    @property
+    def encoding(self) -> str:  # type: ignore[override]
+        return getattr(self._stream, "encoding", "utf-8")
+
+
+@contextlib.contextmanager
+def _stdout_reader_may_leave() -> Iterator[None]:
+    """Wrap ``sys.stdout`` in :class:`_StdoutReaderGone` for the duration of the block."""
+    previous = sys.stdout
+    sys.stdout = _StdoutReaderGone(previous)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stdout.flush()
+        sys.stdout = previous
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line interface.
 
@@ -413,8 +484,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     Returns
     -------
     int
-        The exit code (0 success, 1 some run failed, 2 usage error, 143 stopped by
-        SIGTERM).
+        The exit code (0 success, 1 some run failed, 2 usage error, 130 stopped by
+        SIGINT, 143 stopped by SIGTERM).
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv and argv[0] == "demo":
@@ -440,7 +511,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from bidsapp.workflow import UsageProblem, run
 
     try:
-        with _sigterm_raises():
+        with _sigterm_raises(), _stdout_reader_may_leave():
             return run(config)
     except UsageProblem as err:
         print(f"bidsapp: error: {err}", file=sys.stderr)
@@ -451,6 +522,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             file=sys.stderr,
         )
         return EXIT_TERMINATED
+    except KeyboardInterrupt:
+        # Like SIGTERM: the exception has unwound through the atomic writers and the
+        # subject locks, so one line says what happened instead of a traceback.
+        print(
+            "bidsapp: stopped by SIGINT; finished runs are kept, the same command does the rest",
+            file=sys.stderr,
+        )
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":  # pragma: no cover
