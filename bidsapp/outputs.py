@@ -826,6 +826,10 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:
+            # A full disk or an I/O error (raised by write or fsync) names no file: the
+            # message must say which one could not be written.
+            exc.filename = str(path)
         if hasattr(exc, "add_note"):
             exc.add_note(f"while writing {path}")
         raise
