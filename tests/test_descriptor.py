@@ -246,7 +246,7 @@ def test_denoise_strategy_description_lists_presets():
 
 def test_exit_codes_match_cli():
     epilog = dict(re.findall(r"^  (\d+)  (.+)$", cli.EPILOG, flags=re.MULTILINE))
-    failures = {cli.EXIT_RUN_FAILED, cli.EXIT_USAGE, cli.EXIT_TERMINATED}
+    failures = {cli.EXIT_RUN_FAILED, cli.EXIT_USAGE, cli.EXIT_INTERRUPTED, cli.EXIT_TERMINATED}
     assert set(epilog) == {str(code) for code in {cli.EXIT_OK, *failures}}
     codes = {e["code"]: e["description"] for e in load_descriptor()["error-codes"]}
     assert set(codes) == failures  # 0 is success in Boutiques
