@@ -931,30 +931,17 @@ def atomic_write_set(
     return done
 
 
-def tsv_text(df: pd.DataFrame, *, index: bool = False, float_format: str | None = None) -> str:
-    """Return a DataFrame as the BIDS TSV text :func:`atomic_write_tsv` writes.
-
-    Parameters
-    ----------
-    df : pandas.DataFrame
-        Table; column names become the header.
-    index : bool
-        Also write the index as the first column(s).
-    float_format : str or None
-        printf-style format for floats; None keeps the exact round-trip digits.
-
-    Returns
-    -------
-    str
-        Tab-separated text with ``n/a`` for missing values and LF line ends.
-
-    Raises
-    ------
-    ValueError
-        If a column name or string value contains a tab or newline.
-
-    """
-    return _tsv_text(df, index=index, float_format=float_format)
+def _json_default(obj: Any) -> Any:
+    """Convert numpy scalars/arrays, paths and sets for :func:`json.dumps`."""
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, os.PathLike):
+        return os.fspath(obj)
+    if isinstance(obj, (set, frozenset)):
+        return sorted(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable: {obj!r}")
 
 
 def json_text(data: Any, *, indent: int = 2) -> str:
@@ -978,24 +965,6 @@ def json_text(data: Any, *, indent: int = 2) -> str:
         For values JSON cannot hold (NaN and infinite floats included).
 
     """
-    return _json_text(data, indent=indent)
-
-
-def _json_default(obj: Any) -> Any:
-    """Convert numpy scalars/arrays, paths and sets for :func:`json.dumps`."""
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    if isinstance(obj, os.PathLike):
-        return os.fspath(obj)
-    if isinstance(obj, (set, frozenset)):
-        return sorted(obj)
-    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable: {obj!r}")
-
-
-def _json_text(data: Any, *, indent: int = 2) -> str:
-    """Serialise to strict JSON (NaN/inf rejected) with a trailing newline."""
     return json.dumps(data, indent=indent, default=_json_default, allow_nan=False) + "\n"
 
 
@@ -1025,7 +994,7 @@ def atomic_write_json(path: str | os.PathLike[str], data: Any, *, indent: int = 
 
     """
     try:
-        text = _json_text(data, indent=indent)
+        text = json_text(data, indent=indent)
     except (TypeError, ValueError) as exc:
         raise type(exc)(f"Cannot write {path} as JSON: {exc}") from exc
     return atomic_write_text(path, text)
@@ -1056,14 +1025,37 @@ def _check_tsv_cells(df: pd.DataFrame, *, index: bool, path: Any) -> None:
             )
 
 
-def _tsv_text(
+def tsv_text(
     df: pd.DataFrame,
     *,
     index: bool = False,
     float_format: str | None = None,
     path: Any = "<tsv>",
 ) -> str:
-    """Serialise a DataFrame as BIDS TSV text (see :func:`atomic_write_tsv`)."""
+    """Return a DataFrame as the BIDS TSV text :func:`atomic_write_tsv` writes.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        Table; column names become the header.
+    index : bool
+        Also write the index as the first column(s).
+    float_format : str or None
+        printf-style format for floats; None keeps the exact round-trip digits.
+    path : object
+        Where the text goes, named in the error.
+
+    Returns
+    -------
+    str
+        Tab-separated text with ``n/a`` for missing values and LF line ends.
+
+    Raises
+    ------
+    ValueError
+        If a column name or string value contains a tab or newline.
+
+    """
     _check_tsv_cells(df, index=index, path=path)
     buffer = io.StringIO()
     df.to_csv(
@@ -1116,7 +1108,7 @@ def atomic_write_tsv(
         If a column name or string value contains a tab or newline (nothing is written).
 
     """
-    return atomic_write_text(path, _tsv_text(df, index=index, float_format=float_format, path=path))
+    return atomic_write_text(path, tsv_text(df, index=index, float_format=float_format, path=path))
 
 
 def read_tsv(path: str | os.PathLike[str], *, dtype: Any = None) -> pd.DataFrame:
@@ -1439,18 +1431,18 @@ def write_run_outputs(
     if coverage_sidecar is None:
         coverage_sidecar = coverage_metadata()
     planned: list[tuple[Path, str]] = [
-        (paths.coverage, _tsv_text(_coverage_table(coverage, regions), path=paths.coverage)),
-        (paths.coverage_json, _json_text(dict(coverage_sidecar))),
+        (paths.coverage, tsv_text(_coverage_table(coverage, regions), path=paths.coverage)),
+        (paths.coverage_json, json_text(dict(coverage_sidecar))),
     ]
     if relmat is not None:
         if relmat_sidecar is None:
             relmat_sidecar = relmat_metadata()
         table = _relmat_table(relmat, regions)
         planned += [
-            (paths.relmat, _tsv_text(table, path=paths.relmat)),
-            (paths.relmat_json, _json_text(dict(relmat_sidecar))),
+            (paths.relmat, tsv_text(table, path=paths.relmat)),
+            (paths.relmat_json, json_text(dict(relmat_sidecar))),
         ]
-    timeseries_text = _tsv_text(timeseries, path=paths.timeseries)
+    timeseries_text = tsv_text(timeseries, path=paths.timeseries)
     # The sidecar records the hash of every other file of the set (all texts are known
     # before anything is written), so resume can tell a complete, consistent set from a
     # truncated TSV or a relmat left by another configuration (:func:`outputs_complete`).
@@ -1458,7 +1450,7 @@ def write_run_outputs(
     members[paths.timeseries.name] = _sha256_text(timeseries_text)
     sidecar = {**dict(timeseries_sidecar), OUTPUT_FILES_KEY: members}
     planned += [
-        (paths.timeseries_json, _json_text(sidecar)),
+        (paths.timeseries_json, json_text(sidecar)),
         (paths.timeseries, timeseries_text),
     ]
     if paths.root is not None:  # no folder of the set may be a planted link
@@ -1512,7 +1504,7 @@ def outputs_complete(paths: RunOutputPaths, parameters: Mapping[str, Any]) -> bo
     sidecar = read_sidecar(paths.timeseries_json)
     if sidecar is None:
         return False
-    expected = json.loads(_json_text(dict(parameters)))
+    expected = json.loads(json_text(dict(parameters)))
     if not all(key in sidecar and sidecar[key] == value for key, value in expected.items()):
         return False
     members = sidecar.get(OUTPUT_FILES_KEY)
@@ -1698,7 +1690,7 @@ def write_dataset_description(
     if old is not None and old != description:
         changed = sorted(k for k in set(old) | set(description) if old.get(k) != description.get(k))
         logger.warning("Replacing %s: %s differ from this run", path, ", ".join(changed))
-    _write_if_changed(path, _json_text(description))
+    _write_if_changed(path, json_text(description))
     return path
 
 
@@ -1823,7 +1815,7 @@ def _write_unless_different(path: Path, data: bytes, *, overwrite: bool, what: s
 
 def _atlas_dataset_description() -> str:
     """JSON text of the atlas dataset's ``dataset_description.json``."""
-    return _json_text(
+    return json_text(
         {
             "Name": "Atlases used by bidsapp",
             "BIDSVersion": BIDS_VERSION,
@@ -1896,7 +1888,7 @@ def copy_atlas(
         sidecar=dseg_path(".json"),
         description=root / f"atlas-{label}_description.json",
     )
-    lut_text = _tsv_text(_lut_table(atlas.lut, label), path=files.lut)
+    lut_text = tsv_text(_lut_table(atlas.lut, label), path=files.lut)
     ensure_directory(output_dir, files.image.parent.relative_to(Path(output_dir)))
     _write_if_changed(root / "dataset_description.json", _atlas_dataset_description())
     _write_unless_different(files.image, source.read_bytes(), overwrite=overwrite, what="image")
@@ -1909,13 +1901,13 @@ def copy_atlas(
         "Sources": sources,
         **_lut_column_descriptions(atlas.lut),
     }
-    _write_if_changed(files.sidecar, _json_text(sidecar))
+    _write_if_changed(files.sidecar, json_text(sidecar))
     description = {
         "AtlasName": label,
         "License": "See the license of the atlas's original distribution.",
         **dict(getattr(atlas, "metadata", None) or {}),
     }
-    _write_if_changed(files.description, _json_text(description))
+    _write_if_changed(files.description, json_text(description))
     return files
 
 
