@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 
 import pytest
+from test_trust_resume import _MAIN, _spawn, argv, paused_in_first_write, run_cli, set_of
 
 from bidsapp import cli, outputs, parallel
-from tests.test_trust_resume import _MAIN, _PAUSE_IN_FIRST_WRITE, _spawn, argv, run_cli, set_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -118,16 +118,7 @@ def test_run_jobs_pins_a_worker_death_on_its_job(how, reason):
 
 def test_sigint_mid_write_leaves_no_temporary_file_and_exits_130(capsys, tmp_path, small):
     out = tmp_path / "out"
-    job = subprocess.Popen(
-        [sys.executable, "-c", _PAUSE_IN_FIRST_WRITE, *map(str, argv(small, out))],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, "TEMPLATEFLOW_AUTOUPDATE": "0"},
-    )  # fmt: skip
-    assert job.stdout is not None
-    for line in job.stdout:
-        if line.startswith("WRITING"):
-            break
-    assert [p for p in out.rglob("*.tmp")], "the paused write has its temporary file on disk"
+    job, _ = paused_in_first_write(small, out, subprocess.PIPE)
     job.send_signal(signal.SIGINT)
     stdout, stderr = job.communicate(timeout=120)
     assert job.returncode == cli.EXIT_INTERRUPTED == 130, stdout + stderr

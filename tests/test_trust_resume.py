@@ -419,11 +419,14 @@ sys.exit(cli.main(sys.argv[1:]))
 """
 
 
-def test_sigterm_mid_write_leaves_no_temporary_file_and_says_so(capsys, tmp_path, small):
-    out = tmp_path / "out"
+def paused_in_first_write(bids: Path, out: Path, stderr: int) -> tuple[subprocess.Popen, list]:
+    """Start the participant level and return once its first write is paused, mid-write.
+
+    Returns the job and the lines it printed up to then.
+    """
     job = subprocess.Popen(
-        [sys.executable, "-c", _PAUSE_IN_FIRST_WRITE, *map(str, argv(small, out))],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [sys.executable, "-c", _PAUSE_IN_FIRST_WRITE, *map(str, argv(bids, out))],
+        stdout=subprocess.PIPE, stderr=stderr, text=True,
         env={**os.environ, "TEMPLATEFLOW_AUTOUPDATE": "0"},
     )  # fmt: skip
     assert job.stdout is not None
@@ -433,6 +436,12 @@ def test_sigterm_mid_write_leaves_no_temporary_file_and_says_so(capsys, tmp_path
         if line.startswith("WRITING"):
             break
     assert [p for p in out.rglob("*.tmp")], "the paused write has its temporary file on disk"
+    return job, seen
+
+
+def test_sigterm_mid_write_leaves_no_temporary_file_and_says_so(capsys, tmp_path, small):
+    out = tmp_path / "out"
+    job, seen = paused_in_first_write(small, out, subprocess.STDOUT)
     job.terminate()
     rest = job.communicate(timeout=120)[0]
     assert job.returncode == cli.EXIT_TERMINATED == 143, seen + [rest]
