@@ -812,9 +812,7 @@ def process_run(
             if isinstance(err, OSError) and err.filename and err.strerror:
                 # Name the file that failed (the set is written file by file).
                 reason = f"cannot write {Path(err.filename).name}: {one_line(err.strerror)}"
-            stop = RunStatus(inputs.name, inputs.entities, target.atlas.label, "failed", reason)
-            remove_stopped_outputs(stop, paths)
-            statuses.append(stop)
+            statuses.append(stopped(target, paths, reason))
             continue
         statuses.append(
             RunStatus(
@@ -860,14 +858,9 @@ def _worker_died(
         status = RunStatus(
             inputs.name, inputs.entities, target.atlas.label, "failed", f"{inputs.bold}: {reason}"
         )
-        paths = outputs.output_paths(
-            config.output_dir,
-            inputs.entities,
-            target.atlas.label,
-            config.extraction.strategy,
-            config.denoise.label,
-        )
-        outputs.remove_stale_temp_files(paths.directory)
+        paths = _set_paths(config, inputs.entities, target.atlas.label)
+        if paths is not None:
+            outputs.remove_stale_temp_files(paths.directory)
         remove_stopped_outputs(status, paths)
         statuses.append(status)
     return statuses
