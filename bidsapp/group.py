@@ -441,7 +441,6 @@ def _checked_timeseries(
     OSError
         If the file cannot be read.
     """
-    import hashlib
     import io
 
     from bidsapp import outputs
@@ -467,7 +466,7 @@ def _checked_timeseries(
             f"its sidecar {sidecar.name} records no {outputs.OUTPUT_FILES_KEY} hash for it "
             "(written by an older bidsapp?); run the participant level again"
         )
-    if members[path.name] != "sha256:" + hashlib.sha256(raw).hexdigest():
+    if members[path.name] != outputs.sha256_digest(raw):
         raise ValueError(
             f"its content differs from the SHA-256 its sidecar records "
             f"({outputs.OUTPUT_FILES_KEY}): it changed after the participant level wrote it; "

@@ -791,6 +791,27 @@ def _fsync_directory(directory: Path) -> None:
             os.close(fd)
 
 
+def _stage(path: Path, data: bytes) -> Path:
+    """Write ``data`` to a new hidden temporary sibling of ``path``, flushed to disk.
+
+    Returns the temporary file, ready to be renamed over ``path``; on any error it is
+    removed and the error raised.
+    """
+    tmp = _temp_path(path)
+    # O_EXCL: never reuse someone else's temporary file; mode 0o666 lets the umask apply.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as fobj:
+            fobj.write(data)
+            fobj.flush()
+            os.fsync(fobj.fileno())
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp)
+        raise
+    return tmp
+
+
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """Write ``data`` to ``path`` so that ``path`` is either absent/old or complete.
 
@@ -814,18 +835,14 @@ def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> Path:
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
-    # O_EXCL: never reuse someone else's temporary file; mode 0o666 lets the umask apply.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    tmp = None
     try:
-        with os.fdopen(fd, "wb") as fobj:
-            fobj.write(data)
-            fobj.flush()
-            os.fsync(fobj.fileno())
+        tmp = _stage(path, data)
         os.replace(tmp, path)
     except BaseException as exc:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
+        if tmp is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
         if isinstance(exc, OSError) and exc.filename is None:
             # A full disk or an I/O error (raised by write or fsync) names no file: the
             # message must say which one could not be written.
@@ -897,15 +914,7 @@ def atomic_write_set(
                 if stat_module.S_ISDIR(os.lstat(path).st_mode):
                     raise IsADirectoryError(errno.EISDIR, "a folder is in its place", str(path))
             data = content.encode("utf-8") if isinstance(content, str) else content
-            tmp = _temp_path(Path(path))
-            fd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666
-            )
-            staged[Path(path)] = tmp
-            with os.fdopen(fd, "wb") as fobj:
-                fobj.write(data)
-                fobj.flush()
-                os.fsync(fobj.fileno())
+            staged[Path(path)] = _stage(Path(path), data)
     except BaseException as exc:
         for tmp in staged.values():
             with contextlib.suppress(OSError):
@@ -1469,9 +1478,25 @@ def write_run_outputs(
 OUTPUT_FILES_KEY = "OutputFiles"
 
 
+def sha256_digest(data: bytes) -> str:
+    """Return ``sha256:<hex>`` of ``data``: how ``OutputFiles`` records each file of a set.
+
+    Parameters
+    ----------
+    data : bytes
+        A file's content.
+
+    Returns
+    -------
+    str
+        The digest, prefixed with its algorithm.
+    """
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
 def _sha256_text(text: str) -> str:
     """``sha256:<hex>`` of a text's UTF-8 bytes."""
-    return "sha256:" + hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return sha256_digest(text.encode("utf-8"))
 
 
 def outputs_complete(paths: RunOutputPaths, parameters: Mapping[str, Any]) -> bool:
@@ -1519,7 +1544,7 @@ def outputs_complete(paths: RunOutputPaths, parameters: Mapping[str, Any]) -> bo
             data = read_regular_bytes(path)
         except OSError:
             return False
-        if data is None or "sha256:" + hashlib.sha256(data).hexdigest() != digest:
+        if data is None or sha256_digest(data) != digest:
             logger.info("%s is missing or differs from its record: recomputing", path)
             return False
     # A relmat the record does not name must not sit beside the set (another configuration).

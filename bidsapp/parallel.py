@@ -12,6 +12,7 @@ Each job holds at most :func:`bidsapp.engine.memory_bound` bytes, so ``n_jobs`` 
 from __future__ import annotations
 
 import logging
+import os
 import re
 import signal
 from collections.abc import Callable, Iterable, Iterator
@@ -190,10 +191,7 @@ def _isolated(function: Callable, jobs: list, n_jobs: int, on_worker_death) -> I
     from joblib.externals.loky import ProcessPoolExecutor
     from joblib.externals.loky.process_executor import BrokenProcessPool
 
-    if n_jobs < 0:
-        import os
-
-        n_jobs = max(1, (os.cpu_count() or 1) + 1 + n_jobs)
+    n_jobs = _resolved_n_jobs(n_jobs)
     queue = list(reversed(jobs))
     idle: list = []
     running: dict = {}  # future -> (executor, job)
@@ -244,6 +242,13 @@ def _on_dask(function, jobs, scheduler) -> Iterator:
             client.close()
 
 
+def _resolved_n_jobs(n_jobs: int, n_cpus: int | None = None) -> int:
+    """Resolve joblib's negative ``n_jobs`` (-1: one per CPU) to a count of jobs."""
+    if n_jobs >= 0:
+        return n_jobs
+    return max(1, (n_cpus or os.cpu_count() or 1) + 1 + n_jobs)
+
+
 def memory_message(n_jobs: int, per_job_bytes: int, *, n_cpus: int | None = None) -> str:
     """Tell how much memory ``n_jobs`` parallel jobs need.
 
@@ -261,10 +266,7 @@ def memory_message(n_jobs: int, per_job_bytes: int, *, n_cpus: int | None = None
     str
         One line, e.g. ``"memory: 2 jobs x 0.27 GB per job = 0.54 GB to provision"``.
     """
-    if n_jobs < 0:
-        import os
-
-        n_jobs = max(1, (n_cpus or os.cpu_count() or 1) + 1 + n_jobs)
+    n_jobs = _resolved_n_jobs(n_jobs, n_cpus)
     total = n_jobs * per_job_bytes
     return (
         f"memory: {n_jobs} job(s) x {per_job_bytes / 1e9:.2f} GB per job = "
