@@ -26,7 +26,7 @@ COPY bidsapp /src/bidsapp
 RUN /opt/bidsapp/bin/python -m pip install --no-cache-dir "/src[fast]" \
     && /opt/bidsapp/bin/python -m compileall -q /opt/bidsapp/lib
 
-# The default atlas (bidsapp.config.DEFAULT_ATLAS) in the default space, at the resolutions
+# The default atlas (bidsapp.app.config.DEFAULT_ATLAS) in the default space, at the resolutions
 # TemplateFlow has for it, plus its look-up table. Add atlases here (space:atlas:desc) and
 # rebuild to use them offline.
 ARG TEMPLATEFLOW_PREFETCH="MNI152NLin2009cAsym:Schaefer2018:400Parcels7Networks"

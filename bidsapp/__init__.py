@@ -6,7 +6,7 @@ signal cleaning (:mod:`bidsapp.signal`) and fMRIPrep confound loading
 
 The BIDS-App itself is reachable from Python with :func:`run`, whose keyword options are
 the command-line options (``bidsapp.run(bids_dir, out, "participant", atlas=[...],
-denoise_strategy="scrubbing")``), or with :func:`bidsapp.workflow.run` and a
+denoise_strategy="scrubbing")``), or with :func:`bidsapp.app.workflow.run` and a
 :class:`RunConfig`. Importing ``bidsapp`` imports nothing else: the names below are loaded
 on first use.
 """
@@ -30,23 +30,23 @@ __all__ = [
 ]
 
 _LAZY = {
-    "ConfigError": "bidsapp.config",
-    "DenoiseConfig": "bidsapp.config",
-    "ExtractionConfig": "bidsapp.config",
-    "RunConfig": "bidsapp.config",
-    "make_config": "bidsapp.config",
-    "UsageProblem": "bidsapp.workflow",
+    "ConfigError": "bidsapp.app.config",
+    "DenoiseConfig": "bidsapp.app.config",
+    "ExtractionConfig": "bidsapp.app.config",
+    "RunConfig": "bidsapp.app.config",
+    "make_config": "bidsapp.app.config",
+    "UsageProblem": "bidsapp.app.workflow",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
-    from bidsapp.config import (
+    from bidsapp.app.config import (
         ConfigError,
         DenoiseConfig,
         ExtractionConfig,
         RunConfig,
         make_config,
     )
-    from bidsapp.workflow import UsageProblem
+    from bidsapp.app.workflow import UsageProblem
 
 
 def __getattr__(name: str) -> Any:
@@ -79,7 +79,7 @@ def run(
         ``participant_label=["01"]``, ``atlas=["Schaefer2018:100Parcels7Networks"]``,
         ``denoise_strategy="scrubbing"``, ``fd_threshold=0.3``, ``strategy="median"``,
         ``standardize="psc"``, ``low_pass=0.08``, ``n_jobs=2``, ``work_dir=...``,
-        ``overwrite=True``, ``reports=False`` (see :func:`bidsapp.config.make_config`).
+        ``overwrite=True``, ``reports=False`` (see :func:`bidsapp.app.config.make_config`).
 
     Returns
     -------
@@ -89,12 +89,12 @@ def run(
 
     Raises
     ------
-    bidsapp.config.ConfigError
+    bidsapp.app.config.ConfigError
         For an option value that cannot be used (the CLI exits 2).
-    bidsapp.workflow.UsageProblem
+    bidsapp.app.workflow.UsageProblem
         For directories or option files that cannot be used (the CLI exits 2).
     """
-    from bidsapp.config import make_config
-    from bidsapp.workflow import run as run_config
+    from bidsapp.app.config import make_config
+    from bidsapp.app.workflow import run as run_config
 
     return run_config(make_config(bids_dir, output_dir, analysis_level, **options))

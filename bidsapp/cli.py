@@ -1,7 +1,7 @@
 """Command line: ``bidsapp BIDS_DIR OUTPUT_DIR {participant,group} [options]``.
 
-This module only parses arguments into a :class:`bidsapp.config.RunConfig` and hands it to
-:func:`bidsapp.workflow.run`; nothing below it sees an ``argparse.Namespace``.
+This module only parses arguments into a :class:`bidsapp.app.config.RunConfig` and hands it to
+:func:`bidsapp.app.workflow.run`; nothing below it sees an ``argparse.Namespace``.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from bidsapp import __version__
-from bidsapp.config import (
+from bidsapp.app.config import (
     DEFAULT_ATLAS,
     DEFAULT_MIN_COVERAGE,
     DEFAULT_SPACE,
@@ -351,13 +351,13 @@ def build_demo_parser() -> argparse.ArgumentParser:
 
 
 def config_from_args(args: argparse.Namespace) -> RunConfig:
-    """Turn parsed arguments into a :class:`~bidsapp.config.RunConfig`.
+    """Turn parsed arguments into a :class:`~bidsapp.app.config.RunConfig`.
 
     Parameters
     ----------
     args : argparse.Namespace
         Result of :func:`build_parser` ``.parse_args``; its attribute names are the keyword
-        options of :func:`bidsapp.config.make_config`.
+        options of :func:`bidsapp.app.config.make_config`.
 
     Returns
     -------
@@ -491,7 +491,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "demo":
         demo_args = build_demo_parser().parse_args(argv[1:])
         _configure_logging(demo_args.verbose)
-        from bidsapp.demo import run_demo
+        from bidsapp.synthetic import run_demo
 
         return run_demo(demo_args.outdir)
 
@@ -508,7 +508,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bidsapp: error: {err}", file=sys.stderr)
         return EXIT_USAGE
 
-    from bidsapp.workflow import UsageProblem, run
+    from bidsapp.app.workflow import UsageProblem, run
 
     try:
         with _sigterm_raises(), _stdout_reader_may_leave():

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from bidsapp import demo
+from bidsapp import synthetic as demo
 
 #: Atlases written into the session TemplateFlow home: template -> ((atlas, desc, resolutions)).
 SESSION_ATLASES = {
@@ -72,7 +72,7 @@ def templateflow_home(pytestconfig: pytest.Config) -> Path:
 def make_templateflow_home(tmp_path: Path) -> Callable[..., Path]:
     """Factory: ``make_templateflow_home(**kwargs)`` builds a private TemplateFlow home.
 
-    Keyword arguments are those of :func:`bidsapp.demo.make_templateflow_home`;
+    Keyword arguments are those of :func:`bidsapp.synthetic.make_templateflow_home`;
     each call writes into a new folder under ``tmp_path``.
     """
     counter = iter(range(1_000))
@@ -87,7 +87,7 @@ def make_templateflow_home(tmp_path: Path) -> Callable[..., Path]:
 def make_dataset(tmp_path: Path) -> Callable[..., Path]:
     """Factory: ``make_dataset(**kwargs)`` writes a synthetic fMRIPrep dataset.
 
-    Keyword arguments are those of :func:`bidsapp.demo.make_fmriprep_dataset`;
+    Keyword arguments are those of :func:`bidsapp.synthetic.make_fmriprep_dataset`;
     each call writes into a new folder under ``tmp_path`` and returns it.
     """
     counter = iter(range(1_000))

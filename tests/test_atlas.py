@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bidsapp.atlas import (
+from bidsapp.dataset.atlas import (
     Atlas,
     AtlasError,
     AtlasSpec,
@@ -149,7 +149,7 @@ def test_resolution_follows_voxel_size(templateflow_home, voxel_size, resolution
 
 def test_downloaded_resolution_preferred_over_placeholder(templateflow_home, caplog, no_network):
     # res-01 of the 400-parcel atlas is a zero-byte placeholder: use res-02, and say so
-    with caplog.at_level(logging.WARNING, logger="bidsapp.atlas"):
+    with caplog.at_level(logging.WARNING, logger="bidsapp.dataset.atlas"):
         atlas = get_atlas(S400, space=TPL, voxel_size_mm=1.0, templateflow_home=templateflow_home)
     assert atlas.resolution == 2
     assert "not downloaded" in caplog.text
@@ -273,7 +273,7 @@ def test_allowed_download_without_network(templateflow_home, tmp_path, no_networ
 
 def test_unwritable_default_home_gives_advice(tmp_path):
     code = (
-        "from bidsapp.atlas import AtlasError, templateflow_client\n"
+        "from bidsapp.dataset.atlas import AtlasError, templateflow_client\n"
         "try:\n    templateflow_client()\n"
         "except AtlasError as exc:\n    print('ATLASERROR', exc)\n"
     )

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from bidsapp import __version__, cli
-from bidsapp.config import make_config
+from bidsapp.app.config import make_config
 
 
 def _parse(argv: list[str]):

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bidsapp.config import (
+from bidsapp.app.config import (
     DEFAULT_ATLAS,
     ConfigError,
     DenoiseConfig,
@@ -148,7 +148,7 @@ def test_fingerprint_changes_with_any_setting(tmp_path):
 def test_import_is_lazy_and_run_is_exported():
     code = (
         "import sys, bidsapp\n"
-        "heavy = [m for m in ('numpy', 'pandas', 'nibabel', 'bids', 'bidsapp.workflow')"
+        "heavy = [m for m in ('numpy', 'pandas', 'nibabel', 'bids', 'bidsapp.app.workflow')"
         " if m in sys.modules]\n"
         "assert not heavy, heavy\n"
         "assert callable(bidsapp.run)\n"
@@ -157,7 +157,7 @@ def test_import_is_lazy_and_run_is_exported():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["bidsapp.config", "bidsapp.workflow"]
+    assert proc.stdout.split() == ["bidsapp.app.config", "bidsapp.app.workflow"]
 
 
 def test_bids_filter_file_values_are_checked_when_read(tmp_path):

@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 
 from bidsapp import __version__
-from bidsapp.config import DEFAULT_ATLAS, DEFAULT_SPACE
+from bidsapp.app.config import DEFAULT_ATLAS, DEFAULT_SPACE
 
 REPO = Path(__file__).resolve().parents[1]
 DOCKERFILE = REPO / "Dockerfile"
@@ -230,7 +230,7 @@ def make_writable(root: Path) -> None:
 @pytest.fixture(scope="module")
 def sandbox() -> Iterator[dict[str, Path]]:
     """Read-only inputs, TemplateFlow home and HOME in a directory every uid can traverse."""
-    from bidsapp.demo import make_fmriprep_dataset, make_templateflow_home
+    from bidsapp.synthetic import make_fmriprep_dataset, make_templateflow_home
 
     base = Path(tempfile.mkdtemp(prefix="bidsapp-contract-"))
     base.chmod(0o755)

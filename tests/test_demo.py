@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
-from bidsapp import demo
+from bidsapp import synthetic as demo
 
 NILEARN_DATA = Path(__import__("nilearn").__file__).parent / "interfaces" / "fmriprep" / "data"
 TPL = "MNI152NLin2009cAsym"
@@ -422,8 +422,8 @@ def test_dataset_rejects_bad_options(make_dataset, options, message):
 
 def test_run_demo_builds_inputs_quickly_and_runs_both_levels(tmp_path, monkeypatch):
     import bidsapp.cli
-    from bidsapp.atlas import get_atlas
-    from bidsapp.config import DEFAULT_ATLAS
+    from bidsapp.app.config import DEFAULT_ATLAS
+    from bidsapp.dataset.atlas import get_atlas
 
     calls = []
 

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from bidsapp import __version__, cli
-from bidsapp.config import DEFAULT_ATLAS
+from bidsapp.app.config import DEFAULT_ATLAS
 
 REPO = Path(__file__).resolve().parents[1]
 DESCRIPTOR = REPO / "descriptor.json"
@@ -383,7 +383,7 @@ def test_example_invocation_is_valid_and_parses():
 
 @pytest.fixture(scope="module")
 def demo_inputs(tmp_path_factory):
-    from bidsapp.demo import make_fmriprep_dataset, make_templateflow_home
+    from bidsapp.synthetic import make_fmriprep_dataset, make_templateflow_home
 
     root = tmp_path_factory.mktemp("bosh-demo")
     templateflow = make_templateflow_home(root / "templateflow")

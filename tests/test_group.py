@@ -1,4 +1,4 @@
-"""Tests for bidsapp.group: summary table, group connectivity, QC-FC, group report, exit codes.
+"""Tests for bidsapp.app.group: summary table, group connectivity, QC-FC, group report, exit codes.
 
 The participant outputs come from ``make_participant_outputs`` in ``test_report.py``: three
 subjects x two runs x two denoising strategies, one failed run. Expected values are
@@ -26,8 +26,8 @@ from test_report import (
     parse_page,
 )
 
-from bidsapp.config import RunConfig
-from bidsapp.group import fisher_z_mean, qcfc, run_group
+from bidsapp.app.config import RunConfig
+from bidsapp.app.group import fisher_z_mean, qcfc, run_group
 
 
 @pytest.fixture(scope="module")
@@ -242,7 +242,7 @@ def test_group_without_participant_results_says_so(tmp_path, capsys):
 
 
 def test_group_with_only_failures_exits_non_zero(tmp_path, capsys):
-    from bidsapp import outputs
+    from bidsapp.dataset import outputs
 
     rows = [
         {

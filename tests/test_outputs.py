@@ -1,4 +1,4 @@
-"""Tests for bidsapp.outputs: names, atomic writes, dataset files, status, a validated dataset."""
+"""Tests for bidsapp.dataset.outputs: names, atomic writes, dataset files, status, validation."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bidsapp import outputs
+from bidsapp.dataset import outputs
 
 SPACE = "MNI152NLin2009cAsym"
 ATLAS = "Toy2024"
@@ -582,7 +582,7 @@ def test_dataset_description_identical_content_is_not_rewritten(tmp_path, caplog
     _describe(tmp_path)
     after = path.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    with caplog.at_level(logging.WARNING, logger="bidsapp.outputs"):
+    with caplog.at_level(logging.WARNING, logger="bidsapp.dataset.outputs"):
         _describe(tmp_path, version="0.2.0")
     assert json.loads(path.read_text())["GeneratedBy"][0]["Version"] == "0.2.0"
     assert "GeneratedBy" in caplog.text

@@ -1,4 +1,4 @@
-"""Tests of bidsapp.parallel: sequential, joblib processes, and a local Dask cluster."""
+"""Tests of bidsapp.app.parallel: sequential, joblib processes, and a local Dask cluster."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from functools import partial
 import numpy as np
 import pytest
 
-from bidsapp import parallel
-from bidsapp.parallel import memory_message, run_jobs
+from bidsapp.app import parallel
+from bidsapp.app.parallel import memory_message, run_jobs
 
 
 def _square_with_pid(x: int, offset: int = 0) -> tuple[int, int, int]:

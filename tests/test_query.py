@@ -11,8 +11,8 @@ from pathlib import Path
 import nibabel as nib
 import pytest
 
-from bidsapp import demo
-from bidsapp.query import (
+from bidsapp import synthetic as demo
+from bidsapp.dataset.query import (
     BoldRun,
     NoRunsFoundError,
     QueryError,
@@ -301,7 +301,7 @@ def test_several_grids_of_one_run(make_dataset, caplog):
     root = make_dataset(subjects=["01"], runs=[1], **SMALL)
     (run,) = find_runs(root)
     shutil.copy(run.preproc_bold, str(run.preproc_bold).replace("res-2", "res-1"))
-    with caplog.at_level(logging.INFO, logger="bidsapp.query"):
+    with caplog.at_level(logging.INFO, logger="bidsapp.dataset.query"):
         runs = find_runs(root)
     assert [r.entities["res"] for r in runs] == ["1", "2"]
     assert runs[0].brain_mask is None and runs[1].brain_mask == run.brain_mask
@@ -378,7 +378,7 @@ def test_unknown_participant_is_reported(fmriprep_dataset):
 
 
 def test_some_participants_missing_warns(fmriprep_dataset, caplog):
-    with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
+    with caplog.at_level(logging.WARNING, logger="bidsapp.dataset.query"):
         runs = find_runs(fmriprep_dataset, participant_labels=["01", "07"])
     assert {run.entities["subject"] for run in runs} == {"01"}
     assert "07" in caplog.text
@@ -581,7 +581,7 @@ def test_unreadable_files_are_a_problem_not_a_hang(make_dataset, kind, message):
 def test_a_folder_link_to_an_ancestor_is_not_followed(make_dataset, tmp_path, caplog):
     root = make_dataset(subjects=["01"], runs=[1], **SMALL)
     (root / "sub-01" / "func" / "loop").symlink_to("..")
-    with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
+    with caplog.at_level(logging.WARNING, logger="bidsapp.dataset.query"):
         (run,) = find_runs(root, database_dir=tmp_path / "db")
     assert run.problem is None and "loop" not in str(run.preproc_bold)
     assert "sub-01/func/loop: a link to a folder that contains it" in caplog.text
@@ -633,7 +633,7 @@ def test_an_unusable_database_dir_falls_back_to_memory(make_dataset, tmp_path, c
     root = make_dataset(subjects=["01"], runs=[1], **SMALL)
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
+    with caplog.at_level(logging.WARNING, logger="bidsapp.dataset.query"):
         (run,) = find_runs(root, database_dir=blocker / "db")
     assert run.problem is None
     assert "indexing in memory" in caplog.text and str(blocker) in caplog.text
@@ -646,6 +646,6 @@ def test_a_name_that_is_not_utf8_is_left_out_with_a_warning(make_dataset, tmp_pa
     os.mkdir(os.fsencode(root) + b"/sub-\xfe")
     for database in (None, tmp_path / "db"):
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="bidsapp.query"):
+        with caplog.at_level(logging.WARNING, logger="bidsapp.dataset.query"):
             assert _names(find_runs(root, database_dir=database)) == ["sub-01_task-rest_run-2"]
         assert "its name is not UTF-8" in caplog.text and "acq-\\udcff" in caplog.text

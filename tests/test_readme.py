@@ -214,7 +214,7 @@ def test_every_preset_is_documented():
 
 @pytest.fixture(scope="module")
 def demo_runs(tmp_path_factory):
-    from bidsapp.demo import make_fmriprep_dataset
+    from bidsapp.synthetic import make_fmriprep_dataset
 
     root = make_fmriprep_dataset(
         tmp_path_factory.mktemp("readme") / "fmriprep",

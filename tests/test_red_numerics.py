@@ -24,9 +24,9 @@ from test_stream import SHAPE, _write
 from test_trust_numerics import _extract, run_and_atlas  # noqa: F401 - a fixture
 
 from bidsapp import image, maskers, stream
-from bidsapp.atlas import AtlasError, check_labels_image, read_lut
-from bidsapp.config import DenoiseConfig
-from bidsapp.extract import ExtractionError, prepare_run
+from bidsapp.app.config import DenoiseConfig
+from bidsapp.app.extract import ExtractionError, prepare_run
+from bidsapp.dataset.atlas import AtlasError, check_labels_image, read_lut
 from bidsapp.stream import StreamError
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")

@@ -19,7 +19,9 @@ from pathlib import Path
 import pytest
 from test_trust_resume import _MAIN, _spawn, argv, paused_in_first_write, run_cli, set_of
 
-from bidsapp import cli, outputs, parallel
+from bidsapp import cli
+from bidsapp.app import parallel
+from bidsapp.dataset import outputs
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -27,7 +29,7 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::F
 # reach them): its ``process_job`` stands in for ``workflow._process_job``.
 _WORKER_MODULE = """
 import os, sys, time
-from bidsapp import workflow
+from bidsapp.app import workflow
 
 def process_job(job, config):
     inputs, targets = job
@@ -38,7 +40,8 @@ def process_job(job, config):
 _PATCHED_MAIN = """
 import sys
 import redworker
-from bidsapp import cli, workflow
+from bidsapp import cli
+from bidsapp.app import workflow
 workflow._process_job = redworker.process_job
 sys.exit(cli.main(sys.argv[1:]))
 """

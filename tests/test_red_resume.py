@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 from test_trust_resume import LABEL, argv, run_cli, set_of
 
-from bidsapp import extract, group, outputs
+from bidsapp.app import extract, group
+from bidsapp.dataset import outputs
 from bidsapp.report.participant import tsv_problem
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")

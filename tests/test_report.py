@@ -1,9 +1,9 @@
 """Tests for bidsapp.report: the participant report, the masker report, HTML and figures.
 
 Participant outputs are built in a temporary directory from a synthetic fMRIPrep dataset
-(``bidsapp.demo``): real BOLD, brain masks, confounds and atlas images, a simple numpy
+(``bidsapp.synthetic``): real BOLD, brain masks, confounds and atlas images, a simple numpy
 extraction (region means, motion/WM/CSF regression, censoring), and the real writers of
-``bidsapp.outputs`` (names, sidecars, status tables). ``make_participant_outputs`` is also
+``bidsapp.dataset.outputs`` (names, sidecars, status tables). ``make_participant_outputs`` is also
 used by ``tests/test_group.py``.
 """
 
@@ -23,7 +23,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bidsapp import demo, outputs
+from bidsapp import synthetic as demo
+from bidsapp.dataset import outputs
 from bidsapp.image import resample_to_img
 
 SPACE = "MNI152NLin2009cAsym"

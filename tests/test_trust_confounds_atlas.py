@@ -1,6 +1,6 @@
 """End-to-end trust tests for confounds, atlases and the group level (``bidsapp.cli.main``).
 
-Each builds a small synthetic fMRIPrep dataset (:func:`bidsapp.demo.make_fmriprep_dataset`)
+Each builds a small synthetic fMRIPrep dataset (:func:`bidsapp.synthetic.make_fmriprep_dataset`)
 and checks that an odd but legitimate input gives the right numbers, and that a wrong one
 fails with a message naming the file, never a silently wrong result.
 """
@@ -324,7 +324,7 @@ S100 = "Schaefer2018:100Parcels7Networks"
 @pytest.fixture(scope="module")
 def participant_outputs(tmp_path_factory, templateflow_home):
     """(BIDS dir, output dir) after the participant level: 4 subjects x 1 run, ok."""
-    from bidsapp import demo
+    from bidsapp import synthetic as demo
 
     root = tmp_path_factory.mktemp("group-trust")
     bids = demo.make_fmriprep_dataset(
@@ -419,7 +419,7 @@ def test_group_says_how_many_runs_have_no_participant_outputs_yet(outputs_copy, 
 
 
 def test_group_goes_on_when_the_runs_cannot_be_listed(outputs_copy, capsys, monkeypatch):
-    from bidsapp import query
+    from bidsapp.dataset import query
 
     def broken(*args, **kwargs):
         raise RuntimeError("database is locked")

@@ -20,9 +20,9 @@ import pandas as pd
 import pytest
 
 from bidsapp import cli
-from bidsapp.config import DenoiseConfig
-from bidsapp.extract import ExtractionError, prepare_run
-from bidsapp.query import find_runs
+from bidsapp.app.config import DenoiseConfig
+from bidsapp.app.extract import ExtractionError, prepare_run
+from bidsapp.dataset.query import find_runs
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 

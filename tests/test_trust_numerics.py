@@ -1,6 +1,6 @@
 """Trust on the numerical path: no silently wrong number, whatever the data throw at it.
 
-End-to-end checks of :func:`bidsapp.extract.extract_run` (and the command line) on
+End-to-end checks of :func:`bidsapp.app.extract.extract_run` (and the command line) on
 synthetic fMRIPrep runs made hostile: non-finite volumes, all-zero data, dead regions,
 filters that cannot be applied at the run's TR, too little data left, and headers that
 claim more data than their file holds. Numbers are compared with nilearn 0.12.1.
@@ -17,8 +17,8 @@ import pandas as pd
 import pytest
 
 from bidsapp import cli, image
-from bidsapp.config import DenoiseConfig, ExtractionConfig
-from bidsapp.extract import ExtractionError, RunExcluded, extract_run, prepare_run
+from bidsapp.app.config import DenoiseConfig, ExtractionConfig
+from bidsapp.app.extract import ExtractionError, RunExcluded, extract_run, prepare_run
 
 SPACE = "MNI152NLin2009cAsym"
 ATLAS = "Schaefer2018:100Parcels7Networks"
@@ -31,8 +31,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::F
 @pytest.fixture
 def run_and_atlas(make_dataset, templateflow_home):
     """One fresh (writable) run of 40 volumes on a 6 mm grid, and the 100-parcel atlas."""
-    from bidsapp.atlas import get_atlas
-    from bidsapp.query import find_runs
+    from bidsapp.dataset.atlas import get_atlas
+    from bidsapp.dataset.query import find_runs
 
     bids = make_dataset(
         subjects=("01",), runs=(1,), n_volumes=N_VOLUMES, t_r=T_R, voxel_size_mm=6.0,
@@ -171,7 +171,7 @@ def test_filter_beyond_nyquist_fails_the_run(run_and_atlas, options):
 
 def test_a_filter_adjusted_while_cleaning_fails_the_run(run_and_atlas, monkeypatch):
     """Whatever the up-front checks miss, a FilterWarning from cleaning is a failure."""
-    from bidsapp import extract
+    from bidsapp.app import extract
 
     run, atlas = run_and_atlas
     monkeypatch.setattr(extract, "_check_filters", lambda *args: None)
@@ -321,7 +321,7 @@ def test_non_finite_volumes_reach_the_sidecar_through_the_cli(
     other run of the subject is untouched."""
     import json
 
-    from bidsapp.query import find_runs
+    from bidsapp.dataset.query import find_runs
 
     bids = make_dataset(
         subjects=("01",), runs=(1, 2), n_volumes=N_VOLUMES, t_r=T_R, voxel_size_mm=6.0,

@@ -21,7 +21,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bidsapp import cli, extract, outputs, query, workflow
+from bidsapp import cli
+from bidsapp.app import extract, workflow
+from bidsapp.dataset import outputs, query
 
 SPACE = "MNI152NLin2009cAsym"
 ATLAS = "Schaefer2018:100Parcels7Networks"
@@ -111,7 +113,7 @@ def test_resume_checks_input_content_and_ignores_touch(capsys, tmp_path, small):
 
 
 def test_input_check_hashes_only_when_the_stat_key_differs(tmp_path, small, monkeypatch):
-    from bidsapp.config import DenoiseConfig
+    from bidsapp.app.config import DenoiseConfig
 
     run = next(r for r in query.find_runs(small, space=SPACE) if str(r.entities["run"]) == "1")
     inputs = extract.prepare_run(run, DenoiseConfig())

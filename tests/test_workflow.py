@@ -21,8 +21,10 @@ import pandas as pd
 import pytest
 
 import bidsapp
-from bidsapp import cli, demo, outputs
-from bidsapp.config import DenoiseConfig, ExtractionConfig
+from bidsapp import cli
+from bidsapp import synthetic as demo
+from bidsapp.app.config import DenoiseConfig, ExtractionConfig
+from bidsapp.dataset import outputs
 
 SPACE = "MNI152NLin2009cAsym"
 AROMA_SPACE = "MNI152NLin6Asym"
@@ -154,8 +156,8 @@ def assert_matches(timeseries: pd.DataFrame, lut: pd.DataFrame, expected: dict) 
 @pytest.fixture(scope="module")
 def one_run(fmriprep_dataset, templateflow_home):
     """sub-01 run-1 of the shared read-only dataset, and the 100-parcel atlas."""
-    from bidsapp.atlas import get_atlas
-    from bidsapp.query import find_runs
+    from bidsapp.dataset.atlas import get_atlas
+    from bidsapp.dataset.query import find_runs
 
     runs = find_runs(fmriprep_dataset, participant_labels="01", bids_filters={"bold": {"run": 1}})
     assert len(runs) == 1
@@ -183,7 +185,7 @@ def selection_dataset(tmp_path_factory, templateflow_home):
 
 
 def bidsapp_extract(run, atlas, denoise=None, extraction=None):
-    from bidsapp.extract import extract_run, prepare_run
+    from bidsapp.app.extract import extract_run, prepare_run
 
     denoise = denoise or DenoiseConfig()
     extraction = extraction or ExtractionConfig()
@@ -381,7 +383,7 @@ def test_none_json_preset_and_explicit_columns(one_run, tmp_path):
     )
     assert assert_matches(result.per_atlas[0].timeseries, atlas.lut, expected) > 90
 
-    from bidsapp.extract import ExtractionError
+    from bidsapp.app.extract import ExtractionError
 
     with pytest.raises(ExtractionError, match="no column matching 'gsr_.*'"):
         bidsapp_extract(run, atlas, DenoiseConfig(confounds_columns=("gsr_.*",)))

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bidsapp.outputs import ENTITY_ORDER, RUN_ENTITIES
+from bidsapp.dataset.outputs import ENTITY_ORDER, RUN_ENTITIES
 from bidsapp.report import html as H
 
 logger = logging.getLogger(__name__)
@@ -223,7 +223,7 @@ def _first(row: dict[str, Any], *names: str) -> Any:
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
-    from bidsapp import outputs
+    from bidsapp.dataset import outputs
 
     # Never through a planted link: the group level trusts what the sidecar records.
     return outputs.read_sidecar(path) or {}
@@ -285,7 +285,7 @@ def _read_status_file(path: Path, output_dir: Path) -> list[dict[str, Any]]:
     """Rows of one subject's status table; ValueError/OSError when it cannot be trusted."""
     import stat
 
-    from bidsapp import outputs
+    from bidsapp.dataset import outputs
 
     # Checked before reading: a planted link is never followed, a folder never opened.
     kind = stat.S_IFMT(os.lstat(path).st_mode)
@@ -582,7 +582,7 @@ def read_timeseries(path: Path) -> pd.DataFrame:
     pandas.DataFrame
         Float values, one column per region.
     """
-    from bidsapp import outputs
+    from bidsapp.dataset import outputs
 
     return outputs.read_tsv(path).astype(float)
 
@@ -810,7 +810,7 @@ def _read_lut(path: Path | None) -> pd.DataFrame | None:
     if path is None:
         return None
     try:
-        from bidsapp import outputs
+        from bidsapp.dataset import outputs
 
         return outputs.read_tsv(path)
     except (OSError, ValueError, pd.errors.ParserError):
@@ -1174,7 +1174,7 @@ def write_participant_report(output_dir: Path, subject: str, bids_dir: Path | No
     Path
         The report written.
     """
-    from bidsapp import outputs
+    from bidsapp.dataset import outputs
 
     subject = subject[4:] if subject.startswith("sub-") else subject
     report = build_participant_report(output_dir, subject, bids_dir)

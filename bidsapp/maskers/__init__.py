@@ -205,7 +205,7 @@ class _ParamsMixin:
 
 def _warn(message: str, category: type[Warning] = UserWarning) -> None:
     """Issue a warning attributed to the first caller outside bidsapp."""
-    package_dir = str(Path(__file__).resolve().parent)
+    package_dir = str(Path(__file__).resolve().parent.parent)
     frame = inspect.currentframe()
     level = 0
     while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(

@@ -1064,7 +1064,7 @@ def _dataset_description(version: str) -> dict:
                 "CodeURL": f"https://github.com/nipreps/fmriprep/archive/{version}.tar.gz",
             }
         ],
-        "HowToAcknowledge": "Synthetic data written by bidsapp.demo; not real fMRIPrep output.",
+        "HowToAcknowledge": "Synthetic data written by bidsapp demo; not real fMRIPrep output.",
     }
 
 
@@ -1331,8 +1331,8 @@ def run_demo(outdir: str | Path) -> int:
     int
         Exit code of the first level that failed, else 0.
     """
+    from bidsapp.app.config import DEFAULT_ATLAS, DEFAULT_SPACE
     from bidsapp.cli import main
-    from bidsapp.config import DEFAULT_ATLAS, DEFAULT_SPACE
 
     outdir = Path(outdir).absolute()
     atlas, _, desc = DEFAULT_ATLAS.partition(":")

@@ -428,7 +428,7 @@ def _checked_timeseries(
     """Read a run's timeseries TSV, refusing one that is cut short, garbled, edited or linked.
 
     The participant level records the SHA-256 of the TSV in its sidecar (``OutputFiles``,
-    see :func:`bidsapp.outputs.outputs_complete`); a file whose bytes differ was changed
+    see :func:`bidsapp.dataset.outputs.outputs_complete`); a file whose bytes differ was changed
     after it was written (an edit, a copy that stopped) and is not averaged.
 
     Raises
@@ -443,7 +443,7 @@ def _checked_timeseries(
     """
     import io
 
-    from bidsapp import outputs
+    from bidsapp.dataset import outputs
 
     path = record.timeseries
     if output_dir is not None and not outputs.no_linked_folder(output_dir, path.parent):
@@ -553,7 +553,7 @@ def summary_table(records: Sequence[RunRecord], output_dir: Path) -> pd.DataFram
 
 
 def _cell_name(cell: GroupCell, stat: str, suffix: str, extension: str) -> str:
-    from bidsapp import outputs
+    from bidsapp.dataset import outputs
 
     entities = {
         "task": cell.task,
@@ -573,7 +573,7 @@ def _matrix_table(matrix: np.ndarray, regions: Sequence[str]) -> pd.DataFrame:
 
 def _cell_files(cell: GroupCell, group_dir: Path, output_dir: Path) -> dict[Path, str]:
     """Paths and contents of one cell's matrices and sidecars."""
-    from bidsapp import outputs
+    from bidsapp.dataset import outputs
 
     runs = [r.timeseries.relative_to(output_dir).as_posix() for r in cell.runs if r.timeseries]
     common = {
@@ -722,12 +722,12 @@ def _write_outputs(
 ) -> list[Path]:
     """Write every group output as one set; a failure raises :class:`GroupWriteError`.
 
-    Every file is staged before any is replaced (:func:`bidsapp.outputs.atomic_write_set`),
+    Every file is staged before any is replaced (:func:`bidsapp.dataset.outputs.atomic_write_set`),
     and the files of cells that no longer exist are removed, so ``group/`` never holds a mix
     of this run's results and an earlier one's. ``group/`` itself must be a real folder: a
     planted link is refused, never written through.
     """
-    from bidsapp import outputs
+    from bidsapp.dataset import outputs
 
     group_dir = output_dir / GROUP_DIR
 
@@ -770,7 +770,7 @@ def _write_outputs(
 
 def _run_identity(entities: dict[str, Any]) -> tuple:
     """Return the entities that name one BOLD acquisition across spaces and resolutions."""
-    from bidsapp.outputs import RUN_ENTITIES
+    from bidsapp.dataset.outputs import RUN_ENTITIES
 
     # ICA-AROMA outputs are in another space and resolution than the run's query.
     keys = [k for k in RUN_ENTITIES if k not in ("space", "res", "den", "cohort")]
@@ -780,7 +780,7 @@ def _run_identity(entities: dict[str, Any]) -> tuple:
 def pending_runs(config: Any, records: Sequence[RunRecord]) -> tuple[int, list[str]] | None:
     """List the runs of the selection that have no participant outcome yet.
 
-    The runs are found with :func:`bidsapp.query.find_runs` and the configuration's
+    The runs are found with :func:`bidsapp.dataset.query.find_runs` and the configuration's
     selection (space, participants, sessions, tasks, BIDS filters); a run counts as done
     when any status row or timeseries file of the output dataset names it, whatever its
     atlas, denoising or outcome.
@@ -798,7 +798,7 @@ def pending_runs(config: Any, records: Sequence[RunRecord]) -> tuple[int, list[s
         ``(number of runs selected, names of the runs without outcome)``, or None when
         the runs cannot be listed (a warning says why).
     """
-    from bidsapp.query import NoRunsFoundError, find_runs
+    from bidsapp.dataset.query import NoRunsFoundError, find_runs
 
     work_dir = getattr(config, "work_dir", None)
     try:
@@ -858,7 +858,7 @@ def run_group(config: Any) -> int:
     Runs whose latest status is ``failed`` or ``excluded``, and runs whose outputs are cut
     short or garbled, are left out of the group results (with a message saying how many
     and why); their rows stay in ``runs.tsv``. When the selection has runs with no
-    participant outcome yet (found with :func:`bidsapp.query.find_runs`), a warning says
+    participant outcome yet (found with :func:`bidsapp.dataset.query.find_runs`), a warning says
     how many.
 
     Parameters

@@ -34,9 +34,9 @@ import numpy as np
 import pandas as pd
 
 from bidsapp import __version__
-from bidsapp.atlas import Atlas
-from bidsapp.config import RunConfig, fingerprint, to_jsonable
-from bidsapp.extract import RunExtraction, RunInputs, one_line
+from bidsapp.app.config import RunConfig, fingerprint, to_jsonable
+from bidsapp.app.extract import RunExtraction, RunInputs, one_line
+from bidsapp.dataset.atlas import Atlas
 
 logger = logging.getLogger(__name__)
 
@@ -102,7 +102,7 @@ class RunStatus:
         return self.entities["subject"]
 
     def as_row(self, denoise_label: str, stat: str) -> dict[str, Any]:
-        """Return this status as a flat dict for :func:`bidsapp.outputs.write_subject_status`.
+        """Return this status as a flat dict for the status table (``write_subject_status``).
 
         Parameters
         ----------
@@ -190,7 +190,7 @@ def check_options(config: RunConfig) -> None:
 
     A local atlas must declare its template space (a ``space-`` entity in its name, or
     ``--atlas-space``), and not a subject-specific one such as ``T1w``; see
-    :func:`bidsapp.atlas.local_atlas_space`. Whether it matches each run's space is checked
+    :func:`bidsapp.dataset.atlas.local_atlas_space`. Whether it matches each run's space is checked
     per run (ICA-AROMA runs are in ``MNI152NLin6Asym`` whatever ``--space`` says).
 
     Parameters
@@ -204,8 +204,8 @@ def check_options(config: RunConfig) -> None:
         With a message naming the option and the file.
     """
     from bidsapp import confounds as conf
-    from bidsapp.atlas import AtlasError, local_atlas_space, parse_atlas_spec
-    from bidsapp.query import QueryError, load_bids_filters
+    from bidsapp.dataset.atlas import AtlasError, local_atlas_space, parse_atlas_spec
+    from bidsapp.dataset.query import QueryError, load_bids_filters
 
     if config.denoise.is_preset_file:
         try:
@@ -250,7 +250,7 @@ def check_options(config: RunConfig) -> None:
 
 def _atlas_labels(config: RunConfig) -> list[str]:
     """Labels of the requested atlases as written before they are resolved."""
-    from bidsapp.atlas import atlas_label, parse_atlas_spec
+    from bidsapp.dataset.atlas import atlas_label, parse_atlas_spec
 
     labels = []
     for spec in config.atlases:
@@ -307,8 +307,8 @@ def resolve_atlases(
         Grid key -> ``(atlas label, one-line reason)`` of atlases that cannot be used; the
         full message is printed once.
     """
-    from bidsapp import outputs
-    from bidsapp.atlas import AtlasError, get_atlas, parse_atlas_spec
+    from bidsapp.dataset import outputs
+    from bidsapp.dataset.atlas import AtlasError, get_atlas, parse_atlas_spec
 
     labels = _atlas_labels(config)
     targets: dict[tuple, list[AtlasTarget]] = {}
@@ -341,7 +341,7 @@ def resolve_atlases(
 
 
 def _source_uri(path: Path, bids_dir: Path) -> str:
-    from bidsapp.outputs import bids_uri
+    from bidsapp.dataset.outputs import bids_uri
 
     try:
         return bids_uri(path, root=bids_dir, dataset="preprocessed")
@@ -679,7 +679,7 @@ def _resumed(inputs: RunInputs, target: AtlasTarget, paths: Any, sidecar: dict) 
 
 def _complete(paths: Any, fp: str, inputs: RunInputs, config: RunConfig, hashes) -> dict | None:
     """Return the sidecar of a complete, current set of outputs, else None (recompute)."""
-    from bidsapp import outputs
+    from bidsapp.dataset import outputs
 
     if config.overwrite or not outputs.outputs_complete(paths, {"ParametersFingerprint": fp}):
         return None
@@ -704,7 +704,7 @@ def remove_stopped_outputs(status: RunStatus, paths: Any) -> None:
     paths : RunOutputPaths or None
         The run's output set; None when it cannot be named (nothing to remove).
     """
-    from bidsapp import outputs
+    from bidsapp.dataset import outputs
 
     if paths is None:
         return
@@ -720,7 +720,7 @@ def process_run(
     """Extract and write one run's outputs for every atlas; never raises.
 
     A set of outputs is kept (resume) only when it is complete and consistent
-    (:func:`bidsapp.outputs.outputs_complete`), was made with the same settings
+    (:func:`bidsapp.dataset.outputs.outputs_complete`), was made with the same settings
     (:func:`run_fingerprint`) and from inputs with the same content
     (:func:`inputs_unchanged`). When the run fails or is excluded, the files of its sets
     left by an earlier invocation are removed, so they never look current.
@@ -740,8 +740,8 @@ def process_run(
         One status per atlas: ``ok`` (``resumed`` when complete outputs were kept),
         ``failed`` with a one-line reason, or ``excluded`` with the reason.
     """
-    from bidsapp import outputs
-    from bidsapp.extract import ExtractionError, RunExcluded, extract_run
+    from bidsapp.app.extract import ExtractionError, RunExcluded, extract_run
+    from bidsapp.dataset import outputs
 
     stat = config.extraction.strategy
     desc = config.denoise.label
@@ -850,7 +850,7 @@ def _worker_died(
     The process may have died mid-write, so the run's sets are removed like those of any
     stopped run, with the temporary files it left (its pid is dead, so only its files go).
     """
-    from bidsapp import outputs
+    from bidsapp.dataset import outputs
 
     inputs, targets = job
     statuses = []
@@ -872,7 +872,7 @@ def _parallel_results(
     """Run the jobs, yielding each one's statuses as it finishes."""
     from functools import partial
 
-    from bidsapp.parallel import run_jobs
+    from bidsapp.app.parallel import run_jobs
 
     yield from run_jobs(
         partial(_process_job, config=config),
@@ -888,8 +888,8 @@ def _print_memory_bound(jobs: Sequence[tuple[RunInputs, list[AtlasTarget]]], con
     """Print what ``--n-jobs`` parallel jobs need in memory (the largest job's bound)."""
     import nibabel as nib
 
+    from bidsapp.app.parallel import memory_message
     from bidsapp.engine import memory_bound
-    from bidsapp.parallel import memory_message
 
     bound = 0
     for inputs, targets in jobs:
@@ -969,7 +969,7 @@ def _finish_subject(config: RunConfig, subject: str, statuses: Sequence[RunStatu
     Returns False when the status table could not be written: the group level would then
     not know these outcomes, so the invocation must not end with 0.
     """
-    from bidsapp import outputs
+    from bidsapp.dataset import outputs
 
     rows = [s.as_row(config.denoise.label, config.extraction.strategy) for s in statuses]
     recorded = True
@@ -1030,7 +1030,7 @@ def plan_outputs(
         ``(failed RunStatus, RunOutputPaths or None)`` for each refused run and atlas; the
         paths name the contested set (whose old files must not look current).
     """
-    from bidsapp import outputs
+    from bidsapp.dataset import outputs
 
     stat, desc = config.extraction.strategy, config.denoise.label
     planned: dict[tuple[int, int], Any] = {}
@@ -1099,7 +1099,7 @@ def plan_outputs(
 
 def _set_paths(config: RunConfig, entities: dict[str, str], label: str) -> Any:
     """Output paths of one run and atlas label, or None when they cannot be named."""
-    from bidsapp import outputs
+    from bidsapp.dataset import outputs
 
     try:
         return outputs.output_paths(
@@ -1111,7 +1111,7 @@ def _set_paths(config: RunConfig, entities: dict[str, str], label: str) -> Any:
 
 def _clean_leftovers(config: RunConfig) -> None:
     """Remove temporary files of dead writers outside the subjects' folders."""
-    from bidsapp import outputs
+    from bidsapp.dataset import outputs
 
     outputs.remove_stale_temp_files(config.output_dir)
     outputs.remove_stale_temp_files(config.output_dir / "logs")
@@ -1124,7 +1124,7 @@ def _open_subject(config: RunConfig, subject: str, stale: Sequence[tuple[RunStat
     Every writer of ``sub-<s>/`` holds this lock, so any temporary file there is a leftover
     of a killed run. A stopped run whose old set cannot be removed becomes ``failed``.
     """
-    from bidsapp import outputs
+    from bidsapp.dataset import outputs
 
     folder = config.output_dir / f"sub-{subject}"
     if not folder.is_symlink():
@@ -1144,7 +1144,7 @@ def run_participant(config: RunConfig) -> int:
 
     Before writing, every job's output names are computed (:func:`plan_outputs`). Then one
     exclusive lock per subject is taken (in sorted order, see
-    :class:`bidsapp.outputs.SubjectLock`) and held while that subject's outputs, status
+    :class:`bidsapp.dataset.outputs.SubjectLock`) and held while that subject's outputs, status
     table and report are checked and written, so concurrent invocations on one subject
     take turns. Leftover temporary files of killed runs are removed.
 
@@ -1165,9 +1165,9 @@ def run_participant(config: RunConfig) -> int:
     UsageProblem
         When the directories or options make the invocation impossible.
     """
-    from bidsapp import outputs
-    from bidsapp.extract import ExtractionError, RunExcluded, prepare_run
-    from bidsapp.query import NoRunsFoundError, QueryError, find_runs
+    from bidsapp.app.extract import ExtractionError, RunExcluded, prepare_run
+    from bidsapp.dataset import outputs
+    from bidsapp.dataset.query import NoRunsFoundError, QueryError, find_runs
 
     check_directories(config)
     check_options(config)
@@ -1332,7 +1332,7 @@ def run(config: RunConfig) -> int:
             raise UsageProblem(f"cannot create --work-dir {config.work_dir}: {err}") from err
     _matplotlib_dir(config)
     if config.analysis_level == "group":
-        from bidsapp.group import run_group
+        from bidsapp.app.group import run_group
 
         return run_group(config)
     return run_participant(config)

@@ -201,7 +201,7 @@ _TSV_FORBIDDEN = re.compile(r"[\t\r\n]")
 
 
 class AtlasLike(Protocol):
-    """What :func:`copy_atlas` needs from an atlas (``bidsapp.atlas.Atlas`` satisfies it).
+    """What :func:`copy_atlas` needs from an atlas (``bidsapp.dataset.atlas.Atlas`` satisfies it).
 
     Attributes
     ----------

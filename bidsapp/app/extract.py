@@ -29,9 +29,9 @@ import numpy as np
 import pandas as pd
 
 from bidsapp import image, stream
-from bidsapp.atlas import Atlas, region_ids, region_names
-from bidsapp.config import DenoiseConfig, ExtractionConfig
-from bidsapp.query import GRID_ENTITIES, BoldRun
+from bidsapp.app.config import DenoiseConfig, ExtractionConfig
+from bidsapp.dataset.atlas import Atlas, region_ids, region_names
+from bidsapp.dataset.query import GRID_ENTITIES, BoldRun
 
 logger = logging.getLogger(__name__)
 
@@ -259,7 +259,7 @@ def _repetition_time(run: BoldRun, img, bold: Path, warnings_: list[str]) -> flo
     A sidecar value that differs from the header's by more than 1 % is used, with a
     warning of the run (fMRIPrep copies the sidecar's; a disagreement means one was edited).
     """
-    from bidsapp.query import QueryError, check_repetition_time
+    from bidsapp.dataset.query import QueryError, check_repetition_time
 
     header_t_r = _header_repetition_time(img)
     if run.t_r is not None:
@@ -328,7 +328,7 @@ def prepare_run(run: BoldRun, denoise: DenoiseConfig) -> RunInputs:
     Parameters
     ----------
     run : BoldRun
-        The run, as :func:`bidsapp.query.find_runs` found it.
+        The run, as :func:`bidsapp.dataset.query.find_runs` found it.
     denoise : DenoiseConfig
         Denoising setting (decides which image is read).
 

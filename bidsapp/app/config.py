@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bidsapp import query
-from bidsapp.query import bare_label
+from bidsapp.dataset import query
+from bidsapp.dataset.query import bare_label
 
 STRATEGIES = ("mean", "median", "sum", "minimum", "maximum", "variance", "standard_deviation")
 STANDARDIZE_CHOICES = ("zscore_sample", "zscore", "psc", "none")
@@ -398,7 +398,7 @@ class RunConfig:
 def read_bids_filter_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check an fMRIPrep ``--bids-filter-file``.
 
-    The one reader of filter files is :func:`bidsapp.query.read_bids_filter_file`; this
+    The one reader of filter files is :func:`bidsapp.dataset.query.read_bids_filter_file`; this
     wrapper turns its errors into usage errors naming the option.
 
     Parameters
