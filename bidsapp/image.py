@@ -23,6 +23,7 @@ from nibabel.spatialimages import SpatialImage
 from scipy import linalg, ndimage
 
 from bidsapp import stream
+from bidsapp.errors import BidsappError
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +35,7 @@ INTERPOLATION_ORDERS = {"continuous": 3, "linear": 1, "nearest": 0}
 _FWHM_OVER_SIGMA = np.sqrt(8.0 * np.log(2.0))
 
 
-class DimensionError(ValueError, TypeError):
+class DimensionError(BidsappError, ValueError, TypeError):
     """An image has the wrong number of dimensions.
 
     It derives from both :class:`ValueError` and :class:`TypeError`: nilearn
@@ -43,11 +44,11 @@ class DimensionError(ValueError, TypeError):
     """
 
 
-class BoundingBoxError(ValueError):
+class BoundingBoxError(BidsappError, ValueError):
     """The target field of view of a resampling contains none of the data."""
 
 
-class HeaderError(ValueError):
+class HeaderError(BidsappError, ValueError):
     """A NIfTI header whose geometry or data type cannot be used; the message names the file."""
 
 

@@ -18,12 +18,10 @@ For one run, :func:`clean` works in this order:
 
 from __future__ import annotations
 
-import inspect
 import logging
 import math
 import numbers
 import os
-import warnings
 from pathlib import Path
 from typing import Any, Literal
 
@@ -32,6 +30,8 @@ import pandas as pd
 from scipy import linalg
 from scipy import signal as sp_signal
 from scipy.interpolate import CubicSpline
+
+from bidsapp.errors import BidsappError, FilterWarning, warn
 
 logger = logging.getLogger(__name__)
 
@@ -64,17 +64,8 @@ _COSINE_CORRELATION = 0.9
 Strategy = Literal["zscore", "zscore_sample", "psc"]
 
 
-class AllVolumesRemovedError(ValueError):
+class AllVolumesRemovedError(BidsappError, ValueError):
     """Raised when ``sample_mask`` keeps no volume of a run."""
-
-
-class FilterWarning(UserWarning):
-    """A requested filter was adjusted or not applied (cut-off moved, filter skipped).
-
-    A ``UserWarning`` as nilearn's, so code written for nilearn sees the same category;
-    callers that must never pass off an unfiltered result as filtered (the BIDS-App)
-    treat it as an error.
-    """
 
 
 # --------------------------------------------------------------------------------------
@@ -107,7 +98,7 @@ def detrend_signal(
         raise ValueError(f"kind must be 'linear' or 'constant', got {kind!r}.")
     out = _float_copy(signals, "signals")
     if out.shape[0] == 1:
-        _warn("Detrending a series of 1 time point would set it to zero; skipped.")
+        warn("Detrending a series of 1 time point would set it to zero; skipped.")
         return out
     out -= out.mean(axis=0)
     if kind == "linear":
@@ -158,7 +149,7 @@ def standardize_signal(
     if strategy is None:
         return out
     if out.shape[0] == 1:
-        _warn(
+        warn(
             f"standardize={standardize!r} on a series of 1 time point would set it to zero; "
             "skipped."
         )
@@ -166,7 +157,7 @@ def standardize_signal(
     if strategy == "psc":
         return _percent_signal_change(out)
     if strategy == "zscore":
-        _warn(
+        warn(
             "standardize='zscore' (and standardize=True) divide by the population standard "
             "deviation (ddof=0); nilearn deprecated this in favour of 'zscore_sample', "
             "which uses the sample standard deviation (ddof=1). Pass "
@@ -288,7 +279,7 @@ def cosine_drift(high_pass: float, frame_times: np.ndarray) -> np.ndarray:
         )
     dt = (times[-1] - times[0]) / (n_frames - 1)
     if high_pass * dt >= 0.5:
-        _warn(
+        warn(
             f"high_pass={high_pass} Hz is at or above the Nyquist frequency: the cosine "
             "basis spans every frequency and will remove all signal.",
             FilterWarning,
@@ -475,7 +466,7 @@ def clean(
     _check_t_r(t_r)
     options = _butterworth_options(kwargs)
     if confounds is not None and not detrend and not standardize_confounds:
-        _warn(
+        warn(
             "confounds are given with detrend=False and standardize_confounds=False: they "
             "are not centred before regression, so unless they already have zero mean the "
             "signals will not be cleaned correctly."
@@ -689,7 +680,7 @@ def _percent_signal_change(signals: np.ndarray) -> np.ndarray:
         out = (signals - mean) / np.absolute(mean)
     out *= 100
     if np.any(zero_mean):
-        _warn(
+        warn(
             "standardize='psc' is undefined for signals whose mean is 0; those signals "
             "are set to 0."
         )
@@ -746,7 +737,7 @@ def _fill_censored(
             "applied (censored volumes are interpolated between kept ones)."
         )
     if extrapolate:
-        _warn(
+        warn(
             "extrapolate=True: censored volumes before the first or after the last kept "
             "volume are extrapolated by the cubic spline before filtering, which can "
             "distort the filtered signal; nilearn 0.13 discards them by default instead. "
@@ -794,7 +785,7 @@ def _add_cosine_drift(
         raise ValueError("filter='cosine' needs signals of at least 2 time points.")
     drift = cosine_drift(high_pass, np.arange(n_timepoints) * t_r)
     if drift.shape[1] == 0:
-        _warn(
+        warn(
             f"filter='cosine' with high_pass={high_pass} Hz gives no cosine regressor for "
             f"{n_timepoints} volumes of {t_r} s; the signals are not high-pass filtered.",
             FilterWarning,
@@ -803,7 +794,7 @@ def _add_cosine_drift(
     if confounds is None:
         return drift
     if _has_cosine_regressors(drift, confounds):
-        _warn(
+        warn(
             "confounds already contain cosine drift regressors (correlation > 0.9 with the "
             "ones filter='cosine' would add); only the given confounds are used."
         )
@@ -839,7 +830,7 @@ def _critical_frequencies(
     if len(frequencies) == 1:
         return frequencies[0], "high" if high_pass is not None else "low"
     if frequencies[0] == frequencies[1]:
-        _warn(
+        warn(
             f"high_pass ({high_pass} Hz) and low_pass ({low_pass} Hz) both end up at "
             f"{frequencies[0]} Hz after clamping to below the Nyquist frequency "
             f"({nyquist} Hz); the signals are returned unfiltered.",
@@ -853,7 +844,7 @@ def _clamp_cutoff(name: str, frequency: float, nyquist: float) -> float:
     """Move a cut-off inside (0, Nyquist), warning when it has to change."""
     if frequency >= nyquist:
         clamped = nyquist - (nyquist * 10 * _EPS32)
-        _warn(
+        warn(
             f"{name}={frequency} Hz is at or above the Nyquist frequency ({nyquist} Hz, "
             f"half the sampling rate); lowered to {clamped} Hz.",
             FilterWarning,
@@ -861,7 +852,7 @@ def _clamp_cutoff(name: str, frequency: float, nyquist: float) -> float:
         return clamped
     if frequency < 0.0:
         clamped = nyquist * _EPS32
-        _warn(f"{name}={frequency} Hz is negative; raised to {clamped} Hz.", FilterWarning)
+        warn(f"{name}={frequency} Hz is negative; raised to {clamped} Hz.", FilterWarning)
         return clamped
     if frequency == 0.0:
         raise ValueError(
@@ -960,7 +951,7 @@ def _filter_type(
     if isinstance(filter, np.ndarray) or filter not in (False, None, "", 0):
         raise ValueError(f"filter must be 'butterworth', 'cosine' or False, got {filter!r}.")
     if low_pass is not None or high_pass is not None:
-        _warn(
+        warn(
             f"filter={filter!r}: no filter is applied, so low_pass={low_pass} and "
             f"high_pass={high_pass} are ignored.",
             FilterWarning,
@@ -1220,13 +1211,3 @@ def _float_copy(signals: Any, name: str) -> np.ndarray:
     if data.dtype.kind not in "biuf":
         raise TypeError(f"{name} must hold real numbers, got dtype {data.dtype}.")
     return _ensure_float(data, name)
-
-
-def _warn(message: str, category: type[Warning] = UserWarning) -> None:
-    """Issue a warning attributed to the first caller outside this module."""
-    frame = inspect.currentframe()
-    level = 1
-    while frame is not None and frame.f_globals.get("__name__") == __name__:
-        frame = frame.f_back
-        level += 1
-    warnings.warn(message, category, stacklevel=level)

@@ -42,6 +42,8 @@ import numpy as np
 from nibabel.arrayproxy import ArrayProxy
 from nibabel.volumeutils import apply_read_scaling
 
+from bidsapp.errors import BidsappError
+
 logger = logging.getLogger(__name__)
 
 #: Bytes of raw voxel data per block (at least one volume): small enough to bound memory
@@ -66,7 +68,7 @@ _DRAIN_BYTES = 2**20
 TRAILING_SLACK_BYTES = 4096
 
 
-class StreamError(OSError):
+class StreamError(BidsappError, OSError):
     """A BOLD file that cannot be read to its end; the message names the file."""
 
 

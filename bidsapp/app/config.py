@@ -22,6 +22,7 @@ from typing import Any
 
 from bidsapp.dataset import query
 from bidsapp.dataset.query import bare_label
+from bidsapp.errors import BidsappError
 
 STRATEGIES = ("mean", "median", "sum", "minimum", "maximum", "variance", "standard_deviation")
 STANDARDIZE_CHOICES = ("zscore_sample", "zscore", "psc", "none")
@@ -34,7 +35,7 @@ DEFAULT_MIN_COVERAGE = 0.5
 _LABEL = re.compile(r"[A-Za-z0-9]+")
 
 
-class ConfigError(ValueError):
+class ConfigError(BidsappError, ValueError):
     """A setting that cannot be used; the message names the option and the value."""
 
 

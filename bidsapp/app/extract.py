@@ -32,6 +32,7 @@ from bidsapp import image, stream
 from bidsapp.app.config import DenoiseConfig, ExtractionConfig
 from bidsapp.dataset.atlas import Atlas, region_ids, region_names
 from bidsapp.dataset.query import GRID_ENTITIES, BoldRun
+from bidsapp.errors import BidsappError
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +51,7 @@ _ZEROED_MESSAGE = "Non-finite values detected"
 NON_FINITE_VOLUME_FRACTION = 0.1
 
 
-class ExtractionError(RuntimeError):
+class ExtractionError(BidsappError, RuntimeError):
     """A run that cannot be processed; the message names the file and the problem."""
 
 

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bidsapp.errors import BidsappError
 from bidsapp.report.participant import (
     LEFT_OUT_STATUSES,
     RUN_KEYS,
@@ -700,7 +701,7 @@ def _filter(records: list[RunRecord], config: Any) -> list[RunRecord]:
     return keep
 
 
-class GroupWriteError(OSError):
+class GroupWriteError(BidsappError, OSError):
     """A group output could not be written (full disk, read-only file system, ...)."""
 
 

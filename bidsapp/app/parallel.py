@@ -18,6 +18,8 @@ import signal
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
+from bidsapp.errors import BidsappError
+
 logger = logging.getLogger(__name__)
 
 Job = TypeVar("Job")
@@ -29,11 +31,11 @@ DASK_EXTRA_HINT = (
 )
 
 
-class DaskUnavailableError(ImportError):
+class DaskUnavailableError(BidsappError, ImportError):
     """``dask.distributed`` is not installed but a Dask scheduler was given."""
 
 
-class WorkerDiedError(RuntimeError):
+class WorkerDiedError(BidsappError, RuntimeError):
     """A job's worker process died (a signal, ``os._exit``) and no ``on_worker_death`` was given.
 
     Attributes

@@ -37,6 +37,7 @@ from bidsapp import __version__
 from bidsapp.app.config import RunConfig, fingerprint, to_jsonable
 from bidsapp.app.extract import RunExtraction, RunInputs, one_line
 from bidsapp.dataset.atlas import Atlas
+from bidsapp.errors import BidsappError
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +45,7 @@ EXIT_OK = 0
 EXIT_RUN_FAILED = 1
 
 
-class UsageProblem(ValueError):
+class UsageProblem(BidsappError, ValueError):
     """The invocation cannot run at all (exit code 2): bad directories, unusable options."""
 
 

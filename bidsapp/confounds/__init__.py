@@ -28,6 +28,8 @@ from typing import Any, TypeAlias
 import numpy as np
 import pandas as pd
 
+from bidsapp.errors import BidsappError
+
 logger = logging.getLogger(__name__)
 
 ConfoundsOutput: TypeAlias = "pd.DataFrame | None | list[pd.DataFrame | None]"
@@ -105,7 +107,7 @@ _OUTLIER_MARKERS = ("motion_outlier", "non_steady_state")
 _PRESET_DIR = ("data", "presets")
 
 
-class ConfoundsError(ValueError):
+class ConfoundsError(BidsappError, ValueError):
     """A confounds file, its JSON sidecar or a preset cannot be used.
 
     The message names the file and what is wrong with it.

@@ -30,6 +30,8 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 
+from bidsapp.errors import BidsappError
+
 logger = logging.getLogger(__name__)
 
 _LABEL = re.compile(r"[A-Za-z0-9]+")
@@ -50,7 +52,7 @@ NATIVE_SPACES = frozenset(
 )  # fmt: skip
 
 
-class AtlasError(ValueError):
+class AtlasError(BidsappError, ValueError):
     """An atlas cannot be found, fetched or used; the message says what to do."""
 
 

@@ -54,6 +54,7 @@ import numpy as np
 import pandas as pd
 
 from bidsapp import __version__
+from bidsapp.errors import BidsappError
 
 try:  # POSIX only; on other platforms merges are not protected against concurrent writers.
     import fcntl
@@ -658,7 +659,7 @@ def remove_stale_temp_files(
     return removed
 
 
-class LinkedPathError(OSError):
+class LinkedPathError(BidsappError, OSError):
     """A path bidsapp would create or write through is a symbolic link it did not make."""
 
 

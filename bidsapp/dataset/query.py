@@ -31,6 +31,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bidsapp.errors import BidsappError
+
 logger = logging.getLogger(__name__)
 
 #: Entities that can distinguish two preprocessed BOLD runs, in BIDS file-name order
@@ -107,7 +109,7 @@ TR_RANGE_S = (0.05, 30.0)
 _MAX_JSON_BYTES = 64 * 2**20
 
 
-class QueryError(ValueError):
+class QueryError(BidsappError, ValueError):
     """The derivatives folder or the query arguments cannot be used."""
 
 

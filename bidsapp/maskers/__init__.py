@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from contextlib import contextmanager
@@ -40,6 +39,7 @@ from joblib import Memory, Parallel, delayed
 from nibabel.spatialimages import SpatialImage
 
 from bidsapp import engine, image, regions, stream
+from bidsapp.errors import warn
 from bidsapp.signal import clean, high_variance_confounds
 
 logger = logging.getLogger(__name__)
@@ -203,19 +203,6 @@ class _ParamsMixin:
             return f"{type(self).__name__}({', '.join(changed)})"
 
 
-def _warn(message: str, category: type[Warning] = UserWarning) -> None:
-    """Issue a warning attributed to the first caller outside bidsapp."""
-    package_dir = str(Path(__file__).resolve().parent.parent)
-    frame = inspect.currentframe()
-    level = 0
-    while frame is not None and str(Path(frame.f_code.co_filename).resolve()).startswith(
-        package_dir
-    ):
-        frame = frame.f_back
-        level += 1
-    warnings.warn(message, category, stacklevel=level + 1)
-
-
 def _check_memory(memory: Any) -> Memory:
     """Return a joblib Memory for a Memory, a cache directory path, or None."""
     if memory is None:
@@ -271,10 +258,10 @@ def _names_from_labels(labels: list[str], present: list, background_label) -> li
     if background_label in present and "Background" not in names:
         names.insert(present.index(background_label), "Background")
     if len(names) < len(present):
-        _warn("Too many indices for the names. Padding 'names' with 'unknown'.")
+        warn("Too many indices for the names. Padding 'names' with 'unknown'.")
         names += ["unknown"] * (len(present) - len(names))
     elif len(names) > len(present):
-        _warn("Too many names for the indices. Dropping excess names values.")
+        warn("Too many names for the indices. Dropping excess names values.")
         names = names[: len(present)]
     return names
 
@@ -579,7 +566,7 @@ def _warn_removed_by_mask(labels_img: SpatialImage, ids: list, background_label)
     before.discard(background_label)
     removed = before - set(np.asarray(ids).tolist())
     if removed:
-        _warn(
+        warn(
             "After applying mask to the labels image, the following labels were "
             f"removed: {sorted(removed)}. Out of {len(before)} regions, the masked "
             f"labels image only contains {len(ids)} regions."
@@ -820,7 +807,7 @@ class NiftiLabelsMasker(_ParamsMixin, *_ESTIMATOR_BASES, **_CLASS_OPTIONS):
         """Return the deprecated ``clean__*`` keyword arguments, prefix removed."""
         if not self.clean_kwargs:
             return {}
-        _warn(
+        warn(
             f"You passed some kwargs to {type(self).__name__}: {sorted(self.clean_kwargs)}. "
             "This behavior is deprecated (as in nilearn 0.12.1): use 'clean_args' "
             "instead. Only 'clean__'-prefixed arguments are passed to signal.clean.",
@@ -837,7 +824,7 @@ class NiftiLabelsMasker(_ParamsMixin, *_ESTIMATOR_BASES, **_CLASS_OPTIONS):
 
     def _effective_memory_level(self) -> int:
         if self.memory_level == 0 and self.memory_.location is not None:
-            _warn(
+            warn(
                 "memory_level is currently set to 0 but a Memory object has been "
                 "provided: caching as with memory_level=1."
             )
@@ -879,7 +866,7 @@ class NiftiLabelsMasker(_ParamsMixin, *_ESTIMATOR_BASES, **_CLASS_OPTIONS):
         )
         after = set(np.unique(image.get_data(resampled)).tolist())
         if lost := before - after:
-            _warn(
+            warn(
                 "After resampling the label image to the data image, the following "
                 f"labels were removed: {sorted(lost)}. Label image only contains "
                 f"{len(after)} labels (including background)."
@@ -988,14 +975,14 @@ class NiftiLabelsMasker(_ParamsMixin, *_ESTIMATOR_BASES, **_CLASS_OPTIONS):
         if self.resampling_target != "data":
             return labels_img, mask_img
         if not image.same_fov(header, labels_img):
-            _warn(
+            warn(
                 "Resampling labels at transform time...\nTo avoid this warning, make sure "
                 "to pass the images you want to transform to fit() first, or directly "
                 "use fit_transform()."
             )
             labels_img = self._resample_labels(labels_img, header)
         if mask_img is not None and not image.same_fov(header, mask_img):
-            _warn(
+            warn(
                 "Resampling mask at transform time...\nTo avoid this warning, make sure "
                 "to pass the images you want to transform to fit() first, or directly "
                 "use fit_transform()."
@@ -1022,7 +1009,7 @@ class NiftiLabelsMasker(_ParamsMixin, *_ESTIMATOR_BASES, **_CLASS_OPTIONS):
         if self.resampling_target == "labels":
             target_affine, target_shape = labels_img.affine, labels_img.shape[:3]
         if self.keep_masked_labels:
-            _warn(
+            warn(
                 "keep_masked_labels=True (the nilearn 0.12.1 default) keeps regions lying "
                 "entirely outside mask_img as all-zero columns; this behaviour is "
                 "deprecated. Pass keep_masked_labels=False to drop such regions.",
