@@ -12,14 +12,10 @@ import nibabel as nib
 import pytest
 
 from bidsapp import synthetic as demo
-from bidsapp.dataset.query import (
-    BoldRun,
-    NoRunsFoundError,
-    QueryError,
-    describe_preproc_bold,
-    find_runs,
-    load_bids_filters,
-)
+from bidsapp.dataset.filters import load_bids_filters
+from bidsapp.dataset.input_files import QueryError
+from bidsapp.dataset.layout import describe_preproc_bold
+from bidsapp.dataset.query import BoldRun, NoRunsFoundError, find_runs
 
 TPL = "MNI152NLin2009cAsym"
 # Tiny runs: query tests only look at file names and sidecars.
