@@ -205,7 +205,8 @@ def check_options(config: RunConfig) -> None:
         With a message naming the option and the file.
     """
     from bidsapp import confounds as conf
-    from bidsapp.dataset.atlas import AtlasError, local_atlas_space, parse_atlas_spec
+    from bidsapp.dataset.atlas import local_atlas_space
+    from bidsapp.dataset.atlas_spec import AtlasError, parse_atlas_spec
     from bidsapp.dataset.filters import load_bids_filters
     from bidsapp.dataset.input_files import QueryError
 
@@ -252,7 +253,7 @@ def check_options(config: RunConfig) -> None:
 
 def _atlas_labels(config: RunConfig) -> list[str]:
     """Labels of the requested atlases as written before they are resolved."""
-    from bidsapp.dataset.atlas import atlas_label, parse_atlas_spec
+    from bidsapp.dataset.atlas_spec import atlas_label, parse_atlas_spec
 
     labels = []
     for spec in config.atlases:
@@ -310,7 +311,8 @@ def resolve_atlases(
         full message is printed once.
     """
     from bidsapp.dataset import atlas_copy
-    from bidsapp.dataset.atlas import AtlasError, get_atlas, parse_atlas_spec
+    from bidsapp.dataset.atlas import get_atlas
+    from bidsapp.dataset.atlas_spec import AtlasError, parse_atlas_spec
 
     labels = _atlas_labels(config)
     targets: dict[tuple, list[AtlasTarget]] = {}

@@ -122,6 +122,8 @@ _BOLD_LONG_NAMES = {key: name for name, key in BOLD_KEYS.items()}
 
 LABEL_RE = re.compile(r"[A-Za-z0-9]+")
 INDEX_RE = re.compile(r"[0-9]+")
+#: NIfTI extensions at the end of a file name.
+NIFTI_RE = re.compile(r"\.nii(\.gz)?$")
 _EXTENSION_RE = re.compile(r"(\.[A-Za-z0-9]+)+")
 
 
@@ -386,3 +388,32 @@ def parse_name(path: str | Path) -> ParsedName:
             continue
         pairs.append((key, value))
     return ParsedName(path, tuple(pairs), parts[-1], extension, error)
+
+
+def loose_entities(filename: str) -> dict[str, str]:
+    """Read the ``key-value`` entities of an atlas file name, tolerantly.
+
+    The reading of atlas names (TemplateFlow's, and local files the user named): unlike
+    :func:`parse_name`, which refuses an input whose name is not strictly BIDS, it keeps
+    every part with a dash, the last one included, with values as written (``a-b-c`` gives
+    ``{"a": "b-c"}``), after removing a ``.nii``, ``.nii.gz`` or ``.tsv`` extension; so a
+    local atlas named loosely still gets the label and space its name shows.
+
+    Parameters
+    ----------
+    filename : str
+        A file name (no folder).
+
+    Returns
+    -------
+    dict of str to str
+        File-name keys (``tpl``, ``atlas``, ``desc``, ``res``...) to values.
+    """
+    stem = NIFTI_RE.sub("", filename)
+    stem = re.sub(r"\.tsv$", "", stem)
+    entities = {}
+    for part in stem.split("_"):
+        key, dash, value = part.partition("-")
+        if dash and key and value:
+            entities[key] = value
+    return entities
