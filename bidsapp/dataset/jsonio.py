@@ -20,8 +20,27 @@ from bidsapp.dataset.fileio import atomic_write_text, read_regular_bytes
 logger = logging.getLogger(__name__)
 
 
-def _json_default(obj: Any) -> Any:
-    """Convert numpy scalars/arrays, paths and sets for :func:`json.dumps`."""
+def json_default(obj: Any) -> Any:
+    """Convert numpy scalars/arrays, paths and sets for :func:`json.dumps` (its ``default``).
+
+    The one converter of the values bidsapp writes into JSON files.
+
+    Parameters
+    ----------
+    obj : object
+        A value :mod:`json` cannot encode by itself.
+
+    Returns
+    -------
+    object
+        ``obj.item()`` for numpy scalars, a list for arrays, the path text for paths, a
+        sorted list for sets.
+
+    Raises
+    ------
+    TypeError
+        For any other type.
+    """
     if isinstance(obj, np.generic):
         return obj.item()
     if isinstance(obj, np.ndarray):
@@ -54,7 +73,7 @@ def json_text(data: Any, *, indent: int = 2) -> str:
         For values JSON cannot hold (NaN and infinite floats included).
 
     """
-    return json.dumps(data, indent=indent, default=_json_default, allow_nan=False) + "\n"
+    return json.dumps(data, indent=indent, default=json_default, allow_nan=False) + "\n"
 
 
 def atomic_write_json(path: str | os.PathLike[str], data: Any, *, indent: int = 2) -> Path:

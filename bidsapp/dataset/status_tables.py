@@ -27,6 +27,7 @@ from bidsapp.dataset.naming import (
     INDEX_RE,
     LABEL_RE,
     RUN_ENTITIES,
+    RUN_NAME_ENTITIES,
     check_label,
     is_missing,
 )
@@ -35,19 +36,9 @@ from bidsapp.dataset.tsvio import atomic_write_tsv, read_tsv
 logger = logging.getLogger(__name__)
 
 
-#: Entity columns every status table has (other entities of a run become extra columns).
-_STATUS_ENTITY_COLUMNS: tuple[str, ...] = (
-    "subject",
-    "session",
-    "task",
-    "acquisition",
-    "ceagent",
-    "reconstruction",
-    "direction",
-    "run",
-    "echo",
-    "part",
-)
+#: Entity columns every status table has: those naming a run (other entities of a run, and
+#: ``chunk``, which the table's fixed columns predate, become extra columns when present).
+_STATUS_ENTITY_COLUMNS: tuple[str, ...] = tuple(k for k in RUN_NAME_ENTITIES if k != "chunk")
 #: Columns of the per-subject run status table, in file order.
 STATUS_COLUMNS: tuple[str, ...] = (
     *_STATUS_ENTITY_COLUMNS,
