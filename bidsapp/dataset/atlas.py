@@ -179,7 +179,7 @@ def get_atlas(
     ----------
     spec : str or os.PathLike or AtlasSpec
         ``NAME[:DESC]`` of a TemplateFlow atlas, or a local ``*_dseg.nii[.gz]`` path
-        (see :func:`parse_atlas_spec`).
+        (see :func:`~bidsapp.dataset.atlas_spec.parse_atlas_spec`).
     space : str
         Template space of the BOLD data; TemplateFlow atlases are taken in that space. A
         local file must declare its space (see :func:`local_atlas_space`) and that space
@@ -192,7 +192,7 @@ def get_atlas(
         Look-up table to use instead of the atlas's own (TemplateFlow's ``dseg.tsv``,
         or the local file's sibling with the same stem).
     templateflow_home : str or os.PathLike or None, optional
-        See :func:`resolve_templateflow_home`.
+        See :func:`~bidsapp.dataset.atlas_templateflow.resolve_templateflow_home`.
     allow_download : bool, optional
         Let TemplateFlow download files that are not in the home yet. Off by
         default so an offline run fails at once with instructions instead of trying

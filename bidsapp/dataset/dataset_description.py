@@ -87,8 +87,9 @@ def write_dataset_description(
     rewritten. A differing existing file is replaced, with a warning naming what changed.
 
     ``DatasetLinks`` maps ``preprocessed`` to the source dataset (so ``Sources`` can be
-    ``bids:preprocessed:sub-01/func/...``, see :func:`bids_uri`) and ``atlases`` to
-    ``sourcedata/atlases`` inside this dataset (``NodeFiles`` are ``bids:atlases:...``).
+    ``bids:preprocessed:sub-01/func/...``, see :func:`~bidsapp.dataset.naming.bids_uri`) and
+    ``atlases`` to ``sourcedata/atlases`` inside this dataset (``NodeFiles`` are
+    ``bids:atlases:...``).
 
     Parameters
     ----------

@@ -1,8 +1,8 @@
 """What the user selects: subject/session/task labels and the ``--bids-filter-file`` query.
 
-Part of the dataset layer, and light on purpose (no pybids, no pandas): the app's settings
-check labels and read filter files with the same functions :func:`find_runs` applies, so
-both agree on what a valid label or filter is.
+Part of the dataset layer, and light on purpose (no pybids, no pandas): the app's settings check
+labels and read filter files with the same functions :func:`~bidsapp.dataset.query.find_runs`
+applies, so both agree on what a valid label or filter is.
 """
 
 from __future__ import annotations
@@ -83,8 +83,8 @@ def normalize_labels(
         What the labels are, first in error messages: an option name
         (``"--participant-label"``) or a description (``"participant label"``).
     error : type of Exception, optional
-        Exception class raised (:class:`QueryError` by default; the app's settings pass
-        their usage error).
+        Exception class raised (:class:`~bidsapp.dataset.input_files.QueryError` by default; the
+        app's settings pass their usage error).
 
     Returns
     -------
@@ -136,8 +136,9 @@ def read_bids_filter_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     Raises
     ------
     QueryError
-        One line naming the file: unreadable (see :func:`read_json`), not an object, or a
-        ``bold`` query that :func:`load_bids_filters` refuses.
+        One line naming the file: unreadable (see
+        :func:`~bidsapp.dataset.input_files.read_json`), not an object, or a ``bold`` query that
+        :func:`load_bids_filters` refuses.
     """
     document = read_json(path, "BIDS filter file")
     load_bids_filters(document, source=str(path))

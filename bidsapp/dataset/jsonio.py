@@ -77,7 +77,7 @@ def json_text(data: Any, *, indent: int = 2) -> str:
 
 
 def atomic_write_json(path: str | os.PathLike[str], data: Any, *, indent: int = 2) -> Path:
-    """Atomically write a JSON document (see :func:`atomic_write_bytes`).
+    """Atomically write a JSON document (see :func:`~bidsapp.dataset.fileio.atomic_write_bytes`).
 
     Parameters
     ----------

@@ -214,7 +214,8 @@ def bids_name(entities: Mapping[str, Any], *, suffix: str, extension: str) -> st
         pybids long names (``subject``, ``session``, ``task``, ``acquisition``, ``ceagent``,
         ``reconstruction``, ``direction``, ``run``, ``echo``, ``part``, ``space``, ``res``,
         ``den``, ``desc``) plus ``template``, ``atlas`` and ``stat``. None values are skipped;
-        the caller decides which entities to pass (see :func:`output_paths`).
+        the caller decides which entities to pass (see
+        :func:`~bidsapp.dataset.run_outputs.output_paths`).
     suffix : str
         Alphanumeric suffix, e.g. ``"timeseries"``.
     extension : str

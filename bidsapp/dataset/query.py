@@ -55,11 +55,11 @@ class BoldRun:
     preproc_bold : pathlib.Path
         The ``desc-preproc_bold`` image.
     entities : dict of str to str
-        Every entity of its file name that can distinguish two inputs, pybids long names,
-        only those present; the keys are among :data:`BOLD_ENTITIES` (``subject``,
-        ``session``, ``task``, ``acquisition``, ``ceagent``, ``reconstruction``,
-        ``direction``, ``run``, ``echo``, ``part``, ``chunk``, ``space``, ``cohort``,
-        ``res``, ``den``). Values are the labels as written (``run-01`` gives ``"01"``).
+        Every entity of its file name that can distinguish two inputs, pybids long names, only
+        those present; the keys are among :data:`~bidsapp.dataset.naming.BOLD_ENTITIES`
+        (``subject``, ``session``, ``task``, ``acquisition``, ``ceagent``, ``reconstruction``,
+        ``direction``, ``run``, ``echo``, ``part``, ``chunk``, ``space``, ``cohort``, ``res``,
+        ``den``). Values are the labels as written (``run-01`` gives ``"01"``).
     brain_mask : pathlib.Path or None
         The ``desc-brain_mask`` with all the same entities (same run, same grid).
     confounds : pathlib.Path or None
@@ -204,9 +204,10 @@ def find_runs(
         Tasks to keep, with or without ``task-``; None keeps all.
     bids_filters : mapping or str or pathlib.Path or None, optional
         fMRIPrep ``--bids-filter-file`` document or path; its ``"bold"`` query
-        narrows the runs (see :func:`load_bids_filters`).
+        narrows the runs (see :func:`~bidsapp.dataset.filters.load_bids_filters`).
     database_dir : str or pathlib.Path or None, optional
-        Folder for pybids's index, reused by later calls (see :func:`make_layout`).
+        Folder for pybids's index, reused by later calls (see
+        :func:`~bidsapp.dataset.layout.make_layout`).
 
     Returns
     -------

@@ -63,7 +63,7 @@ class RunOutputPaths:
         Pearson correlation matrix TSV and sidecar.
     root : Path or None
         The output dataset root; when set, the folders between it and ``directory`` must
-        not be symbolic links (:func:`ensure_directory`).
+        not be symbolic links (:func:`~bidsapp.dataset.fileio.ensure_directory`).
 
     """
 

@@ -292,14 +292,14 @@ def write_subject_status(
         Subject label without ``sub-``.
     rows : iterable of mapping
         One mapping per run, atlas and denoise label with keys from :data:`STATUS_COLUMNS`:
-        pybids entity names (any spelling of :data:`ENTITY_ALIASES`; stored under the
-        canonical name), ``space``, ``atlas``, ``denoise``, ``status`` (``ok``, ``failed``,
-        ``excluded``; ``skipped`` from older versions reads back as ``ok``), ``reason``,
-        ``volumes_total``, ``volumes_kept``, ``mean_fd`` (mm), ``regions_below_coverage``,
-        ``stat`` (extraction statistic) and ``outputs`` (a sequence of paths, stored
-        relative to ``output_dir`` and joined with ``;``, or a string kept as is). Keys in
-        :data:`DROPPED_ENTITIES` are ignored (they name no output); other extra keys become
-        extra columns.
+        pybids entity names (any spelling of :data:`~bidsapp.dataset.naming.ENTITY_ALIASES`;
+        stored under the canonical name), ``space``, ``atlas``, ``denoise``, ``status`` (``ok``,
+        ``failed``, ``excluded``; ``skipped`` from older versions reads back as ``ok``),
+        ``reason``, ``volumes_total``, ``volumes_kept``, ``mean_fd`` (mm),
+        ``regions_below_coverage``, ``stat`` (extraction statistic) and ``outputs`` (a sequence
+        of paths, stored relative to ``output_dir`` and joined with ``;``, or a string kept as
+        is). Keys in :data:`~bidsapp.dataset.naming.DROPPED_ENTITIES` are ignored (they name no
+        output); other extra keys become extra columns.
 
     Returns
     -------
