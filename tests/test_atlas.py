@@ -16,20 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bidsapp.dataset.atlas import (
-    Atlas,
-    AtlasError,
-    AtlasSpec,
-    check_labels_image,
-    get_atlas,
-    list_atlases,
-    local_atlas_space,
-    parse_atlas_spec,
-    read_lut,
-    region_ids,
-    region_names,
-    resolve_templateflow_home,
-)
+from bidsapp.dataset.atlas import Atlas, get_atlas, local_atlas_space, region_ids, region_names
+from bidsapp.dataset.atlas_checks import check_labels_image, read_lut
+from bidsapp.dataset.atlas_spec import AtlasError, AtlasSpec, parse_atlas_spec
+from bidsapp.dataset.atlas_templateflow import list_atlases, resolve_templateflow_home
 
 TPL = "MNI152NLin2009cAsym"
 S100 = "Schaefer2018:100Parcels7Networks"
@@ -149,7 +139,7 @@ def test_resolution_follows_voxel_size(templateflow_home, voxel_size, resolution
 
 def test_downloaded_resolution_preferred_over_placeholder(templateflow_home, caplog, no_network):
     # res-01 of the 400-parcel atlas is a zero-byte placeholder: use res-02, and say so
-    with caplog.at_level(logging.WARNING, logger="bidsapp.dataset.atlas"):
+    with caplog.at_level(logging.WARNING, logger="bidsapp.dataset.atlas_templateflow"):
         atlas = get_atlas(S400, space=TPL, voxel_size_mm=1.0, templateflow_home=templateflow_home)
     assert atlas.resolution == 2
     assert "not downloaded" in caplog.text
@@ -273,7 +263,8 @@ def test_allowed_download_without_network(templateflow_home, tmp_path, no_networ
 
 def test_unwritable_default_home_gives_advice(tmp_path):
     code = (
-        "from bidsapp.dataset.atlas import AtlasError, templateflow_client\n"
+        "from bidsapp.dataset.atlas_spec import AtlasError\n"
+        "from bidsapp.dataset.atlas_templateflow import templateflow_client\n"
         "try:\n    templateflow_client()\n"
         "except AtlasError as exc:\n    print('ATLASERROR', exc)\n"
     )

@@ -242,7 +242,7 @@ def test_group_without_participant_results_says_so(tmp_path, capsys):
 
 
 def test_group_with_only_failures_exits_non_zero(tmp_path, capsys):
-    from bidsapp.dataset import outputs
+    from bidsapp.dataset import status_tables
 
     rows = [
         {
@@ -255,7 +255,7 @@ def test_group_with_only_failures_exits_non_zero(tmp_path, capsys):
             "reason": "no brain mask",
         }
     ]
-    outputs.write_subject_status(tmp_path, "01", rows)
+    status_tables.write_subject_status(tmp_path, "01", rows)
     assert run_group(RunConfig(tmp_path, tmp_path, analysis_level="group")) == 1
     summary = _read(tmp_path / "group" / "runs.tsv")
     assert summary["status"].tolist() == ["failed"]

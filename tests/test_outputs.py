@@ -1,4 +1,4 @@
-"""Tests for bidsapp.dataset.outputs: names, atomic writes, dataset files, status, validation."""
+"""Tests for the dataset layer's writers: names, atomic writes, dataset files, status tables."""
 
 from __future__ import annotations
 
@@ -18,7 +18,16 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from bidsapp.dataset import outputs
+from bidsapp.dataset import (
+    atlas_copy,
+    dataset_description,
+    fileio,
+    jsonio,
+    naming,
+    run_outputs,
+    status_tables,
+    tsvio,
+)
 
 SPACE = "MNI152NLin2009cAsym"
 ATLAS = "Toy2024"
@@ -82,7 +91,9 @@ NAME_CASES = [
 
 @pytest.mark.parametrize(("entities", "directory", "run_prefix", "grid"), NAME_CASES)
 def test_output_paths_names(tmp_path, entities, directory, run_prefix, grid):
-    paths = outputs.output_paths(tmp_path, entities, atlas=ATLAS, strategy="mean", denoise="simple")
+    paths = run_outputs.output_paths(
+        tmp_path, entities, atlas=ATLAS, strategy="mean", denoise="simple"
+    )
     base = tmp_path / directory
     assert paths.directory == base
     stem = f"{run_prefix}_{PREFIX}{grid}"
@@ -101,7 +112,7 @@ def test_output_paths_keeps_padded_run_and_labels_strategy(tmp_path):
     from bids.layout.utils import PaddedInt
 
     entities = {**BOLD, "run": PaddedInt("01")}
-    paths = outputs.output_paths(
+    paths = run_outputs.output_paths(
         tmp_path, entities, atlas=ATLAS, strategy="standard_deviation", denoise="scrubbing"
     )
     assert paths.timeseries.name == (
@@ -120,9 +131,9 @@ def test_bids_name_orders_entities_whatever_the_dict_order():
         "task": "t",
         "subject": "1",
     }
-    name = outputs.bids_name(entities, suffix="timeseries", extension=".tsv")
+    name = naming.bids_name(entities, suffix="timeseries", extension=".tsv")
     assert name == "sub-1_task-t_space-S_atlas-A_stat-mean_desc-x_timeseries.tsv"
-    tpl = outputs.bids_name(
+    tpl = naming.bids_name(
         {"atlas": "A", "res": "2", "template": "MNI"}, suffix="dseg", extension=".nii.gz"
     )
     assert tpl == "tpl-MNI_atlas-A_res-2_dseg.nii.gz"
@@ -145,12 +156,12 @@ def test_bids_name_orders_entities_whatever_the_dict_order():
 )
 def test_bids_name_rejects_invalid_values(entities, match):
     with pytest.raises(ValueError, match=match):
-        outputs.bids_name(entities, suffix="bold", extension=".tsv")
+        naming.bids_name(entities, suffix="bold", extension=".tsv")
 
 
 def test_invalid_label_message_suggests_a_fix():
     with pytest.raises(ValueError, match="to_label\\(\\) would give 'Schaefer400'"):
-        outputs.check_label("Schaefer 400", entity="atlas")
+        naming.check_label("Schaefer 400", entity="atlas")
 
 
 @pytest.mark.parametrize(
@@ -158,23 +169,23 @@ def test_invalid_label_message_suggests_a_fix():
 )
 def test_bids_name_rejects_bad_suffix_or_extension(suffix, extension):
     with pytest.raises(ValueError):
-        outputs.bids_name({"subject": "01"}, suffix=suffix, extension=extension)
+        naming.bids_name({"subject": "01"}, suffix=suffix, extension=extension)
 
 
 def test_output_paths_rejects_bad_input(tmp_path):
     kwargs = {"atlas": ATLAS, "strategy": "mean", "denoise": "simple"}
     with pytest.raises(ValueError, match="'roi'"):  # never dropped: it would merge two runs
-        outputs.output_paths(tmp_path, {**BOLD, "roi": "1"}, **kwargs)
+        run_outputs.output_paths(tmp_path, {**BOLD, "roi": "1"}, **kwargs)
     with pytest.raises(ValueError, match="twice"):
-        outputs.output_paths(tmp_path, {**BOLD, "resolution": "1"}, **kwargs)
+        run_outputs.output_paths(tmp_path, {**BOLD, "resolution": "1"}, **kwargs)
     with pytest.raises(ValueError, match="'space'"):
-        outputs.output_paths(tmp_path, {"subject": "01", "task": "rest"}, **kwargs)
+        run_outputs.output_paths(tmp_path, {"subject": "01", "task": "rest"}, **kwargs)
     with pytest.raises(ValueError, match="'task'"):
-        outputs.output_paths(tmp_path, {"subject": "01", "space": SPACE}, **kwargs)
+        run_outputs.output_paths(tmp_path, {"subject": "01", "space": SPACE}, **kwargs)
     with pytest.raises(ValueError, match="'desc'"):
-        outputs.output_paths(tmp_path, BOLD, **{**kwargs, "denoise": "simple+gsr"})
+        run_outputs.output_paths(tmp_path, BOLD, **{**kwargs, "denoise": "simple+gsr"})
     with pytest.raises(ValueError, match="'atlas'"):
-        outputs.output_paths(tmp_path, BOLD, **{**kwargs, "atlas": "400Parcels 7Networks"})
+        run_outputs.output_paths(tmp_path, BOLD, **{**kwargs, "atlas": "400Parcels 7Networks"})
 
 
 @pytest.mark.parametrize(
@@ -188,28 +199,28 @@ def test_output_paths_rejects_bad_input(tmp_path):
     ],
 )
 def test_to_label(text, label):
-    assert outputs.to_label(text) == label
-    assert outputs.check_label(label) == label
+    assert naming.to_label(text) == label
+    assert naming.check_label(label) == label
 
 
 def test_to_label_rejects_text_without_letters_or_digits():
     with pytest.raises(ValueError, match="no letter or digit"):
-        outputs.to_label("_-_ ")
+        naming.to_label("_-_ ")
 
 
 def test_bids_uri(tmp_path):
     bold = tmp_path / "fmriprep" / "sub-01" / "func" / "x_bold.nii.gz"
-    uri = outputs.bids_uri(bold, root=tmp_path / "fmriprep", dataset="preprocessed")
+    uri = naming.bids_uri(bold, root=tmp_path / "fmriprep", dataset="preprocessed")
     assert uri == "bids:preprocessed:sub-01/func/x_bold.nii.gz"
     with pytest.raises(ValueError, match="not inside"):
-        outputs.bids_uri(tmp_path / "elsewhere.nii.gz", root=tmp_path / "fmriprep", dataset="p")
+        naming.bids_uri(tmp_path / "elsewhere.nii.gz", root=tmp_path / "fmriprep", dataset="p")
 
 
 def test_bids_uri_through_a_symbolic_link(tmp_path):
     real = tmp_path / "real"
     (real / "sub-01").mkdir(parents=True)
     (tmp_path / "link").symlink_to(real)
-    uri = outputs.bids_uri(real / "sub-01" / "x.tsv", root=tmp_path / "link", dataset="d")
+    uri = naming.bids_uri(real / "sub-01" / "x.tsv", root=tmp_path / "link", dataset="d")
     assert uri == "bids:d:sub-01/x.tsv"
 
 
@@ -217,11 +228,11 @@ def test_entity_order_follows_the_bids_schema():
     schema_mod = pytest.importorskip("bidsschematools.schema")
     schema = schema_mod.load_schema()
     long_names = {"res": "resolution", "den": "density", "desc": "description"}
-    ours = [long_names.get(n, n) for n, _ in outputs.ENTITY_ORDER if n != "stat"]
+    ours = [long_names.get(n, n) for n, _ in naming.ENTITY_ORDER if n != "stat"]
     order = list(schema.rules.entities)
     positions = [order.index(name) for name in ours]
     assert positions == sorted(positions), "entity order differs from the BIDS schema"
-    for name, key in outputs.ENTITY_ORDER:
+    for name, key in naming.ENTITY_ORDER:
         if name != "stat":
             assert schema.objects.entities[long_names.get(name, name)].name == key
     assert "stat" not in {e.name for e in schema.objects.entities.values()}
@@ -234,8 +245,12 @@ def test_bids_version_is_not_newer_than_the_installed_schema():
     def as_tuple(version: str) -> tuple[int, ...]:
         return tuple(int(p) for p in version.split(".")[:3])
 
-    assert as_tuple(outputs.BIDS_VERSION) <= as_tuple(installed)
-    assert as_tuple(outputs.BIDS_VERSION) >= (1, 11, 0)  # first BIDS with the atlas entity
+    assert as_tuple(dataset_description.BIDS_VERSION) <= as_tuple(installed)
+    assert as_tuple(dataset_description.BIDS_VERSION) >= (
+        1,
+        11,
+        0,
+    )  # first BIDS with the atlas entity
 
 
 # ---------------------------------------------------------------------------------------------
@@ -245,7 +260,7 @@ def test_bids_version_is_not_newer_than_the_installed_schema():
 
 def test_atomic_write_text_leaves_only_the_target(tmp_path):
     target = tmp_path / "deep" / "dir" / "file.txt"
-    assert outputs.atomic_write_text(target, "héllo\n") == target
+    assert fileio.atomic_write_text(target, "héllo\n") == target
     assert target.read_bytes() == "héllo\n".encode()
     assert sorted(p.name for p in target.parent.iterdir()) == ["file.txt"]
 
@@ -253,7 +268,7 @@ def test_atomic_write_text_leaves_only_the_target(tmp_path):
 def test_atomic_write_respects_umask(tmp_path):
     old = os.umask(0o027)
     try:
-        path = outputs.atomic_write_text(tmp_path / "f.txt", "x")
+        path = fileio.atomic_write_text(tmp_path / "f.txt", "x")
     finally:
         os.umask(old)
     assert path.stat().st_mode & 0o777 == 0o640
@@ -264,18 +279,18 @@ def _failing_fsync(fd):
 
 
 def test_failed_write_leaves_no_temp_and_no_target(tmp_path, monkeypatch):
-    monkeypatch.setattr(outputs.os, "fsync", _failing_fsync)
+    monkeypatch.setattr(fileio.os, "fsync", _failing_fsync)
     target = tmp_path / "out.tsv"
     with pytest.raises(OSError, match="simulated"):
-        outputs.atomic_write_tsv(target, pd.DataFrame({"a": [1.0, 2.0]}))
+        tsvio.atomic_write_tsv(target, pd.DataFrame({"a": [1.0, 2.0]}))
     assert list(tmp_path.iterdir()) == []
 
 
 def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
-    target = outputs.atomic_write_json(tmp_path / "side.json", {"version": 1})
-    monkeypatch.setattr(outputs.os, "fsync", _failing_fsync)
+    target = jsonio.atomic_write_json(tmp_path / "side.json", {"version": 1})
+    monkeypatch.setattr(fileio.os, "fsync", _failing_fsync)
     with pytest.raises(OSError, match="simulated"):
-        outputs.atomic_write_json(target, {"version": 2})
+        jsonio.atomic_write_json(target, {"version": 2})
     assert json.loads(target.read_text()) == {"version": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["side.json"]
 
@@ -284,14 +299,14 @@ def test_interrupted_write_cleans_up(tmp_path, monkeypatch):
     def interrupt(src, dst):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(outputs.os, "replace", interrupt)
+    monkeypatch.setattr(fileio.os, "replace", interrupt)
     with pytest.raises(KeyboardInterrupt):
-        outputs.atomic_write_text(tmp_path / "x.txt", "data")
+        fileio.atomic_write_text(tmp_path / "x.txt", "data")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_atomic_write_json_converts_numpy_and_rejects_nan(tmp_path):
-    path = outputs.atomic_write_json(
+    path = jsonio.atomic_write_json(
         tmp_path / "a.json",
         {"n": np.int64(3), "x": np.float32(0.5), "v": np.arange(3), "p": tmp_path, "t": (1, 2)},
     )
@@ -303,9 +318,9 @@ def test_atomic_write_json_converts_numpy_and_rejects_nan(tmp_path):
         "t": [1, 2],
     }
     with pytest.raises(ValueError, match="b.json"):
-        outputs.atomic_write_json(tmp_path / "b.json", {"x": float("nan")})
+        jsonio.atomic_write_json(tmp_path / "b.json", {"x": float("nan")})
     with pytest.raises(TypeError, match="c.json"):
-        outputs.atomic_write_json(tmp_path / "c.json", {"x": object()})
+        jsonio.atomic_write_json(tmp_path / "c.json", {"x": object()})
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.json"]
 
 
@@ -319,13 +334,13 @@ def _extreme_floats(n_rows: int = 200) -> pd.DataFrame:
 
 def test_tsv_round_trip_keeps_float64_and_na(tmp_path):
     df = _extreme_floats()
-    path = outputs.atomic_write_tsv(tmp_path / "t.tsv", df)
+    path = tsvio.atomic_write_tsv(tmp_path / "t.tsv", df)
     text = path.read_text()
     lines = text.split("\n")
     assert lines[0] == 'Region A\tquote"d\t7Networks_LH_Vis_1\tx'  # no quoting, no index
     assert lines[2].split("\t")[2] == "n/a"
     assert text.endswith("\n") and "\r" not in text
-    back = outputs.read_tsv(path)
+    back = tsvio.read_tsv(path)
     assert list(back.columns) == list(df.columns)
     assert back.dtypes.eq(np.float64).all()
     np.testing.assert_array_equal(back.to_numpy(), df.to_numpy())  # bit-exact, NaN == NaN
@@ -335,8 +350,8 @@ def test_tsv_round_trip_keeps_float64_and_na(tmp_path):
 def test_ten_significant_digits_would_not_round_trip(tmp_path):
     # Why the default is repr-style: "%.10g" changes most float64 values.
     df = _extreme_floats()
-    path = outputs.atomic_write_tsv(tmp_path / "short.tsv", df, float_format="%.10g")
-    back = outputs.read_tsv(path).to_numpy()
+    path = tsvio.atomic_write_tsv(tmp_path / "short.tsv", df, float_format="%.10g")
+    back = tsvio.read_tsv(path).to_numpy()
     exact = back == df.to_numpy()
     assert exact.mean() < 0.1
     np.testing.assert_allclose(back, df.to_numpy(), rtol=1e-9)
@@ -344,7 +359,7 @@ def test_ten_significant_digits_would_not_round_trip(tmp_path):
 
 def test_tsv_with_index_and_text(tmp_path):
     df = pd.DataFrame({"name": ["a b", None], "v": [1, 2]}, index=pd.Index(["r1", "r2"], name="id"))
-    path = outputs.atomic_write_tsv(tmp_path / "i.tsv", df, index=True)
+    path = tsvio.atomic_write_tsv(tmp_path / "i.tsv", df, index=True)
     assert path.read_text() == "id\tname\tv\nr1\ta b\t1\nr2\tn/a\t2\n"
 
 
@@ -359,20 +374,20 @@ def test_tsv_with_index_and_text(tmp_path):
 )
 def test_tsv_rejects_tabs_and_newlines(tmp_path, df):
     with pytest.raises(ValueError, match="bad.tsv"):
-        outputs.atomic_write_tsv(tmp_path / "bad.tsv", df)
+        tsvio.atomic_write_tsv(tmp_path / "bad.tsv", df)
     assert list(tmp_path.iterdir()) == []
 
 
 def test_read_sidecar(tmp_path):
-    assert outputs.read_sidecar(tmp_path / "missing.json") is None
+    assert jsonio.read_sidecar(tmp_path / "missing.json") is None
     (tmp_path / "broken.json").write_text('{"a": 1')
-    assert outputs.read_sidecar(tmp_path / "broken.json") is None
+    assert jsonio.read_sidecar(tmp_path / "broken.json") is None
     (tmp_path / "list.json").write_text("[1, 2]")
-    assert outputs.read_sidecar(tmp_path / "list.json") is None
+    assert jsonio.read_sidecar(tmp_path / "list.json") is None
     (tmp_path / "binary.json").write_bytes(b"\xff\xfe\x00")
-    assert outputs.read_sidecar(tmp_path / "binary.json") is None
+    assert jsonio.read_sidecar(tmp_path / "binary.json") is None
     (tmp_path / "ok.json").write_text('{"a": [1, 2]}')
-    assert outputs.read_sidecar(tmp_path / "ok.json") == {"a": [1, 2]}
+    assert jsonio.read_sidecar(tmp_path / "ok.json") == {"a": [1, 2]}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -400,16 +415,16 @@ def _write_run(paths, parameters, seed=0, **overrides):
         "coverage_sidecar": {"coverage": {"Description": "Fraction of voxels in the mask."}},
         "relmat": relmat,
         "relmat_sidecar": {
-            **outputs.relmat_metadata(["bids:atlases:x"]),
+            **run_outputs.relmat_metadata(["bids:atlases:x"]),
             "Parameters": parameters,
         },
     }
-    return outputs.write_run_outputs(paths, **{**kwargs, **overrides})
+    return run_outputs.write_run_outputs(paths, **{**kwargs, **overrides})
 
 
 @pytest.fixture
 def run_paths(tmp_path):
-    return outputs.output_paths(
+    return run_outputs.output_paths(
         tmp_path / "out", BOLD, atlas=ATLAS, strategy="mean", denoise="simple"
     )
 
@@ -418,14 +433,14 @@ def test_write_run_outputs_content(run_paths):
     written = _write_run(run_paths, {"fd": 0.5})
     assert written == run_paths.all()
     assert written[-1] == run_paths.timeseries  # the completion marker comes last
-    coverage = outputs.read_tsv(run_paths.coverage)
+    coverage = tsvio.read_tsv(run_paths.coverage)
     assert list(coverage.columns) == ["Node", "coverage"]
     assert coverage["Node"].tolist() == REGIONS
-    relmat = outputs.read_tsv(run_paths.relmat)
+    relmat = tsvio.read_tsv(run_paths.relmat)
     assert list(relmat.columns) == ["Node", *REGIONS]
     assert relmat["Node"].tolist() == REGIONS
     assert relmat.iloc[0, 1] == 1.0 and np.isnan(relmat.iloc[0, 3])
-    sidecar = outputs.read_sidecar(run_paths.relmat_json)
+    sidecar = jsonio.read_sidecar(run_paths.relmat_json)
     assert sidecar["RelationshipMeasure"] == "Pearson correlation coefficient"
     assert (sidecar["Weighted"], sidecar["Directed"], sidecar["ValidDiagonal"]) == (
         True,
@@ -433,7 +448,7 @@ def test_write_run_outputs_content(run_paths):
         False,
     )
     assert sidecar["StorageFormat"] == "Full" and sidecar["NodeFiles"] == ["bids:atlases:x"]
-    timeseries = outputs.read_tsv(run_paths.timeseries)
+    timeseries = tsvio.read_tsv(run_paths.timeseries)
     assert list(timeseries.columns) == REGIONS and timeseries["SomMot 1"].isna().all()
     np.testing.assert_array_equal(timeseries.to_numpy(), _run_data(0)[0].to_numpy())
     np.testing.assert_array_equal(relmat.iloc[:, 1:].to_numpy(), _run_data(0)[2].to_numpy())
@@ -444,13 +459,13 @@ def test_write_order_puts_timeseries_tsv_last(run_paths, monkeypatch):
     run_paths.directory.mkdir(parents=True)
     run_paths.timeseries.write_text("old\n")
     events = []
-    real_write = outputs.atomic_write_text
+    real_write = fileio.atomic_write_text
 
     def record(path, text, **kwargs):
         events.append(("write", Path(path), Path(run_paths.timeseries).exists()))
         return real_write(path, text, **kwargs)
 
-    monkeypatch.setattr(outputs, "atomic_write_text", record)
+    monkeypatch.setattr(run_outputs, "atomic_write_text", record)
     _write_run(run_paths, {"fd": 0.5})
     assert [e[1] for e in events] == run_paths.all()
     # The old marker was removed before the first write, so no new file sat beside it.
@@ -458,30 +473,30 @@ def test_write_order_puts_timeseries_tsv_last(run_paths, monkeypatch):
 
 
 def test_outputs_complete_tracks_parameters(run_paths):
-    assert not outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.5}})
+    assert not run_outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.5}})
     _write_run(run_paths, {"fd": 0.5, "atlas": ("a", "b")})
-    assert outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.5, "atlas": ["a", "b"]}})
-    assert outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.5, "atlas": ("a", "b")}})
-    assert not outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.2, "atlas": ["a"]}})
-    assert not outputs.outputs_complete(run_paths, {"Missing": 1})
+    assert run_outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.5, "atlas": ["a", "b"]}})
+    assert run_outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.5, "atlas": ("a", "b")}})
+    assert not run_outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.2, "atlas": ["a"]}})
+    assert not run_outputs.outputs_complete(run_paths, {"Missing": 1})
 
 
 def test_crash_during_rerun_is_never_complete(run_paths, monkeypatch):
     _write_run(run_paths, {"fd": 0.5})
-    real_write = outputs.atomic_write_text
+    real_write = fileio.atomic_write_text
 
     def crash_on_timeseries(path, text, **kwargs):
         if Path(path) == run_paths.timeseries:
             raise OSError("killed (simulated)")
         return real_write(path, text, **kwargs)
 
-    monkeypatch.setattr(outputs, "atomic_write_text", crash_on_timeseries)
+    monkeypatch.setattr(run_outputs, "atomic_write_text", crash_on_timeseries)
     with pytest.raises(OSError, match="simulated"):
         _write_run(run_paths, {"fd": 0.2}, seed=1)
     # The new sidecar is on disk, but without its TSV neither parameter set counts as done.
-    assert outputs.read_sidecar(run_paths.timeseries_json)["Parameters"] == {"fd": 0.2}
-    assert not outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.2}})
-    assert not outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.5}})
+    assert jsonio.read_sidecar(run_paths.timeseries_json)["Parameters"] == {"fd": 0.2}
+    assert not run_outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.2}})
+    assert not run_outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.5}})
 
 
 def test_bad_input_does_not_touch_finished_outputs(run_paths):
@@ -493,23 +508,23 @@ def test_bad_input_does_not_touch_finished_outputs(run_paths):
     with pytest.raises(ValueError, match="relmat"):
         _write_run(run_paths, {"fd": 0.2}, relmat=pd.DataFrame(np.eye(2)))
     assert {p: p.read_bytes() for p in run_paths.all()} == before
-    assert outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.5}})
+    assert run_outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.5}})
 
 
 def test_default_coverage_and_relmat_sidecars(run_paths):
     _write_run(run_paths, {"fd": 0.5}, coverage_sidecar=None, relmat_sidecar=None)
-    coverage = outputs.read_sidecar(run_paths.coverage_json)
+    coverage = jsonio.read_sidecar(run_paths.coverage_json)
     assert set(coverage) == {"Node", "coverage"}
-    relmat = outputs.read_sidecar(run_paths.relmat_json)
-    assert relmat == outputs.relmat_metadata()
+    relmat = jsonio.read_sidecar(run_paths.relmat_json)
+    assert relmat == run_outputs.relmat_metadata()
     assert "NodeFiles" not in relmat and relmat["StorageFormat"] == "Full"
 
 
 def test_output_paths_accepts_positional_arguments(tmp_path):
-    by_keyword = outputs.output_paths(
+    by_keyword = run_outputs.output_paths(
         tmp_path, BOLD, atlas=ATLAS, strategy="median", denoise="simple"
     )
-    assert outputs.output_paths(tmp_path, BOLD, ATLAS, "median", "simple") == by_keyword
+    assert run_outputs.output_paths(tmp_path, BOLD, ATLAS, "median", "simple") == by_keyword
 
 
 def test_run_without_relmat_removes_a_stale_one(run_paths):
@@ -518,7 +533,7 @@ def test_run_without_relmat_removes_a_stale_one(run_paths):
     written = _write_run(run_paths, {"fd": 0.2}, relmat=None, relmat_sidecar=None)
     assert run_paths.relmat not in written
     assert not run_paths.relmat.exists() and not run_paths.relmat_json.exists()
-    assert outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.2}})
+    assert run_outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.2}})
 
 
 # ---------------------------------------------------------------------------------------------
@@ -527,7 +542,7 @@ def test_run_without_relmat_removes_a_stale_one(run_paths):
 
 
 def _describe(output_dir, version="0.1.0", source_dir="/data/fmriprep"):
-    return outputs.write_dataset_description(
+    return dataset_description.write_dataset_description(
         output_dir,
         name="bidsapp parcel timeseries",
         version=version,
@@ -540,7 +555,7 @@ def test_dataset_description_content(tmp_path):
     path = _describe(tmp_path / "out", source_dir=tmp_path / "fmriprep")
     description = json.loads(path.read_text())
     source_uri = (tmp_path / "fmriprep").as_uri()
-    assert description["BIDSVersion"] == outputs.BIDS_VERSION
+    assert description["BIDSVersion"] == dataset_description.BIDS_VERSION
     assert description["DatasetType"] == "derivative"
     assert description["GeneratedBy"] == [
         {
@@ -556,7 +571,7 @@ def test_dataset_description_content(tmp_path):
     }
     container = "docker://ghcr.io/bidsapp/bidsapp:0.1.0"
     other = tmp_path / "other"
-    outputs.write_dataset_description(
+    dataset_description.write_dataset_description(
         other, version="0.1.0", source_dir=tmp_path, container=container
     )
     description = json.loads((other / "dataset_description.json").read_text())
@@ -567,11 +582,11 @@ def test_dataset_description_content(tmp_path):
         "URI": container,
     }
     with pytest.raises(ValueError, match="docker://"):
-        outputs.write_dataset_description(
+        dataset_description.write_dataset_description(
             other, version="0.1.0", source_dir=tmp_path, container="bidsapp:latest"
         )
     with pytest.raises(ValueError, match="Container keys"):
-        outputs.write_dataset_description(
+        dataset_description.write_dataset_description(
             tmp_path, name="x", version="1", source_dir=tmp_path, container={"Image": "x"}
         )
 
@@ -582,7 +597,7 @@ def test_dataset_description_identical_content_is_not_rewritten(tmp_path, caplog
     _describe(tmp_path)
     after = path.stat()
     assert (after.st_ino, after.st_mtime_ns) == (before.st_ino, before.st_mtime_ns)
-    with caplog.at_level(logging.WARNING, logger="bidsapp.dataset.outputs"):
+    with caplog.at_level(logging.WARNING, logger="bidsapp.dataset.dataset_description"):
         _describe(tmp_path, version="0.2.0")
     assert json.loads(path.read_text())["GeneratedBy"][0]["Version"] == "0.2.0"
     assert "GeneratedBy" in caplog.text
@@ -640,19 +655,23 @@ def test_concurrent_identical_writers_leave_one_file(tmp_path):
 
 def test_bidsignore_merges_and_is_idempotent(tmp_path):
     (tmp_path / ".bidsignore").write_text("# mine\nextra/\n*_timeseries.*\n")
-    path = outputs.write_bidsignore(tmp_path)
+    path = dataset_description.write_bidsignore(tmp_path)
     lines = path.read_text().splitlines()
     assert lines[:3] == ["# mine", "extra/", "*_timeseries.*"]
-    assert sorted(lines[3:]) == sorted(set(outputs.BIDSIGNORE_PATTERNS) - {"*_timeseries.*"})
+    assert sorted(lines[3:]) == sorted(
+        set(dataset_description.BIDSIGNORE_PATTERNS) - {"*_timeseries.*"}
+    )
     before = path.stat()
-    outputs.write_bidsignore(tmp_path)
+    dataset_description.write_bidsignore(tmp_path)
     assert path.stat().st_ino == before.st_ino
     assert path.read_text().splitlines() == lines
 
 
 def _add_pattern(output_dir, pattern, barrier):
     barrier.wait()
-    outputs.write_bidsignore(Path(output_dir), [*outputs.BIDSIGNORE_PATTERNS, pattern])
+    dataset_description.write_bidsignore(
+        Path(output_dir), [*dataset_description.BIDSIGNORE_PATTERNS, pattern]
+    )
 
 
 def test_concurrent_bidsignore_writers_lose_no_pattern(tmp_path):
@@ -669,7 +688,7 @@ def test_concurrent_bidsignore_writers_lose_no_pattern(tmp_path):
         assert worker.exitcode == 0
     lines = (tmp_path / ".bidsignore").read_text().splitlines()
     assert sorted(lines) == sorted(
-        [*outputs.BIDSIGNORE_PATTERNS, *(f"extra{i}/" for i in range(8))]
+        [*dataset_description.BIDSIGNORE_PATTERNS, *(f"extra{i}/" for i in range(8))]
     )
 
 
@@ -711,14 +730,14 @@ def _toy_atlas(directory: Path, *, shift: int = 0, label: str = ATLAS) -> ToyAtl
 def test_copy_atlas_layout_and_idempotence(tmp_path):
     atlas = _toy_atlas(tmp_path / "src")
     out = tmp_path / "out"
-    files = outputs.copy_atlas(out, atlas)
+    files = atlas_copy.copy_atlas(out, atlas)
     root = out / "sourcedata" / "atlases"
     assert files.image == root / f"tpl-{SPACE}" / f"tpl-{SPACE}_atlas-{ATLAS}_dseg.nii.gz"
     assert files.lut == files.image.with_name(f"tpl-{SPACE}_atlas-{ATLAS}_dseg.tsv")
     assert files.sidecar == files.image.with_name(f"tpl-{SPACE}_atlas-{ATLAS}_dseg.json")
     assert files.description == root / f"atlas-{ATLAS}_description.json"
     assert files.image.read_bytes() == atlas.dseg.read_bytes()
-    lut = outputs.read_tsv(files.lut)
+    lut = tsvio.read_tsv(files.lut)
     assert list(lut.columns) == ["index", "name", "network"] and lut["name"].tolist() == REGIONS
     sidecar = json.loads(files.sidecar.read_text())
     assert set(sidecar) == {"Description", "Sources", "network"}
@@ -737,29 +756,29 @@ def test_copy_atlas_layout_and_idempotence(tmp_path):
         return {p: (p.stat().st_ino, p.stat().st_mtime_ns) for p in root.rglob("*") if p.is_file()}
 
     before = identities()
-    assert outputs.copy_atlas(out, atlas) == files
+    assert atlas_copy.copy_atlas(out, atlas) == files
     assert identities() == before
     assert _leftovers(out) == []
 
 
 def test_copy_atlas_refuses_a_different_atlas_with_the_same_name(tmp_path):
     out = tmp_path / "out"
-    files = outputs.copy_atlas(out, _toy_atlas(tmp_path / "a"))
+    files = atlas_copy.copy_atlas(out, _toy_atlas(tmp_path / "a"))
     other = _toy_atlas(tmp_path / "b", shift=2)
     with pytest.raises(FileExistsError, match="different image"):
-        outputs.copy_atlas(out, other)
-    outputs.copy_atlas(out, other, overwrite=True)
+        atlas_copy.copy_atlas(out, other)
+    atlas_copy.copy_atlas(out, other, overwrite=True)
     assert files.image.read_bytes() == other.dseg.read_bytes()
     other.lut = other.lut.assign(name=["a", "b", "c"])
     with pytest.raises(FileExistsError, match="different LUT"):
-        outputs.copy_atlas(out, other)
+        atlas_copy.copy_atlas(out, other)
 
 
 def test_copy_atlas_with_resolution_and_metadata(tmp_path):
     atlas = _toy_atlas(tmp_path / "src")
     atlas.res = "2"
     atlas.metadata = {"License": "CC-BY-4.0", "Authors": ["A. Author"]}
-    files = outputs.copy_atlas(tmp_path / "out", atlas)
+    files = atlas_copy.copy_atlas(tmp_path / "out", atlas)
     assert files.image.name == f"tpl-{SPACE}_atlas-{ATLAS}_res-2_dseg.nii.gz"
     description = json.loads(files.description.read_text())
     assert description == {"AtlasName": ATLAS, "License": "CC-BY-4.0", "Authors": ["A. Author"]}
@@ -769,15 +788,15 @@ def test_copy_atlas_rejects_bad_input(tmp_path):
     atlas = _toy_atlas(tmp_path / "src")
     bad_lut = ToyAtlas(ATLAS, SPACE, atlas.dseg, atlas.lut.drop(columns="name"))
     with pytest.raises(ValueError, match="'name'"):
-        outputs.copy_atlas(tmp_path / "out", bad_lut)
+        atlas_copy.copy_atlas(tmp_path / "out", bad_lut)
     not_nifti = ToyAtlas(ATLAS, SPACE, atlas.lut_path, atlas.lut)
     with pytest.raises(ValueError, match="not a NIfTI"):
-        outputs.copy_atlas(tmp_path / "out", not_nifti)
+        atlas_copy.copy_atlas(tmp_path / "out", not_nifti)
     with pytest.raises(ValueError, match="'atlas'"):
-        outputs.copy_atlas(tmp_path / "out", ToyAtlas("Toy 2024", SPACE, atlas.dseg, atlas.lut))
+        atlas_copy.copy_atlas(tmp_path / "out", ToyAtlas("Toy 2024", SPACE, atlas.dseg, atlas.lut))
     missing = ToyAtlas(ATLAS, SPACE, tmp_path / "nope_dseg.nii.gz", atlas.lut)
     with pytest.raises(FileNotFoundError, match="nope_dseg"):
-        outputs.copy_atlas(tmp_path / "out", missing)
+        atlas_copy.copy_atlas(tmp_path / "out", missing)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -806,13 +825,15 @@ def _status_row(run="1", status="ok", **extra):
 
 
 def test_status_merge_updates_only_the_rerun_row(tmp_path):
-    path = outputs.write_subject_status(
+    path = status_tables.write_subject_status(
         tmp_path, "01", [_status_row("01"), _status_row("02", status="failed", reason="no mask")]
     )
     assert path == tmp_path / "logs" / "sub-01_status.tsv"
-    outputs.write_subject_status(tmp_path, "01", [_status_row("02", volumes_kept=100, reason=None)])
-    table = outputs.read_subject_status(tmp_path, "01")
-    assert list(table.columns) == list(outputs.STATUS_COLUMNS)
+    status_tables.write_subject_status(
+        tmp_path, "01", [_status_row("02", volumes_kept=100, reason=None)]
+    )
+    table = status_tables.read_subject_status(tmp_path, "01")
+    assert list(table.columns) == list(status_tables.STATUS_COLUMNS)
     assert table["run"].tolist() == ["01", "02"]  # text: the padding survives
     assert table["status"].tolist() == ["ok", "ok"]
     assert table["volumes_kept"].tolist() == [110, 100]
@@ -824,7 +845,7 @@ def test_status_merge_updates_only_the_rerun_row(tmp_path):
 
 
 def test_status_key_includes_atlas_stat_and_denoise(tmp_path):
-    outputs.write_subject_status(
+    status_tables.write_subject_status(
         tmp_path,
         "01",
         [
@@ -835,44 +856,44 @@ def test_status_key_includes_atlas_stat_and_denoise(tmp_path):
             _status_row(session="2"),
         ],
     )
-    assert len(outputs.read_subject_status(tmp_path, "01")) == 5
+    assert len(status_tables.read_subject_status(tmp_path, "01")) == 5
 
 
 def test_status_keeps_extra_columns_and_drops_bold_only_entities(tmp_path):
     row = _status_row(run_name="sub-01_task-rest_run-1", res="2", desc="preproc", suffix="bold")
-    outputs.write_subject_status(tmp_path, "01", [row])
-    table = outputs.read_subject_status(tmp_path, "01")
-    assert list(table.columns) == [*outputs.STATUS_COLUMNS, "run_name"]
+    status_tables.write_subject_status(tmp_path, "01", [row])
+    table = status_tables.read_subject_status(tmp_path, "01")
+    assert list(table.columns) == [*status_tables.STATUS_COLUMNS, "run_name"]
     assert table["run_name"].tolist() == ["sub-01_task-rest_run-1"]
 
 
 def test_status_outputs_are_stored_relative_to_the_dataset(tmp_path):
     absolute = tmp_path / "sub-01" / "func" / "x_timeseries.tsv"
-    outputs.write_subject_status(tmp_path, "01", [_status_row(outputs=[absolute])])
-    assert outputs.read_subject_status(tmp_path, "01")["outputs"].iloc[0] == (
+    status_tables.write_subject_status(tmp_path, "01", [_status_row(outputs=[absolute])])
+    assert status_tables.read_subject_status(tmp_path, "01")["outputs"].iloc[0] == (
         "sub-01/func/x_timeseries.tsv"
     )
 
 
 def test_status_rejects_bad_rows(tmp_path):
     with pytest.raises(ValueError, match="Status must be"):
-        outputs.write_subject_status(tmp_path, "01", [_status_row(status="done")])
+        status_tables.write_subject_status(tmp_path, "01", [_status_row(status="done")])
     with pytest.raises(ValueError, match="sub-01"):
-        outputs.write_subject_status(tmp_path, "01", [_status_row(subject="02")])
+        status_tables.write_subject_status(tmp_path, "01", [_status_row(subject="02")])
     with pytest.raises(ValueError, match="'atlas'"):
-        outputs.write_subject_status(tmp_path, "01", [_status_row(atlas=None)])
+        status_tables.write_subject_status(tmp_path, "01", [_status_row(atlas=None)])
     with pytest.raises(ValueError, match="'subject'"):
-        outputs.write_subject_status(tmp_path, "0-1", [_status_row()])
+        status_tables.write_subject_status(tmp_path, "0-1", [_status_row()])
     assert not (tmp_path / "logs" / "sub-01_status.tsv").exists()
 
 
 def test_read_all_status(tmp_path):
-    empty = outputs.read_all_status(tmp_path)
-    assert empty.empty and list(empty.columns) == list(outputs.STATUS_COLUMNS)
-    assert outputs.read_subject_status(tmp_path, "09").empty
-    outputs.write_subject_status(tmp_path, "02", [_status_row(subject="02", session="1")])
-    outputs.write_subject_status(tmp_path, "01", [_status_row("1"), _status_row("2")])
-    table = outputs.read_all_status(tmp_path)
+    empty = status_tables.read_all_status(tmp_path)
+    assert empty.empty and list(empty.columns) == list(status_tables.STATUS_COLUMNS)
+    assert status_tables.read_subject_status(tmp_path, "09").empty
+    status_tables.write_subject_status(tmp_path, "02", [_status_row(subject="02", session="1")])
+    status_tables.write_subject_status(tmp_path, "01", [_status_row("1"), _status_row("2")])
+    table = status_tables.read_all_status(tmp_path)
     assert table["subject"].tolist() == ["01", "01", "02"]
     assert table["session"].tolist()[2] == "1"
     assert table["volumes_total"].sum() == 360
@@ -880,7 +901,7 @@ def test_read_all_status(tmp_path):
 
 def _write_status_row(output_dir, run, barrier):
     barrier.wait()
-    outputs.write_subject_status(Path(output_dir), "01", [_status_row(run=str(run))])
+    status_tables.write_subject_status(Path(output_dir), "01", [_status_row(run=str(run))])
 
 
 def test_concurrent_status_writers_lose_no_row(tmp_path):
@@ -895,7 +916,7 @@ def test_concurrent_status_writers_lose_no_row(tmp_path):
     for worker in workers:
         worker.join()
         assert worker.exitcode == 0
-    table = outputs.read_subject_status(tmp_path, "01")
+    table = status_tables.read_subject_status(tmp_path, "01")
     assert sorted(table["run"].astype(int)) == list(range(1, 9))
     assert _leftovers(tmp_path) == []
 
@@ -913,7 +934,7 @@ E2E_RUNS = [
 
 def _source_bold(source: Path, entities: dict) -> Path:
     """Create an (empty) fMRIPrep BOLD path so that BIDS URIs can be resolved."""
-    name = outputs.bids_name(
+    name = naming.bids_name(
         {**entities, "space": SPACE, "res": "2", "desc": "preproc"},
         suffix="bold",
         extension=".nii.gz",
@@ -933,29 +954,29 @@ def derivative_dataset(tmp_path):
     source = tmp_path / "fmriprep"
     out = tmp_path / "out"
     atlas = _toy_atlas(tmp_path / "atlas_src")
-    outputs.write_dataset_description(
+    dataset_description.write_dataset_description(
         out, name="bidsapp parcel timeseries", version="0.1.0", source_dir=source
     )
-    outputs.write_bidsignore(out)
-    files = outputs.copy_atlas(out, atlas)
+    dataset_description.write_bidsignore(out)
+    files = atlas_copy.copy_atlas(out, atlas)
     for seed, entities in enumerate(E2E_RUNS):
         bold = _source_bold(source, entities)
         run_entities = {**entities, "space": SPACE, "res": "2", "desc": "preproc"}
-        paths = outputs.output_paths(
+        paths = run_outputs.output_paths(
             out, run_entities, atlas=atlas.label, strategy="mean", denoise="simple"
         )
         timeseries, coverage, relmat = _run_data(seed)
-        provenance = {"Sources": [outputs.bids_uri(bold, root=source, dataset="preprocessed")]}
-        outputs.write_run_outputs(
+        provenance = {"Sources": [naming.bids_uri(bold, root=source, dataset="preprocessed")]}
+        run_outputs.write_run_outputs(
             paths,
             timeseries=timeseries,
             timeseries_sidecar={**provenance, "SamplingFrequency": 0.5},
             coverage=coverage,
-            coverage_sidecar={**outputs.coverage_metadata(), **provenance},
+            coverage_sidecar={**run_outputs.coverage_metadata(), **provenance},
             relmat=relmat,
-            relmat_sidecar={**outputs.relmat_metadata(files.node_files), **provenance},
+            relmat_sidecar={**run_outputs.relmat_metadata(files.node_files), **provenance},
         )
-        outputs.write_subject_status(
+        status_tables.write_subject_status(
             out,
             entities["subject"],
             [
@@ -991,7 +1012,7 @@ def test_e2e_bids_uris_resolve(derivative_dataset):
         metadata = json.loads(sidecar.read_text())
         for uri in [*metadata["Sources"], *metadata["NodeFiles"]]:
             assert _resolve_bids_uri(out, uri).is_file(), uri
-    status = outputs.read_all_status(out)
+    status = status_tables.read_all_status(out)
     assert status["subject"].tolist() == ["01", "01", "02"]
     for cell in status["outputs"]:
         assert all((out / name).is_file() for name in cell.split(";"))
@@ -1094,8 +1115,8 @@ def test_e2e_validator_accepts_the_atlas_dataset(derivative_dataset):
 
 def test_relmat_names_keep_extraction_statistics_apart(tmp_path):
     entities = {"subject": "01", "task": "rest", "space": "MNI152NLin2009cAsym"}
-    mean = outputs.output_paths(tmp_path, entities, "A", "mean", "simple")
-    median = outputs.output_paths(tmp_path, entities, "A", "median", "simple")
+    mean = run_outputs.output_paths(tmp_path, entities, "A", "mean", "simple")
+    median = run_outputs.output_paths(tmp_path, entities, "A", "median", "simple")
     assert mean.relmat.name.endswith("_stat-pearsoncorrelation_desc-simple_relmat.tsv")
     assert median.relmat.name.endswith("_stat-pearsoncorrelation_desc-simpleMedian_relmat.tsv")
     assert mean.relmat != median.relmat

@@ -12,14 +12,10 @@ import nibabel as nib
 import pytest
 
 from bidsapp import synthetic as demo
-from bidsapp.dataset.query import (
-    BoldRun,
-    NoRunsFoundError,
-    QueryError,
-    describe_preproc_bold,
-    find_runs,
-    load_bids_filters,
-)
+from bidsapp.dataset.filters import load_bids_filters
+from bidsapp.dataset.input_files import QueryError
+from bidsapp.dataset.layout import describe_preproc_bold
+from bidsapp.dataset.query import BoldRun, NoRunsFoundError, find_runs
 
 TPL = "MNI152NLin2009cAsym"
 # Tiny runs: query tests only look at file names and sidecars.
@@ -581,7 +577,7 @@ def test_unreadable_files_are_a_problem_not_a_hang(make_dataset, kind, message):
 def test_a_folder_link_to_an_ancestor_is_not_followed(make_dataset, tmp_path, caplog):
     root = make_dataset(subjects=["01"], runs=[1], **SMALL)
     (root / "sub-01" / "func" / "loop").symlink_to("..")
-    with caplog.at_level(logging.WARNING, logger="bidsapp.dataset.query"):
+    with caplog.at_level(logging.WARNING, logger="bidsapp.dataset.layout"):
         (run,) = find_runs(root, database_dir=tmp_path / "db")
     assert run.problem is None and "loop" not in str(run.preproc_bold)
     assert "sub-01/func/loop: a link to a folder that contains it" in caplog.text
@@ -633,7 +629,7 @@ def test_an_unusable_database_dir_falls_back_to_memory(make_dataset, tmp_path, c
     root = make_dataset(subjects=["01"], runs=[1], **SMALL)
     blocker = tmp_path / "not-a-folder"
     blocker.write_text("")
-    with caplog.at_level(logging.WARNING, logger="bidsapp.dataset.query"):
+    with caplog.at_level(logging.WARNING, logger="bidsapp.dataset.layout"):
         (run,) = find_runs(root, database_dir=blocker / "db")
     assert run.problem is None
     assert "indexing in memory" in caplog.text and str(blocker) in caplog.text
@@ -646,6 +642,6 @@ def test_a_name_that_is_not_utf8_is_left_out_with_a_warning(make_dataset, tmp_pa
     os.mkdir(os.fsencode(root) + b"/sub-\xfe")
     for database in (None, tmp_path / "db"):
         caplog.clear()
-        with caplog.at_level(logging.WARNING, logger="bidsapp.dataset.query"):
+        with caplog.at_level(logging.WARNING, logger="bidsapp.dataset.layout"):
             assert _names(find_runs(root, database_dir=database)) == ["sub-01_task-rest_run-2"]
         assert "its name is not UTF-8" in caplog.text and "acq-\\udcff" in caplog.text

@@ -21,7 +21,7 @@ from test_trust_resume import _MAIN, _spawn, argv, paused_in_first_write, run_cl
 
 from bidsapp import cli
 from bidsapp.app import parallel
-from bidsapp.dataset import outputs
+from bidsapp.dataset import fileio, status_tables
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -59,7 +59,7 @@ def _start_patched(tmp_path: Path, body: str, *args) -> subprocess.Popen:
 
 
 def _statuses(out: Path) -> dict[str, tuple[str, str]]:
-    table = outputs.read_subject_status(out, "01")
+    table = status_tables.read_subject_status(out, "01")
     return {str(r["run"]): (r["status"], r["reason"]) for _, r in table.iterrows()}
 
 
@@ -202,7 +202,7 @@ def test_the_spawned_cli_still_prints_every_line(tmp_path, small):
 @pytest.mark.parametrize("error", [errno.ENOSPC, errno.EIO])
 def test_a_full_disk_fails_one_run_naming_the_file(capsys, tmp_path, small, monkeypatch, error):
     out = tmp_path / "out"
-    real_temp_path, real_fsync = outputs._temp_path, os.fsync
+    real_temp_path, real_fsync = fileio._temp_path, os.fsync
     opened: list[str] = []
 
     def temp_path(path):
@@ -214,7 +214,7 @@ def test_a_full_disk_fails_one_run_naming_the_file(capsys, tmp_path, small, monk
             raise OSError(error, os.strerror(error))
         return real_fsync(fd)
 
-    monkeypatch.setattr(outputs, "_temp_path", temp_path)
+    monkeypatch.setattr(fileio, "_temp_path", temp_path)
     monkeypatch.setattr(os, "fsync", fsync)
     code, stdout = run_cli(capsys, *argv(small, out))
     assert code == 1, stdout
@@ -236,6 +236,6 @@ def test_atomic_write_names_the_file_of_an_unnamed_os_error(tmp_path, monkeypatc
     monkeypatch.setattr(os, "fsync", fsync)
     target = tmp_path / "x.tsv"
     with pytest.raises(OSError) as info:
-        outputs.atomic_write_text(target, "a\n")
+        fileio.atomic_write_text(target, "a\n")
     assert info.value.filename == str(target) and "No space left on device" in str(info.value)
     assert list(tmp_path.iterdir()) == []

@@ -19,7 +19,7 @@ import pytest
 from test_trust_resume import LABEL, argv, run_cli, set_of
 
 from bidsapp.app import extract, group
-from bidsapp.dataset import outputs
+from bidsapp.dataset import run_outputs, status_tables, tsvio
 from bidsapp.report.participant import tsv_problem
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -60,7 +60,7 @@ GARBAGE = {
 def test_participant_level_repairs_a_garbage_status_table(capsys, caplog, tmp_path, small):
     out = tmp_path / "out"
     assert run_cli(capsys, *argv(small, out))[0] == 0
-    path = outputs.status_path(out, "01")
+    path = status_tables.status_path(out, "01")
     good = path.read_bytes()
     for kind, damage in GARBAGE.items():
         path.write_bytes(damage(good))
@@ -69,7 +69,7 @@ def test_participant_level_repairs_a_garbage_status_table(capsys, caplog, tmp_pa
             code, stdout = run_cli(capsys, *argv(small, out))
         no_traceback(stdout)
         assert code == 0 and "0 written, 2 already done" in stdout, (kind, stdout)
-        table = outputs.read_subject_status(out, "01")
+        table = status_tables.read_subject_status(out, "01")
         assert sorted(table["run"]) == ["1", "2"] and set(table["status"]) == {"ok"}, kind
         assert path.read_bytes() == good, kind  # rewritten from what the run knows
         warned = [r.getMessage() for r in caplog.records if str(path) in r.getMessage()]
@@ -79,17 +79,17 @@ def test_participant_level_repairs_a_garbage_status_table(capsys, caplog, tmp_pa
 def test_participant_level_keeps_the_good_rows_of_a_damaged_status_table(capsys, tmp_path, small):
     out = tmp_path / "out"
     assert run_cli(capsys, *argv(small, out))[0] == 0
-    path = outputs.status_path(out, "01")
+    path = status_tables.status_path(out, "01")
     row = {"subject": "01", "task": "rest", "run": "3", "space": "MNI152NLin2009cAsym",
            "atlas": LABEL, "denoise": "simple", "status": "failed",
            "reason": "earlier"}  # fmt: skip
-    outputs.write_subject_status(out, "01", [row])
+    status_tables.write_subject_status(out, "01", [row])
     lines = path.read_bytes().split(b"\n")
     assert len(lines) == 5  # header, three rows, final empty string
     lines[2] = lines[2][:20]  # the row of run 2 cut short (a torn write by an older version)
     path.write_bytes(b"\n".join(lines))
     assert run_cli(capsys, *argv(small, out))[0] == 0
-    table = outputs.read_subject_status(out, "01").set_index("run")
+    table = status_tables.read_subject_status(out, "01").set_index("run")
     assert sorted(table.index) == ["1", "2", "3"] and tsv_problem(path.read_text()) is None
     assert table.loc["3", "reason"] == "earlier"  # a good row of an earlier invocation is kept
 
@@ -97,12 +97,12 @@ def test_participant_level_keeps_the_good_rows_of_a_damaged_status_table(capsys,
 def test_a_folder_in_place_of_the_status_table(capsys, tmp_path, small):
     out = tmp_path / "out"
     assert run_cli(capsys, *argv(small, out))[0] == 0
-    path = outputs.status_path(out, "01")
+    path = status_tables.status_path(out, "01")
     path.unlink()
     path.mkdir()  # empty: nothing of anyone's is lost by removing it
     code, stdout = run_cli(capsys, *argv(small, out))
     assert code == 0 and path.is_file(), stdout
-    assert len(outputs.read_subject_status(out, "01")) == 2
+    assert len(status_tables.read_subject_status(out, "01")) == 2
 
     path.unlink()
     path.mkdir()
@@ -123,7 +123,7 @@ def test_a_folder_in_place_of_the_status_table(capsys, tmp_path, small):
 def test_group_level_reports_a_garbage_status_table_once(capsys, tmp_path, small, kind):
     out = tmp_path / "out"
     assert run_cli(capsys, *argv(small, out))[0] == 0
-    path = outputs.status_path(out, "01")
+    path = status_tables.status_path(out, "01")
     good = path.read_bytes()
     path.unlink()
     if kind == "folder":
@@ -139,7 +139,7 @@ def test_group_level_reports_a_garbage_status_table_once(capsys, tmp_path, small
     assert code == 1, stdout
     naming = [ln for ln in stdout.splitlines() if str(path) in ln]
     assert len(naming) == 1, stdout
-    summary = outputs.read_tsv(out / "group" / "runs.tsv", dtype=str)
+    summary = tsvio.read_tsv(out / "group" / "runs.tsv", dtype=str)
     assert set(summary["status"]) == {"failed"}
     assert not list((out / "group").glob("*_relmat.tsv"))
 
@@ -155,7 +155,7 @@ def test_remove_run_outputs_never_raises(tmp_path, monkeypatch):
     paths.relmat.unlink()
     paths.relmat.mkdir()
     (paths.relmat / "inside").write_text("x\n")
-    removed = outputs.remove_run_outputs(paths)
+    removed = run_outputs.remove_run_outputs(paths)
     assert not paths.timeseries.exists()
     assert paths.relmat in removed.failed and str(paths.relmat) in removed.problem()
     assert "\n" not in removed.problem()
@@ -172,7 +172,7 @@ def test_remove_run_outputs_never_raises(tmp_path, monkeypatch):
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(os, "unlink", read_only)
-    removed = outputs.remove_run_outputs(paths)
+    removed = run_outputs.remove_run_outputs(paths)
     assert set(removed.failed) == {paths.relmat, paths.coverage}
     assert "Permission denied" in removed.problem() and not paths.timeseries.exists()
 
@@ -206,7 +206,7 @@ def test_a_failed_run_whose_old_outputs_cannot_be_removed(capsys, tmp_path, smal
     no_traceback(stdout)
     assert code == 1, stdout
     assert not one.timeseries.exists() and not two.timeseries.exists()
-    table = outputs.read_subject_status(out, "01").set_index("run")
+    table = status_tables.read_subject_status(out, "01").set_index("run")
     for run, paths in (("1", one), ("2", two)):
         reason = table.loc[run, "reason"]
         assert table.loc[run, "status"] == "failed", (run, reason)
@@ -237,7 +237,7 @@ def _fail_atlas(out: Path, label: str) -> None:
          "reason": "broken on rerun"}
         for run in (1, 2)
     ]  # fmt: skip
-    outputs.write_subject_status(out, "01", rows)
+    status_tables.write_subject_status(out, "01", rows)
 
 
 def test_group_rerun_removes_the_files_of_a_cell_that_no_longer_exists(capsys, small, two_atlases):
@@ -306,7 +306,7 @@ def test_group_leaves_out_a_timeseries_changed_after_the_participant_level(capsy
     assert code == 0, stdout
     naming = [ln for ln in stdout.splitlines() if one.timeseries.name in ln]
     assert len(naming) == 1 and "OutputFiles" in naming[0], stdout
-    qc = outputs.read_tsv(out / "group" / "qcfc.tsv")
+    qc = tsvio.read_tsv(out / "group" / "qcfc.tsv")
     assert qc["n_runs"].tolist() == [1]
 
     one.timeseries.write_text(text)
@@ -318,7 +318,7 @@ def test_group_leaves_out_a_timeseries_changed_after_the_participant_level(capsy
     assert code == 0, stdout
     naming = [ln for ln in stdout.splitlines() if two.timeseries.name in ln]
     assert len(naming) == 1 and "symbolic link" in naming[0], stdout
-    assert outputs.read_tsv(out / "group" / "qcfc.tsv")["n_runs"].tolist() == [1]
+    assert tsvio.read_tsv(out / "group" / "qcfc.tsv")["n_runs"].tolist() == [1]
 
 
 def test_group_does_not_read_through_a_linked_func_folder(capsys, tmp_path, small):
@@ -341,7 +341,7 @@ def test_checked_timeseries_needs_the_recorded_hash(tmp_path, capsys, small):
     assert run_cli(capsys, *argv(small, out))[0] == 0
     (record, *_) = [r for r in collect_runs(out) if r.has_outputs]
     assert len(group._checked_timeseries(record, out)) > 0
-    del record.sidecar[outputs.OUTPUT_FILES_KEY]
+    del record.sidecar[run_outputs.OUTPUT_FILES_KEY]
     with pytest.raises(ValueError, match="OutputFiles"):
         group._checked_timeseries(record, out)
 

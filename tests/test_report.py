@@ -3,8 +3,8 @@
 Participant outputs are built in a temporary directory from a synthetic fMRIPrep dataset
 (``bidsapp.synthetic``): real BOLD, brain masks, confounds and atlas images, a simple numpy
 extraction (region means, motion/WM/CSF regression, censoring), and the real writers of
-``bidsapp.dataset.outputs`` (names, sidecars, status tables). ``make_participant_outputs`` is also
-used by ``tests/test_group.py``.
+the dataset layer (``naming``, ``run_outputs``, ``status_tables``). ``make_participant_outputs``
+is also used by ``tests/test_group.py``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ import pandas as pd
 import pytest
 
 from bidsapp import synthetic as demo
-from bidsapp.dataset import outputs
+from bidsapp.dataset import atlas_copy, dataset_description, naming, run_outputs, status_tables
 from bidsapp.image import resample_to_img
 
 SPACE = "MNI152NLin2009cAsym"
@@ -106,12 +106,12 @@ def make_participant_outputs(root: Path) -> dict:
         root / "fmriprep", subjects=SUBJECTS, runs=RUNS, templateflow_home=tf_home
     )
     out = root / "out"
-    outputs.write_dataset_description(
+    dataset_description.write_dataset_description(
         out, name="bidsapp outputs", version="0.1.0", source_dir=bids_dir
     )
     atlas = _atlas(tf_home)
-    files = outputs.copy_atlas(out, atlas)
-    atlas_uri = outputs.bids_uri(files.image, root=files.root, dataset="atlases")
+    files = atlas_copy.copy_atlas(out, atlas)
+    atlas_uri = naming.bids_uri(files.image, root=files.root, dataset="atlases")
     records = []
     for subject in SUBJECTS:
         rows = []
@@ -140,7 +140,7 @@ def make_participant_outputs(root: Path) -> dict:
                 ts, cov, kept, censored, columns, fd = _extract(
                     bold, mask, atlas, confounds, strategy
                 )
-                paths = outputs.output_paths(
+                paths = run_outputs.output_paths(
                     out, entities, atlas=ATLAS_LABEL, strategy="mean", denoise=strategy
                 )
                 below = [n for n, c in cov.items() if c < 0.5]
@@ -149,7 +149,7 @@ def make_participant_outputs(root: Path) -> dict:
                     "SamplingFrequency": 0.5,
                     "RepetitionTime": 2.0,
                     "Sources": [
-                        outputs.bids_uri(p, root=bids_dir, dataset="preprocessed")
+                        naming.bids_uri(p, root=bids_dir, dataset="preprocessed")
                         for p in (bold, mask, conf_path)
                     ]
                     + [atlas_uri],
@@ -188,14 +188,14 @@ def make_participant_outputs(root: Path) -> dict:
                     "SoftwareVersion": "0.1.0",
                 }
                 corr = ts.corr()  # NaN rows/columns for regions set to n/a
-                written = outputs.write_run_outputs(
+                written = run_outputs.write_run_outputs(
                     paths,
                     timeseries=ts,
                     timeseries_sidecar=sidecar,
                     coverage=cov,
                     coverage_sidecar={"Description": "coverage"},
                     relmat=corr,
-                    relmat_sidecar={**outputs.relmat_metadata(), "NodeFiles": files.node_files},
+                    relmat_sidecar={**run_outputs.relmat_metadata(), "NodeFiles": files.node_files},
                 )
                 status = {
                     "status": "ok",
@@ -208,7 +208,7 @@ def make_participant_outputs(root: Path) -> dict:
                 }
                 rows.append({**row, **status})
                 records.append({**row, **status, "timeseries": paths.timeseries})
-        outputs.write_subject_status(out, subject, rows)
+        status_tables.write_subject_status(out, subject, rows)
     return {"bids_dir": bids_dir, "output_dir": out, "records": records, "tf_home": tf_home}
 
 

@@ -23,7 +23,7 @@ import pytest
 
 from bidsapp import cli
 from bidsapp.app import extract, workflow
-from bidsapp.dataset import outputs, query
+from bidsapp.dataset import fileio, locking, query, run_outputs, status_tables, tsvio
 
 SPACE = "MNI152NLin2009cAsym"
 ATLAS = "Schaefer2018:100Parcels7Networks"
@@ -53,12 +53,12 @@ def inputs_of(bids: Path, subject="01", run=1) -> dict[str, Path]:
     }
 
 
-def set_of(out: Path, subject="01", run=1, *, res="2", desc="simple") -> outputs.RunOutputPaths:
+def set_of(out: Path, subject="01", run=1, *, res="2", desc="simple") -> run_outputs.RunOutputPaths:
     entities = {"subject": subject, "task": "rest", "run": str(run), "space": SPACE, "res": res}
-    return outputs.output_paths(out, entities, LABEL, "mean", desc)
+    return run_outputs.output_paths(out, entities, LABEL, "mean", desc)
 
 
-def mtimes(paths: outputs.RunOutputPaths) -> dict[Path, int]:
+def mtimes(paths: run_outputs.RunOutputPaths) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in paths.all()}
 
 
@@ -73,7 +73,7 @@ def test_resume_checks_input_content_and_ignores_touch(capsys, tmp_path, small):
     out = tmp_path / "out"
     assert run_cli(capsys, *argv(small, out))[0] == 0
     one, two = set_of(out, run=1), set_of(out, run=2)
-    first = outputs.read_tsv(one.timeseries)
+    first = tsvio.read_tsv(one.timeseries)
 
     # touch: new mtimes, same bytes -> hashed once, never recomputed
     before = mtimes(one) | mtimes(two)
@@ -97,7 +97,7 @@ def test_resume_checks_input_content_and_ignores_touch(capsys, tmp_path, small):
     path.write_text(edited)
     code, stdout = run_cli(capsys, *argv(small, out))
     assert code == 0 and "1 written, 1 already done" in stdout
-    assert not np.array_equal(outputs.read_tsv(one.timeseries).to_numpy(), first.to_numpy())
+    assert not np.array_equal(tsvio.read_tsv(one.timeseries).to_numpy(), first.to_numpy())
 
     recorded = json.loads(one.timeseries_json.read_text())["InputFiles"]
     assert set(recorded) == {"bold", "mask", "confounds", "confounds_json", "sidecar"}
@@ -182,19 +182,19 @@ def test_rerun_keeps_the_original_outcome_in_the_status_table(
     # Without RepetitionTime in the sidecars the header's is used: ok, with a warning.
     options = argv(bids, out, "--min-coverage", "0.9")
     assert run_cli(capsys, *options)[0] == 0
-    first = outputs.read_subject_status(out, "01")
+    first = status_tables.read_subject_status(out, "01")
     assert set(first["status"]) == {"ok"}
     assert first["reason"].str.len().min() > 0, "the runs should carry a warning"
     code, stdout = run_cli(capsys, *options)
     assert code == 0 and "0 written, 2 already done" in stdout and "skipped" in stdout
-    again = outputs.read_subject_status(out, "01")
+    again = status_tables.read_subject_status(out, "01")
     pd.testing.assert_frame_equal(again, first)
 
 
 def test_legacy_skipped_rows_read_as_ok(tmp_path):
     row = {"subject": "01", "task": "rest", "space": SPACE, "atlas": LABEL, "denoise": "simple"}
-    outputs.write_subject_status(tmp_path, "01", [{**row, "status": "skipped"}])
-    assert outputs.read_subject_status(tmp_path, "01")["status"].tolist() == ["ok"]
+    status_tables.write_subject_status(tmp_path, "01", [{**row, "status": "skipped"}])
+    assert status_tables.read_subject_status(tmp_path, "01")["status"].tolist() == ["ok"]
 
 
 # ----------------------------------------------------------------------------- failures
@@ -216,7 +216,7 @@ def test_excluded_and_failed_runs_remove_their_old_outputs(capsys, tmp_path, sma
     assert code == 1
     assert "EXCLUDED sub-01_task-rest_run-1" in stdout and "1 excluded" in stdout
     assert not any(p.exists() for p in one.all()) and two.timeseries.is_file()
-    table = outputs.read_subject_status(out, "01").set_index("run")
+    table = status_tables.read_subject_status(out, "01").set_index("run")
     assert table.loc["1", "status"] == "excluded" and "< 100 s" in table.loc["1", "reason"]
     assert table.loc["2", "status"] == "ok"
 
@@ -240,7 +240,7 @@ def test_two_resolutions_write_two_sets(capsys, tmp_path, small):
     assert code == 0, stdout
     assert set_of(out, run=1, res="1").timeseries.is_file()
     assert set_of(out, run=1, res="2").timeseries.is_file()
-    table = outputs.read_subject_status(out, "01")
+    table = status_tables.read_subject_status(out, "01")
     assert sorted(zip(table["run"], table["res"], strict=True)) == [
         ("1", "1"),
         ("1", "2"),
@@ -289,14 +289,14 @@ def _spawn(*args) -> subprocess.Popen:
     )
 
 
-def _consistent(paths: outputs.RunOutputPaths) -> float:
+def _consistent(paths: run_outputs.RunOutputPaths) -> float:
     """Check one set is self-consistent; return the high-pass it was made with."""
     sidecar = json.loads(paths.timeseries_json.read_text())
     for name, digest in sidecar["OutputFiles"].items():
         data = (paths.directory / name).read_bytes()
-        assert outputs._sha256_text(data.decode()) == digest, name
-    timeseries = outputs.read_tsv(paths.timeseries).to_numpy()
-    relmat = outputs.read_tsv(paths.relmat).drop(columns="Node").to_numpy()
+        assert run_outputs._sha256_text(data.decode()) == digest, name
+    timeseries = tsvio.read_tsv(paths.timeseries).to_numpy()
+    relmat = tsvio.read_tsv(paths.relmat).drop(columns="Node").to_numpy()
     valid = np.isfinite(timeseries).all(axis=0) & (np.nanstd(timeseries, axis=0) > 0)
     expected = np.corrcoef(timeseries[:, valid], rowvar=False)
     np.testing.assert_allclose(relmat[np.ix_(valid, valid)], expected, atol=1e-9)
@@ -320,7 +320,7 @@ def test_concurrent_jobs_on_one_subject_take_turns(capsys, tmp_path, small):
 
 def test_a_second_invocation_waits_for_the_subject_lock(tmp_path, small):
     out = tmp_path / "out"
-    lock = outputs.SubjectLock(out, "01").acquire()
+    lock = locking.SubjectLock(out, "01").acquire()
     job = _spawn(*argv(small, out))
     try:
         assert job.stdout is not None
@@ -358,7 +358,7 @@ def test_planted_links_are_never_followed(capsys, tmp_path, small):
     for name in (".bidsignore", "logs/sub-01_status.tsv", "dataset_description.json"):
         path = out / name
         assert not path.is_symlink() and "do not copy me" not in path.read_text(), name
-    assert len(outputs.read_subject_status(out, "01")) == 2
+    assert len(status_tables.read_subject_status(out, "01")) == 2
 
 
 def test_a_linked_subject_folder_fails_its_runs_and_writes_nothing_there(capsys, tmp_path, small):
@@ -387,7 +387,7 @@ def _dead_pid() -> int:
 def test_leftover_temporary_files_are_removed(capsys, tmp_path, small):
     out = tmp_path / "out"
     assert run_cli(capsys, *argv(small, out))[0] == 0
-    host = outputs._host()
+    host = fileio.host_label()
     dead, alive = _dead_pid(), os.getpid()
     func = out / "sub-01" / "func"
     leftovers = [
@@ -449,7 +449,7 @@ def test_sigterm_mid_write_leaves_no_temporary_file_and_says_so(capsys, tmp_path
     assert job.returncode == cli.EXIT_TERMINATED == 143, seen + [rest]
     assert "stopped by SIGTERM" in rest
     assert [p for p in out.rglob("*.tmp")] == []
-    assert not (out / "logs" / ".sub-01.lock").exists() or outputs.SubjectLock(out, "01").acquire()
+    assert not (out / "logs" / ".sub-01.lock").exists() or locking.SubjectLock(out, "01").acquire()
     code, stdout = run_cli(capsys, *argv(small, out))
     assert code == 0 and "2 written, 0 already done" in stdout
 
@@ -481,7 +481,7 @@ def test_overwrite_replaces_a_corrected_local_lut(capsys, tmp_path, small, templ
 
 
 def test_host_label_is_usable_in_names():
-    assert outputs._host() and "." not in outputs._host()
+    assert fileio.host_label() and "." not in fileio.host_label()
     assert socket.gethostname()
 
 

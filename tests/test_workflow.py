@@ -24,7 +24,7 @@ import bidsapp
 from bidsapp import cli
 from bidsapp import synthetic as demo
 from bidsapp.app.config import DenoiseConfig, ExtractionConfig
-from bidsapp.dataset import outputs
+from bidsapp.dataset import fileio, run_outputs, status_tables, tsvio
 
 SPACE = "MNI152NLin2009cAsym"
 AROMA_SPACE = "MNI152NLin6Asym"
@@ -220,7 +220,7 @@ def test_default_outputs_equal_nilearn_and_validate(
             warnings.simplefilter("ignore")
             confounds, sample_mask = load_confounds_strategy(str(files["bold"]), "simple")
         path = out / out_name(subject, run, atlas=atlas_label)
-        timeseries = outputs.read_tsv(path)
+        timeseries = tsvio.read_tsv(path)
         expected = nilearn_by_label(files["bold"], dseg, files["mask"], confounds, sample_mask)
         compared += assert_matches(timeseries, lut, expected)
         meta = sidecar(path)
@@ -239,13 +239,13 @@ def test_default_outputs_equal_nilearn_and_validate(
         assert meta["Denoising"]["name"] == "simple"
         assert meta["Extraction"]["standardize"] == "zscore_sample"
         assert meta["SoftwareVersion"] == bidsapp.__version__
-        coverage = outputs.read_tsv(
+        coverage = tsvio.read_tsv(
             path.with_name(
                 path.name.replace("_stat-mean_desc-simple_timeseries", "_stat-coverage_bold")
             )
         )
         assert list(coverage["Node"]) == list(timeseries.columns)
-        relmat = outputs.read_tsv(
+        relmat = tsvio.read_tsv(
             path.with_name(
                 path.name.replace("stat-mean", "stat-pearsoncorrelation").replace(
                     "timeseries", "relmat"
@@ -302,7 +302,7 @@ def test_multi_masker_of_a_subject_equals_the_outputs(
     signals = masker.fit_transform(bolds, confounds=confounds, sample_mask=masks)
     ids = {int(v): k for k, v in masker.region_ids_.items() if k != "background"}
     for run, run_signals in zip((1, 2), signals, strict=True):
-        timeseries = outputs.read_tsv(out / out_name("02", run))
+        timeseries = tsvio.read_tsv(out / out_name("02", run))
         expected = {label: run_signals[:, column] for label, column in ids.items()}
         assert assert_matches(timeseries, lut, expected) > 90
 
@@ -481,7 +481,7 @@ def test_ica_aroma_uses_the_aroma_image_its_space_and_mask(
 
     dseg, lut = tf_atlas(templateflow_home, AROMA_SPACE, "HOSPA", "th25")
     assert (lut["index"] == 0).any()  # HOSPA's LUT lists the background...
-    timeseries = outputs.read_tsv(out / name)
+    timeseries = tsvio.read_tsv(out / name)
     assert "Background" not in timeseries.columns  # ...which is not a region
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -503,7 +503,7 @@ def test_ica_aroma_uses_the_aroma_image_its_space_and_mask(
     meta = sidecar(out / name)
     assert meta["Sources"][1] == f"bids:preprocessed:{mask_path.relative_to(bids)}"
     assert meta["RegionsBelowCoverage"]
-    timeseries = outputs.read_tsv(out / name)
+    timeseries = tsvio.read_tsv(out / name)
     expected = nilearn_by_label(files["aroma"], dseg, mask_path, confounds, sample_mask)
     compared = assert_matches(timeseries, lut, expected)
     assert compared >= 5 and compared + len(meta["RegionsBelowCoverage"]) == len(lut) - 1
@@ -553,10 +553,10 @@ def test_min_coverage_writes_n_a_columns(capsys, tmp_path, make_dataset, templat
     argv = [bids, out, "participant", "--atlas", ATLAS, "--no-reports"]
     assert run_cli(capsys, *argv)[0] == 0
     path = out / out_name("01", 1)
-    timeseries = outputs.read_tsv(path)
+    timeseries = tsvio.read_tsv(path)
     assert list(timeseries.columns) == list(lut["name"])  # every LUT region, in LUT order
     assert timeseries[names[gone]].isna().all() and timeseries[names[partial]].isna().all()
-    coverage = outputs.read_tsv(
+    coverage = tsvio.read_tsv(
         path.with_name(
             path.name.replace("_stat-mean_desc-simple_timeseries", "_stat-coverage_bold")
         )
@@ -569,7 +569,7 @@ def test_min_coverage_writes_n_a_columns(capsys, tmp_path, make_dataset, templat
     assert text[list(lut["index"]).index(gone)] == "n/a"
 
     assert run_cli(capsys, *argv, "--min-coverage", "0.3")[0] == 0  # a new parameter: rerun
-    timeseries = outputs.read_tsv(path)
+    timeseries = tsvio.read_tsv(path)
     assert timeseries[names[gone]].isna().all()
     assert timeseries[names[partial]].notna().all()
     from nilearn.interfaces.fmriprep import load_confounds_strategy
@@ -610,9 +610,9 @@ def test_several_atlases_local_sibling_lut_and_atlas_lut(
         out_name("01", r, atlas=a) for r in (1, 2) for a in (LABEL, "mine", "other")
     )
     for run in (1, 2):
-        template = outputs.read_tsv(out / out_name("01", run))
-        mine = outputs.read_tsv(out / out_name("01", run, atlas="mine"))
-        other = outputs.read_tsv(out / out_name("01", run, atlas="other"))
+        template = tsvio.read_tsv(out / out_name("01", run))
+        mine = tsvio.read_tsv(out / out_name("01", run, atlas="mine"))
+        other = tsvio.read_tsv(out / out_name("01", run, atlas="other"))
         assert list(mine.columns) == list(renamed["name"])
         assert list(other.columns) == [f"P{i}" for i in lut["index"]]
         np.testing.assert_array_equal(mine.to_numpy(), template.to_numpy())  # same image
@@ -772,7 +772,7 @@ def test_bad_inputs_fail_only_their_run(capsys, tmp_path, make_dataset, template
     summary = stdout[stdout.index("done in") :].splitlines()
     assert "3 written, 0 already done, 7 failed" in summary[0]
     assert summary[1] == "failed runs (7):" and len(summary) == 9
-    status = outputs.read_all_status(out)
+    status = status_tables.read_all_status(out)
     assert sorted(status.loc[status["status"] == "failed", "subject"]) == [
         "01", "01", "02", "02", "03", "03", "04"
     ]  # fmt: skip
@@ -786,7 +786,7 @@ def test_resume_overwrite_and_changed_parameters(
     common = [fmriprep_dataset, out, "participant", "--atlas", ATLAS, "--no-reports"]
     assert run_cli(capsys, *common)[0] == 0
     first = {p: p.stat().st_mtime_ns for p in out.rglob("sub-*/func/*")}
-    values = outputs.read_tsv(out / out_name("01", 1))
+    values = tsvio.read_tsv(out / out_name("01", 1))
 
     code, stdout, _ = run_cli(capsys, *common)
     assert code == 0 and stdout.count("already done") == 5  # 4 runs + the summary line
@@ -796,7 +796,7 @@ def test_resume_overwrite_and_changed_parameters(
     code, stdout, _ = run_cli(capsys, *common, "--overwrite")
     assert "4 written, 0 already done" in stdout
     assert all(p.stat().st_mtime_ns != t for p, t in first.items() if "timeseries.tsv" in p.name)
-    pd.testing.assert_frame_equal(outputs.read_tsv(out / out_name("01", 1)), values)
+    pd.testing.assert_frame_equal(tsvio.read_tsv(out / out_name("01", 1)), values)
 
     mean_times = {p: p.stat().st_mtime_ns for p in out.rglob("*stat-mean*")}
     code, stdout, _ = run_cli(capsys, *common, "--strategy", "median")
@@ -807,7 +807,7 @@ def test_resume_overwrite_and_changed_parameters(
     code, stdout, _ = run_cli(capsys, *common, "--low-pass", "0.1")  # same names, new values
     assert "4 written, 0 already done" in stdout
     assert sidecar(out / out_name("01", 1))["Extraction"]["low_pass"] == 0.1
-    assert not np.allclose(outputs.read_tsv(out / out_name("01", 1)), values)
+    assert not np.allclose(tsvio.read_tsv(out / out_name("01", 1)), values)
 
     code, stdout, _ = run_cli(
         capsys, *common, "--low-pass", "0.1", "--denoise-strategy", "scrubbing"
@@ -823,14 +823,14 @@ def test_interrupted_write_leaves_no_finished_looking_tsv(
     out = tmp_path / "out"
     argv = [fmriprep_dataset, out, "participant", "--atlas", ATLAS, "--no-reports"]
     victim = out / out_name("01", 2)
-    real_write = outputs.atomic_write_text
+    real_write = fileio.atomic_write_text
 
     def crashing_write(path, text, **kwargs):
         if Path(path) == victim:
             raise KeyboardInterrupt  # the process is killed before the TSV is renamed
         return real_write(path, text, **kwargs)
 
-    monkeypatch.setattr(outputs, "atomic_write_text", crashing_write)
+    monkeypatch.setattr(run_outputs, "atomic_write_text", crashing_write)
     # Ctrl-C is reported in one line with exit 130 (it has unwound through the writers).
     assert cli.main([str(a) for a in argv]) == cli.EXIT_INTERRUPTED
     assert victim.with_suffix(".json").is_file() and not victim.exists()
@@ -842,13 +842,13 @@ def test_interrupted_write_leaves_no_finished_looking_tsv(
             raise OSError(28, "No space left on device")
         return real_write(path, text, **kwargs)
 
-    monkeypatch.setattr(outputs, "atomic_write_text", failing_write)
+    monkeypatch.setattr(run_outputs, "atomic_write_text", failing_write)
     code, stdout, _ = run_cli(capsys, *argv)
     assert code == 1
     assert "FAILED  sub-01_task-rest_run-2" in stdout and "No space left on device" in stdout
     assert "2 written, 1 already done, 1 failed" in stdout and not victim.exists()
 
-    monkeypatch.setattr(outputs, "atomic_write_text", real_write)
+    monkeypatch.setattr(run_outputs, "atomic_write_text", real_write)
     code, stdout, _ = run_cli(capsys, *argv)
     assert code == 0 and "1 written, 3 already done" in stdout
     assert "ok      sub-01_task-rest_run-2" in stdout and victim.is_file()

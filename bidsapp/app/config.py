@@ -20,8 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bidsapp.dataset import query
-from bidsapp.dataset.query import bare_label
+from bidsapp.dataset import filters
+from bidsapp.dataset.filters import bare_label
 from bidsapp.errors import BidsappError
 
 STRATEGIES = ("mean", "median", "sum", "minimum", "maximum", "variance", "standard_deviation")
@@ -399,7 +399,7 @@ class RunConfig:
 def read_bids_filter_file(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read and check an fMRIPrep ``--bids-filter-file``.
 
-    The one reader of filter files is :func:`bidsapp.dataset.query.read_bids_filter_file`; this
+    The one reader of filter files is :func:`bidsapp.dataset.filters.read_bids_filter_file`; this
     wrapper turns its errors into usage errors naming the option.
 
     Parameters
@@ -421,8 +421,8 @@ def read_bids_filter_file(path: str | os.PathLike[str]) -> dict[str, Any]:
         string, an integer, null, ``"*"`` or a list of those.
     """
     try:
-        return query.read_bids_filter_file(path)
-    except query.QueryError as err:
+        return filters.read_bids_filter_file(path)
+    except filters.QueryError as err:
         raise ConfigError(f"--bids-filter-file: {' '.join(str(err).split())}") from None
 
 

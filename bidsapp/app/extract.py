@@ -31,7 +31,8 @@ import pandas as pd
 from bidsapp import image, stream
 from bidsapp.app.config import DenoiseConfig, ExtractionConfig
 from bidsapp.dataset.atlas import Atlas, region_ids, region_names
-from bidsapp.dataset.query import GRID_ENTITIES, BoldRun
+from bidsapp.dataset.naming import GRID_ENTITIES
+from bidsapp.dataset.query import BoldRun
 from bidsapp.errors import BidsappError
 
 logger = logging.getLogger(__name__)
@@ -260,7 +261,8 @@ def _repetition_time(run: BoldRun, img, bold: Path, warnings_: list[str]) -> flo
     A sidecar value that differs from the header's by more than 1 % is used, with a
     warning of the run (fMRIPrep copies the sidecar's; a disagreement means one was edited).
     """
-    from bidsapp.dataset.query import QueryError, check_repetition_time
+    from bidsapp.dataset.bold_sidecars import check_repetition_time
+    from bidsapp.dataset.input_files import QueryError
 
     header_t_r = _header_repetition_time(img)
     if run.t_r is not None:

@@ -429,7 +429,7 @@ def _checked_timeseries(
     """Read a run's timeseries TSV, refusing one that is cut short, garbled, edited or linked.
 
     The participant level records the SHA-256 of the TSV in its sidecar (``OutputFiles``,
-    see :func:`bidsapp.dataset.outputs.outputs_complete`); a file whose bytes differ was changed
+    see :func:`bidsapp.dataset.run_outputs.outputs_complete`); a file whose bytes differ was changed
     after it was written (an edit, a copy that stopped) and is not averaged.
 
     Raises
@@ -444,14 +444,14 @@ def _checked_timeseries(
     """
     import io
 
-    from bidsapp.dataset import outputs
+    from bidsapp.dataset import fileio, run_outputs, tsvio
 
     path = record.timeseries
-    if output_dir is not None and not outputs.no_linked_folder(output_dir, path.parent):
+    if output_dir is not None and not fileio.no_linked_folder(output_dir, path.parent):
         raise ValueError("a folder on its path is a symbolic link bidsapp did not make")
     if os.path.islink(path):
         raise ValueError("it is a symbolic link bidsapp did not make")
-    raw = outputs.read_regular_bytes(path)
+    raw = fileio.read_regular_bytes(path)
     if raw is None:
         raise ValueError("it is not a regular file")
     text = raw.decode("utf-8")
@@ -461,19 +461,19 @@ def _checked_timeseries(
     sidecar = path.with_name(path.name[: -len(".tsv")] + ".json")
     if not record.sidecar:
         raise ValueError(f"its JSON sidecar {sidecar.name} is missing or unreadable")
-    members = record.sidecar.get(outputs.OUTPUT_FILES_KEY)
+    members = record.sidecar.get(run_outputs.OUTPUT_FILES_KEY)
     if not isinstance(members, dict) or path.name not in members:
         raise ValueError(
-            f"its sidecar {sidecar.name} records no {outputs.OUTPUT_FILES_KEY} hash for it "
+            f"its sidecar {sidecar.name} records no {run_outputs.OUTPUT_FILES_KEY} hash for it "
             "(written by an older bidsapp?); run the participant level again"
         )
-    if members[path.name] != outputs.sha256_digest(raw):
+    if members[path.name] != fileio.sha256_digest(raw):
         raise ValueError(
             f"its content differs from the SHA-256 its sidecar records "
-            f"({outputs.OUTPUT_FILES_KEY}): it changed after the participant level wrote it; "
+            f"({run_outputs.OUTPUT_FILES_KEY}): it changed after the participant level wrote it; "
             "run the participant level again"
         )
-    table = outputs.read_tsv(io.StringIO(text))
+    table = tsvio.read_tsv(io.StringIO(text))
     if len(table) == 0:
         raise ValueError("it has no rows")
     try:
@@ -554,7 +554,7 @@ def summary_table(records: Sequence[RunRecord], output_dir: Path) -> pd.DataFram
 
 
 def _cell_name(cell: GroupCell, stat: str, suffix: str, extension: str) -> str:
-    from bidsapp.dataset import outputs
+    from bidsapp.dataset import naming
 
     entities = {
         "task": cell.task,
@@ -563,7 +563,7 @@ def _cell_name(cell: GroupCell, stat: str, suffix: str, extension: str) -> str:
         "stat": stat,
         "desc": cell.desc_label or cell.denoise,
     }
-    return outputs.bids_name(entities, suffix=suffix, extension=extension)
+    return naming.bids_name(entities, suffix=suffix, extension=extension)
 
 
 def _matrix_table(matrix: np.ndarray, regions: Sequence[str]) -> pd.DataFrame:
@@ -574,7 +574,7 @@ def _matrix_table(matrix: np.ndarray, regions: Sequence[str]) -> pd.DataFrame:
 
 def _cell_files(cell: GroupCell, group_dir: Path, output_dir: Path) -> dict[Path, str]:
     """Paths and contents of one cell's matrices and sidecars."""
-    from bidsapp.dataset import outputs
+    from bidsapp.dataset import jsonio, tsvio
 
     runs = [r.timeseries.relative_to(output_dir).as_posix() for r in cell.runs if r.timeseries]
     common = {
@@ -589,8 +589,8 @@ def _cell_files(cell: GroupCell, group_dir: Path, output_dir: Path) -> dict[Path
     }
     files: dict[Path, str] = {}
     mean_path = group_dir / _cell_name(cell, "pearsoncorrelation", "relmat", ".tsv")
-    files[mean_path] = outputs.tsv_text(_matrix_table(cell.mean, cell.regions))
-    files[mean_path.with_suffix(".json")] = outputs.json_text(
+    files[mean_path] = tsvio.tsv_text(_matrix_table(cell.mean, cell.regions))
+    files[mean_path.with_suffix(".json")] = jsonio.json_text(
         {
             "RelationshipMeasure": "Pearson correlation coefficient, group mean",
             "Weighted": True,
@@ -608,8 +608,8 @@ def _cell_files(cell: GroupCell, group_dir: Path, output_dir: Path) -> dict[Path
         },
     )
     qc_path = group_dir / _cell_name(cell, "qcfc", "relmat", ".tsv")
-    files[qc_path] = outputs.tsv_text(_matrix_table(cell.qcfc, cell.regions))
-    files[qc_path.with_suffix(".json")] = outputs.json_text(
+    files[qc_path] = tsvio.tsv_text(_matrix_table(cell.qcfc, cell.regions))
+    files[qc_path.with_suffix(".json")] = jsonio.json_text(
         {
             "RelationshipMeasure": (
                 "QC-FC: Pearson correlation across runs between each run's mean framewise "
@@ -723,38 +723,38 @@ def _write_outputs(
 ) -> list[Path]:
     """Write every group output as one set; a failure raises :class:`GroupWriteError`.
 
-    Every file is staged before any is replaced (:func:`bidsapp.dataset.outputs.atomic_write_set`),
+    Every file is staged before any is replaced (:func:`bidsapp.dataset.fileio.atomic_write_set`),
     and the files of cells that no longer exist are removed, so ``group/`` never holds a mix
     of this run's results and an earlier one's. ``group/`` itself must be a real folder: a
     planted link is refused, never written through.
     """
-    from bidsapp.dataset import outputs
+    from bidsapp.dataset import dataset_description, fileio, jsonio, tsvio
 
     group_dir = output_dir / GROUP_DIR
 
     def failed(err: OSError, target: Path) -> GroupWriteError:
         reason = err.strerror or " ".join(str(err).split()) or type(err).__name__
-        if isinstance(err, outputs.LinkedPathError):
+        if isinstance(err, fileio.LinkedPathError):
             return GroupWriteError(err.errno, f"cannot write into {group_dir}: {reason}")
         return GroupWriteError(err.errno, f"cannot write {err.filename or target}: {reason}")
 
     try:
-        outputs.write_bidsignore(output_dir, BIDSIGNORE_PATTERNS)
-        outputs.ensure_directory(output_dir, GROUP_DIR)
-        outputs.remove_stale_temp_files(group_dir)  # of killed group runs
+        dataset_description.write_bidsignore(output_dir, BIDSIGNORE_PATTERNS)
+        fileio.ensure_directory(output_dir, GROUP_DIR)
+        fileio.remove_stale_temp_files(group_dir)  # of killed group runs
         old = _old_group_outputs(group_dir)
     except OSError as err:
         raise failed(err, group_dir) from err
     summary = summary_table(records, output_dir)
     entity_cols = [c for c in summary.columns if c not in SUMMARY_COLUMNS]
     files: dict[Path, str] = {
-        group_dir / "runs.tsv": outputs.tsv_text(summary),
-        group_dir / "runs.json": outputs.json_text(_runs_sidecar(entity_cols)),
+        group_dir / "runs.tsv": tsvio.tsv_text(summary),
+        group_dir / "runs.json": jsonio.json_text(_runs_sidecar(entity_cols)),
     }
     for cell in result.cells:
         files.update(_cell_files(cell, group_dir, output_dir))
     if result.cells:
-        files[group_dir / "qcfc.tsv"] = outputs.tsv_text(qcfc_table(result))
+        files[group_dir / "qcfc.tsv"] = tsvio.tsv_text(qcfc_table(result))
     written = list(files)
     report = output_dir / REPORT_NAME
     if getattr(config, "reports", True):
@@ -763,7 +763,7 @@ def _write_outputs(
     elif os.path.lexists(report) and not os.path.isdir(report):
         old.append(report)  # --no-reports: an earlier report would describe other results
     try:
-        outputs.atomic_write_set(files, remove=[p for p in old if p not in files])
+        fileio.atomic_write_set(files, remove=[p for p in old if p not in files])
     except OSError as err:
         raise failed(err, group_dir) from err
     return list(files)
@@ -771,7 +771,7 @@ def _write_outputs(
 
 def _run_identity(entities: dict[str, Any]) -> tuple:
     """Return the entities that name one BOLD acquisition across spaces and resolutions."""
-    from bidsapp.dataset.outputs import RUN_ENTITIES
+    from bidsapp.dataset.naming import RUN_ENTITIES
 
     # ICA-AROMA outputs are in another space and resolution than the run's query.
     keys = [k for k in RUN_ENTITIES if k not in ("space", "res", "den", "cohort")]

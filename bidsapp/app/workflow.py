@@ -205,8 +205,10 @@ def check_options(config: RunConfig) -> None:
         With a message naming the option and the file.
     """
     from bidsapp import confounds as conf
-    from bidsapp.dataset.atlas import AtlasError, local_atlas_space, parse_atlas_spec
-    from bidsapp.dataset.query import QueryError, load_bids_filters
+    from bidsapp.dataset.atlas import local_atlas_space
+    from bidsapp.dataset.atlas_spec import AtlasError, parse_atlas_spec
+    from bidsapp.dataset.filters import load_bids_filters
+    from bidsapp.dataset.input_files import QueryError
 
     if config.denoise.is_preset_file:
         try:
@@ -251,7 +253,7 @@ def check_options(config: RunConfig) -> None:
 
 def _atlas_labels(config: RunConfig) -> list[str]:
     """Labels of the requested atlases as written before they are resolved."""
-    from bidsapp.dataset.atlas import atlas_label, parse_atlas_spec
+    from bidsapp.dataset.atlas_spec import atlas_label, parse_atlas_spec
 
     labels = []
     for spec in config.atlases:
@@ -308,8 +310,9 @@ def resolve_atlases(
         Grid key -> ``(atlas label, one-line reason)`` of atlases that cannot be used; the
         full message is printed once.
     """
-    from bidsapp.dataset import outputs
-    from bidsapp.dataset.atlas import AtlasError, get_atlas, parse_atlas_spec
+    from bidsapp.dataset import atlas_copy
+    from bidsapp.dataset.atlas import get_atlas
+    from bidsapp.dataset.atlas_spec import AtlasError, parse_atlas_spec
 
     labels = _atlas_labels(config)
     targets: dict[tuple, list[AtlasTarget]] = {}
@@ -329,7 +332,7 @@ def resolve_atlases(
                     lut_path=config.atlas_lut if local else None,
                     atlas_space=config.atlas_space if local else None,
                 )
-                copied = outputs.copy_atlas(config.output_dir, atlas, overwrite=config.overwrite)
+                copied = atlas_copy.copy_atlas(config.output_dir, atlas, overwrite=config.overwrite)
             except (AtlasError, OSError, ValueError) as err:
                 print(f"bidsapp: atlas error: {err}", file=sys.stderr, flush=True)
                 failures[key].append((label, _atlas_reason(spec, job.space, err)))
@@ -342,7 +345,7 @@ def resolve_atlases(
 
 
 def _source_uri(path: Path, bids_dir: Path) -> str:
-    from bidsapp.dataset.outputs import bids_uri
+    from bidsapp.dataset.naming import bids_uri
 
     try:
         return bids_uri(path, root=bids_dir, dataset="preprocessed")
@@ -680,11 +683,11 @@ def _resumed(inputs: RunInputs, target: AtlasTarget, paths: Any, sidecar: dict) 
 
 def _complete(paths: Any, fp: str, inputs: RunInputs, config: RunConfig, hashes) -> dict | None:
     """Return the sidecar of a complete, current set of outputs, else None (recompute)."""
-    from bidsapp.dataset import outputs
+    from bidsapp.dataset import jsonio, run_outputs
 
-    if config.overwrite or not outputs.outputs_complete(paths, {"ParametersFingerprint": fp}):
+    if config.overwrite or not run_outputs.outputs_complete(paths, {"ParametersFingerprint": fp}):
         return None
-    sidecar = outputs.read_sidecar(paths.timeseries_json) or {}
+    sidecar = jsonio.read_sidecar(paths.timeseries_json) or {}
     if not inputs_unchanged(sidecar.get(INPUT_FILES_KEY), inputs, config.bids_dir, hashes):
         logger.info("%s: an input changed since %s was written", inputs.name, paths.timeseries)
         return None
@@ -705,11 +708,11 @@ def remove_stopped_outputs(status: RunStatus, paths: Any) -> None:
     paths : RunOutputPaths or None
         The run's output set; None when it cannot be named (nothing to remove).
     """
-    from bidsapp.dataset import outputs
+    from bidsapp.dataset import run_outputs
 
     if paths is None:
         return
-    problem = outputs.remove_run_outputs(paths).problem()
+    problem = run_outputs.remove_run_outputs(paths).problem()
     if problem:
         first = status.reason if status.status == "failed" else f"{status.status}: {status.reason}"
         status.status, status.reason = "failed", one_line(f"{first}; {problem}")
@@ -721,7 +724,7 @@ def process_run(
     """Extract and write one run's outputs for every atlas; never raises.
 
     A set of outputs is kept (resume) only when it is complete and consistent
-    (:func:`bidsapp.dataset.outputs.outputs_complete`), was made with the same settings
+    (:func:`bidsapp.dataset.run_outputs.outputs_complete`), was made with the same settings
     (:func:`run_fingerprint`) and from inputs with the same content
     (:func:`inputs_unchanged`). When the run fails or is excluded, the files of its sets
     left by an earlier invocation are removed, so they never look current.
@@ -742,7 +745,7 @@ def process_run(
         ``failed`` with a one-line reason, or ``excluded`` with the reason.
     """
     from bidsapp.app.extract import ExtractionError, RunExcluded, extract_run
-    from bidsapp.dataset import outputs
+    from bidsapp.dataset import fileio, naming, run_outputs
 
     stat = config.extraction.strategy
     desc = config.denoise.label
@@ -750,11 +753,11 @@ def process_run(
     todo: list[tuple[AtlasTarget, Any, str]] = []
     statuses: list[RunStatus] = []
     for target in targets:
-        paths = outputs.output_paths(
+        paths = run_outputs.output_paths(
             config.output_dir, inputs.entities, target.atlas.label, stat, desc
         )
         try:  # a planted link among the folders: refuse before reading or removing anything
-            outputs.ensure_directory(config.output_dir, paths.directory)
+            fileio.ensure_directory(config.output_dir, paths.directory)
         except OSError as err:
             reason = f"cannot write {paths.timeseries.name}: {one_line(err)}"
             statuses.append(
@@ -792,14 +795,14 @@ def process_run(
         return statuses + [stopped(t, p, reason) for t, p, _ in todo]
 
     for (target, paths, fp), result in zip(todo, extraction.per_atlas, strict=True):
-        relmat_sidecar = outputs.relmat_metadata(list(target.node_files))
+        relmat_sidecar = run_outputs.relmat_metadata(list(target.node_files))
         relmat_sidecar["Sources"] = [
-            outputs.bids_uri(paths.timeseries, root=config.output_dir, dataset="")
+            naming.bids_uri(paths.timeseries, root=config.output_dir, dataset="")
         ]
         sidecar = build_sidecar(extraction, result, target, config, fp)
         sidecar[INPUT_FILES_KEY] = records
         try:
-            written = outputs.write_run_outputs(
+            written = run_outputs.write_run_outputs(
                 paths,
                 timeseries=result.timeseries,
                 timeseries_sidecar=sidecar,
@@ -851,7 +854,7 @@ def _worker_died(
     The process may have died mid-write, so the run's sets are removed like those of any
     stopped run, with the temporary files it left (its pid is dead, so only its files go).
     """
-    from bidsapp.dataset import outputs
+    from bidsapp.dataset import fileio
 
     inputs, targets = job
     statuses = []
@@ -861,7 +864,7 @@ def _worker_died(
         )
         paths = _set_paths(config, inputs.entities, target.atlas.label)
         if paths is not None:
-            outputs.remove_stale_temp_files(paths.directory)
+            fileio.remove_stale_temp_files(paths.directory)
         remove_stopped_outputs(status, paths)
         statuses.append(status)
     return statuses
@@ -970,12 +973,12 @@ def _finish_subject(config: RunConfig, subject: str, statuses: Sequence[RunStatu
     Returns False when the status table could not be written: the group level would then
     not know these outcomes, so the invocation must not end with 0.
     """
-    from bidsapp.dataset import outputs
+    from bidsapp.dataset import status_tables
 
     rows = [s.as_row(config.denoise.label, config.extraction.strategy) for s in statuses]
     recorded = True
     try:
-        outputs.write_subject_status(config.output_dir, subject, rows)
+        status_tables.write_subject_status(config.output_dir, subject, rows)
     except (OSError, ValueError) as err:
         print(f"FAILED  sub-{subject}: status table not written: {one_line(err)}", flush=True)
         recorded = False
@@ -1031,7 +1034,7 @@ def plan_outputs(
         ``(failed RunStatus, RunOutputPaths or None)`` for each refused run and atlas; the
         paths name the contested set (whose old files must not look current).
     """
-    from bidsapp.dataset import outputs
+    from bidsapp.dataset import run_outputs
 
     stat, desc = config.extraction.strategy, config.denoise.label
     planned: dict[tuple[int, int], Any] = {}
@@ -1040,7 +1043,7 @@ def plan_outputs(
     for j, (inputs, targets) in enumerate(jobs):
         for t, target in enumerate(targets):
             try:
-                paths = outputs.output_paths(
+                paths = run_outputs.output_paths(
                     config.output_dir, inputs.entities, target.atlas.label, stat, desc
                 )
             except ValueError as err:
@@ -1100,10 +1103,10 @@ def plan_outputs(
 
 def _set_paths(config: RunConfig, entities: dict[str, str], label: str) -> Any:
     """Output paths of one run and atlas label, or None when they cannot be named."""
-    from bidsapp.dataset import outputs
+    from bidsapp.dataset import run_outputs
 
     try:
-        return outputs.output_paths(
+        return run_outputs.output_paths(
             config.output_dir, entities, label, config.extraction.strategy, config.denoise.label
         )
     except ValueError:
@@ -1112,11 +1115,13 @@ def _set_paths(config: RunConfig, entities: dict[str, str], label: str) -> Any:
 
 def _clean_leftovers(config: RunConfig) -> None:
     """Remove temporary files of dead writers outside the subjects' folders."""
-    from bidsapp.dataset import outputs
+    from bidsapp.dataset import dataset_description, fileio
 
-    outputs.remove_stale_temp_files(config.output_dir)
-    outputs.remove_stale_temp_files(config.output_dir / "logs")
-    outputs.remove_stale_temp_files(config.output_dir / outputs.ATLAS_DATASET, recursive=True)
+    fileio.remove_stale_temp_files(config.output_dir)
+    fileio.remove_stale_temp_files(config.output_dir / "logs")
+    fileio.remove_stale_temp_files(
+        config.output_dir / dataset_description.ATLAS_DATASET, recursive=True
+    )
 
 
 def _open_subject(config: RunConfig, subject: str, stale: Sequence[tuple[RunStatus, Any]]) -> None:
@@ -1125,11 +1130,11 @@ def _open_subject(config: RunConfig, subject: str, stale: Sequence[tuple[RunStat
     Every writer of ``sub-<s>/`` holds this lock, so any temporary file there is a leftover
     of a killed run. A stopped run whose old set cannot be removed becomes ``failed``.
     """
-    from bidsapp.dataset import outputs
+    from bidsapp.dataset import fileio
 
     folder = config.output_dir / f"sub-{subject}"
     if not folder.is_symlink():
-        outputs.remove_stale_temp_files(folder, recursive=True, any_writer=True)
+        fileio.remove_stale_temp_files(folder, recursive=True, any_writer=True)
     for status, paths in stale:
         before = status.status, status.reason
         remove_stopped_outputs(status, paths)
@@ -1145,7 +1150,7 @@ def run_participant(config: RunConfig) -> int:
 
     Before writing, every job's output names are computed (:func:`plan_outputs`). Then one
     exclusive lock per subject is taken (in sorted order, see
-    :class:`bidsapp.dataset.outputs.SubjectLock`) and held while that subject's outputs, status
+    :class:`bidsapp.dataset.locking.SubjectLock`) and held while that subject's outputs, status
     table and report are checked and written, so concurrent invocations on one subject
     take turns. Leftover temporary files of killed runs are removed.
 
@@ -1167,8 +1172,9 @@ def run_participant(config: RunConfig) -> int:
         When the directories or options make the invocation impossible.
     """
     from bidsapp.app.extract import ExtractionError, RunExcluded, prepare_run
-    from bidsapp.dataset import outputs
-    from bidsapp.dataset.query import NoRunsFoundError, QueryError, find_runs
+    from bidsapp.dataset import dataset_description, fileio, locking
+    from bidsapp.dataset.input_files import QueryError
+    from bidsapp.dataset.query import NoRunsFoundError, find_runs
 
     check_directories(config)
     check_options(config)
@@ -1193,14 +1199,14 @@ def run_participant(config: RunConfig) -> int:
 
     try:
         config.output_dir.mkdir(parents=True, exist_ok=True)
-        outputs.ensure_directory(config.output_dir, "logs")
-        outputs.write_dataset_description(
+        fileio.ensure_directory(config.output_dir, "logs")
+        dataset_description.write_dataset_description(
             config.output_dir,
             version=__version__,
             source_dir=config.bids_dir,
             container=os.environ.get("BIDSAPP_CONTAINER") or None,
         )
-        outputs.write_bidsignore(config.output_dir)
+        dataset_description.write_bidsignore(config.output_dir)
         _clean_leftovers(config)
     except OSError as err:
         raise UsageProblem(f"cannot write into OUTPUT_DIR {config.output_dir}: {err}") from err
@@ -1255,7 +1261,7 @@ def run_participant(config: RunConfig) -> int:
         for subject in sorted(set(by_subject) | set(remaining)):
             try:
                 locks[subject] = stack.enter_context(
-                    outputs.SubjectLock(config.output_dir, subject)
+                    locking.SubjectLock(config.output_dir, subject)
                 )
             except OSError as err:
                 raise UsageProblem(f"cannot lock sub-{subject}: {one_line(err)}") from err

@@ -439,7 +439,7 @@ class HTMLReport:
         Path
             The path written.
         """
-        from bidsapp.dataset.outputs import atomic_write_text
+        from bidsapp.dataset.fileio import atomic_write_text
 
         return atomic_write_text(file_name, self.html)
 

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bidsapp.dataset.outputs import ENTITY_ORDER, RUN_ENTITIES
+from bidsapp.dataset.naming import ENTITY_ORDER, RUN_ENTITIES
 from bidsapp.report import html as H
 
 logger = logging.getLogger(__name__)
@@ -223,10 +223,10 @@ def _first(row: dict[str, Any], *names: str) -> Any:
 
 
 def _read_sidecar(path: Path) -> dict[str, Any]:
-    from bidsapp.dataset import outputs
+    from bidsapp.dataset import jsonio
 
     # Never through a planted link: the group level trusts what the sidecar records.
-    return outputs.read_sidecar(path) or {}
+    return jsonio.read_sidecar(path) or {}
 
 
 def _record_from_file(path: Path) -> RunRecord | None:
@@ -285,26 +285,26 @@ def _read_status_file(path: Path, output_dir: Path) -> list[dict[str, Any]]:
     """Rows of one subject's status table; ValueError/OSError when it cannot be trusted."""
     import stat
 
-    from bidsapp.dataset import outputs
+    from bidsapp.dataset import fileio, status_tables
 
     # Checked before reading: a planted link is never followed, a folder never opened.
     kind = stat.S_IFMT(os.lstat(path).st_mode)
     if kind != stat.S_IFREG:
         what = {stat.S_IFLNK: "a symbolic link bidsapp did not make", stat.S_IFDIR: "a folder"}
         raise ValueError(f"it is {what.get(kind, 'not a regular file')}")
-    raw = outputs.read_regular_bytes(path)
+    raw = fileio.read_regular_bytes(path)
     if raw is None:  # replaced by a link since the check
         raise ValueError("it is not a regular file")
     problem = tsv_problem(raw.decode("utf-8"))
     if problem:
         raise ValueError(problem)
     subject = path.name[len("sub-") : -len("_status.tsv")]
-    table = outputs.read_subject_status(output_dir, subject)
+    table = status_tables.read_subject_status(output_dir, subject)
     rows = table.astype(object).where(table.notna(), None).to_dict("records")
     for number, row in enumerate(rows, start=2):
         status = _text(row.get("status"))
         status = _LEGACY_STATUSES.get(status, status)
-        if status not in outputs.STATUS_VALUES:
+        if status not in status_tables.STATUS_VALUES:
             raise ValueError(f"line {number} has status {row.get('status')!r}")
         row["status"] = status
     return rows
@@ -582,9 +582,9 @@ def read_timeseries(path: Path) -> pd.DataFrame:
     pandas.DataFrame
         Float values, one column per region.
     """
-    from bidsapp.dataset import outputs
+    from bidsapp.dataset import tsvio
 
-    return outputs.read_tsv(path).astype(float)
+    return tsvio.read_tsv(path).astype(float)
 
 
 def _mean_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -810,9 +810,9 @@ def _read_lut(path: Path | None) -> pd.DataFrame | None:
     if path is None:
         return None
     try:
-        from bidsapp.dataset import outputs
+        from bidsapp.dataset import tsvio
 
-        return outputs.read_tsv(path)
+        return tsvio.read_tsv(path)
     except (OSError, ValueError, pd.errors.ParserError):
         return None
 
@@ -1174,10 +1174,10 @@ def write_participant_report(output_dir: Path, subject: str, bids_dir: Path | No
     Path
         The report written.
     """
-    from bidsapp.dataset import outputs
+    from bidsapp.dataset import dataset_description
 
     subject = subject[4:] if subject.startswith("sub-") else subject
     report = build_participant_report(output_dir, subject, bids_dir)
     path = report.save_as_html(Path(output_dir) / f"sub-{subject}.html")
-    outputs.write_bidsignore(output_dir, REPORT_BIDSIGNORE)
+    dataset_description.write_bidsignore(output_dir, REPORT_BIDSIGNORE)
     return path

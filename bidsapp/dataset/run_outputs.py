@@ -1,0 +1,478 @@
+"""The files of one run: their names, their writing as one set, resume checks and removal.
+
+Part of the dataset layer. For one run, atlas and denoising label (XCP-D 26.x compatible
+names, BEP038 ``atlas-`` entity)::
+
+    sub-<s>/[ses-<x>/]func/
+      <run>_space-<space>_atlas-<A>_stat-<strategy>_desc-<D>_timeseries.{tsv,json}
+      <run>_space-<space>_atlas-<A>_stat-coverage_bold.{tsv,json}
+      <run>_space-<space>_atlas-<A>_stat-pearsoncorrelation_desc-<D>_relmat.{tsv,json}
+
+Within one run the timeseries TSV is written last (see :func:`write_run_outputs`), and the
+timeseries sidecar records the SHA-256 of every other file of the set, so a resumed run can
+tell a complete, consistent set from a truncated or mixed one (:func:`outputs_complete`).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import stat as stat_module
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from bidsapp.dataset.fileio import (
+    atomic_write_text,
+    ensure_directory,
+    no_linked_folder,
+    read_regular_bytes,
+    sha256_digest,
+)
+from bidsapp.dataset.jsonio import json_text, read_sidecar
+from bidsapp.dataset.naming import (
+    DROPPED_ENTITIES,
+    RUN_ENTITIES,
+    bids_name,
+    canonical_entities,
+    check_label,
+    to_label,
+)
+from bidsapp.dataset.tsvio import tsv_text
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunOutputPaths:
+    """Paths of the files written for one run, one atlas and one denoising label.
+
+    Attributes
+    ----------
+    directory : Path
+        ``OUTPUT_DIR/sub-<s>/[ses-<x>/]func``.
+    timeseries, timeseries_json : Path
+        Region timeseries TSV and its sidecar (the TSV is the run's completion marker).
+    coverage, coverage_json : Path
+        Per-region brain-mask coverage TSV and sidecar.
+    relmat, relmat_json : Path
+        Pearson correlation matrix TSV and sidecar.
+    root : Path or None
+        The output dataset root; when set, the folders between it and ``directory`` must
+        not be symbolic links (:func:`~bidsapp.dataset.fileio.ensure_directory`).
+
+    """
+
+    directory: Path
+    timeseries: Path
+    timeseries_json: Path
+    coverage: Path
+    coverage_json: Path
+    relmat: Path
+    relmat_json: Path
+    root: Path | None = None
+
+    def all(self) -> list[Path]:
+        """Return every file path, in the order :func:`write_run_outputs` writes them.
+
+        Returns
+        -------
+        list of Path
+            Coverage, relmat, timeseries sidecar, then the timeseries TSV.
+
+        """
+        return [
+            self.coverage,
+            self.coverage_json,
+            self.relmat,
+            self.relmat_json,
+            self.timeseries_json,
+            self.timeseries,
+        ]
+
+
+def _run_entities(entities: Mapping[str, Any]) -> dict[str, Any]:
+    """Keep the input entities that name an output; reject ones that cannot be placed.
+
+    An entity that cannot be written is an error, never silently dropped: dropping it would
+    let two different inputs write one output name.
+    """
+    canonical = canonical_entities(entities)
+    unexpected = sorted(set(canonical) - set(RUN_ENTITIES) - DROPPED_ENTITIES - {"space"})
+    if unexpected:
+        raise ValueError(
+            f"Run entities {unexpected} cannot be written in output names; "
+            f"known entities are {list(RUN_ENTITIES)} (plus space, and {sorted(DROPPED_ENTITIES)}"
+            " which are dropped)."
+        )
+    kept = {name: canonical.get(name) for name in RUN_ENTITIES}
+    if kept["subject"] is None or kept["task"] is None:
+        raise ValueError(f"Run entities need 'subject' and 'task'; got {dict(entities)}.")
+    return kept
+
+
+def output_paths(
+    output_dir: str | os.PathLike[str],
+    entities: Mapping[str, Any],
+    atlas: str,
+    strategy: str,
+    denoise: str,
+) -> RunOutputPaths:
+    """Name the outputs of one run for one atlas and one denoising label.
+
+    Parameters
+    ----------
+    output_dir : path-like
+        Root of the output derivative dataset.
+    entities : mapping
+        Entities of the preprocessed BOLD (pybids long names or file-name keys). Every
+        entity is kept, in BIDS order (``res``, ``den``, ``cohort``, ``part`` included), so
+        two inputs never share output names; ``desc``, ``suffix``, ``extension`` and
+        ``datatype`` are dropped; ``space`` is required.
+    atlas : str
+        Alphanumeric atlas label.
+    strategy : str
+        Extraction statistic (``mean``, ``median``, ``standard_deviation``, ...); written as
+        ``stat-<to_label(strategy)>`` because config values may contain underscores.
+    denoise : str
+        Alphanumeric denoising label (``simple``, ``scrubbing``, ...), the ``desc-`` entity.
+
+    Returns
+    -------
+    RunOutputPaths
+        The six output paths of the run.
+
+    Raises
+    ------
+    ValueError
+        If an entity is missing, unknown or not a valid label.
+
+    """
+    run = _run_entities(entities)
+    space = canonical_entities(entities).get("space")
+    if space is None:
+        raise ValueError(f"Run entities need 'space'; got {dict(entities)}.")
+    base = {**run, "space": space, "atlas": atlas}
+    directory = Path(output_dir) / f"sub-{check_label(run['subject'], entity='subject')}"
+    if run["session"] is not None:
+        directory = directory / f"ses-{check_label(run['session'], entity='session')}"
+    directory = directory / "func"
+
+    def path(stat: str, desc: str | None, suffix: str, extension: str) -> Path:
+        names = {**base, "stat": stat, "desc": desc}
+        return directory / bids_name(names, suffix=suffix, extension=extension)
+
+    stat = to_label(strategy)
+    # The relmat's stat- is the correlation, so a non-mean extraction statistic goes into
+    # its desc- to keep e.g. mean- and median-based matrices apart.
+    relmat_desc = denoise if stat == "mean" else f"{denoise}{stat[0].upper()}{stat[1:]}"
+    return RunOutputPaths(
+        directory=directory,
+        timeseries=path(stat, denoise, "timeseries", ".tsv"),
+        timeseries_json=path(stat, denoise, "timeseries", ".json"),
+        coverage=path("coverage", None, "bold", ".tsv"),
+        coverage_json=path("coverage", None, "bold", ".json"),
+        relmat=path("pearsoncorrelation", relmat_desc, "relmat", ".tsv"),
+        relmat_json=path("pearsoncorrelation", relmat_desc, "relmat", ".json"),
+        root=Path(output_dir),
+    )
+
+
+def relmat_metadata(node_files: Sequence[str] | None = None) -> dict[str, Any]:
+    """Return the BEP017-style metadata of a Pearson correlation matrix.
+
+    Parameters
+    ----------
+    node_files : sequence of str, optional
+        BIDS URIs of the atlas image and look-up table defining the nodes
+        (:attr:`AtlasFiles.node_files`); ``NodeFiles`` is left out when None.
+
+    Returns
+    -------
+    dict
+        ``RelationshipMeasure``, ``Weighted``, ``Directed``, ``ValidDiagonal``,
+        ``StorageFormat`` and (when given) ``NodeFiles``; add the run's parameters as
+        needed.
+
+    """
+    metadata: dict[str, Any] = {
+        "RelationshipMeasure": "Pearson correlation coefficient",
+        "Weighted": True,
+        "Directed": False,
+        "ValidDiagonal": False,  # the diagonal is 1 by construction
+        "StorageFormat": "Full",
+    }
+    if node_files is not None:
+        metadata["NodeFiles"] = list(node_files)
+    return metadata
+
+
+def coverage_metadata() -> dict[str, Any]:
+    """Return column descriptions for the coverage table (its default sidecar).
+
+    Returns
+    -------
+    dict
+        BIDS TSV column dictionary for ``Node`` and ``coverage``.
+    """
+    return {
+        "Node": {"Description": "Region name, as in the atlas look-up table."},
+        "coverage": {
+            "Description": "Fraction of the region's voxels inside the BOLD brain mask.",
+            "Units": "arbitrary",
+        },
+    }
+
+
+def _coverage_table(coverage: pd.Series | Mapping[str, float], regions: pd.Index) -> pd.DataFrame:
+    """Coverage as a ``Node``/``coverage`` table in the timeseries' region order."""
+    series = pd.Series(coverage, dtype=float)
+    if list(series.index) != list(regions):
+        raise ValueError(
+            "Coverage regions must match the timeseries columns in the same order; got "
+            f"{list(series.index)[:5]}... for {list(regions)[:5]}..."
+        )
+    return pd.DataFrame({"Node": list(regions), "coverage": series.to_numpy()})
+
+
+def _relmat_table(relmat: pd.DataFrame, regions: pd.Index) -> pd.DataFrame:
+    """Correlation matrix with its row names as a leading ``Node`` column."""
+    if list(relmat.index) != list(regions) or list(relmat.columns) != list(regions):
+        raise ValueError(
+            "The relmat rows and columns must both be the timeseries regions, in order."
+        )
+    table = relmat.copy()
+    table.insert(0, "Node", list(regions))
+    return table.reset_index(drop=True)
+
+
+def write_run_outputs(
+    paths: RunOutputPaths,
+    *,
+    timeseries: pd.DataFrame,
+    timeseries_sidecar: Mapping[str, Any],
+    coverage: pd.Series | Mapping[str, float],
+    coverage_sidecar: Mapping[str, Any] | None = None,
+    relmat: pd.DataFrame | None = None,
+    relmat_sidecar: Mapping[str, Any] | None = None,
+) -> list[Path]:
+    """Write all files of one run so that "timeseries TSV exists" means "run complete".
+
+    Order: (1) remove an existing timeseries TSV, the completion marker, so a crash during
+    a re-run cannot leave new parameters beside old data; (2) write coverage, relmat and the
+    timeseries sidecar; (3) write the timeseries TSV last. Each write is atomic. Therefore
+    a timeseries TSV whose sidecar records the requested parameters proves that every file
+    of the run was written with those parameters (:func:`outputs_complete`). Everything is
+    validated and serialised before step (1), so bad input never destroys finished outputs.
+
+    Parameters
+    ----------
+    paths : RunOutputPaths
+        From :func:`output_paths`.
+    timeseries : pandas.DataFrame
+        One column per region (LUT order), one row per retained volume; NaN for regions
+        written as ``n/a``.
+    timeseries_sidecar : mapping
+        Sidecar of the timeseries, including the parameters resume checks compare.
+    coverage : pandas.Series or mapping
+        Fraction of each region's voxels inside the brain mask, indexed by region name in
+        the timeseries' column order.
+    coverage_sidecar : mapping, optional
+        Sidecar of the coverage table; :func:`coverage_metadata` when None.
+    relmat : pandas.DataFrame, optional
+        Region-by-region correlation matrix; when None, stale relmat files are removed.
+    relmat_sidecar : mapping, optional
+        Sidecar of the relmat; :func:`relmat_metadata` (without ``NodeFiles``) when None.
+
+    Returns
+    -------
+    list of Path
+        Files written, in write order.
+
+    Raises
+    ------
+    ValueError
+        If the regions of the tables disagree or a table cannot be written as TSV.
+
+    """
+    regions = timeseries.columns
+    if coverage_sidecar is None:
+        coverage_sidecar = coverage_metadata()
+    planned: list[tuple[Path, str]] = [
+        (paths.coverage, tsv_text(_coverage_table(coverage, regions), path=paths.coverage)),
+        (paths.coverage_json, json_text(dict(coverage_sidecar))),
+    ]
+    if relmat is not None:
+        if relmat_sidecar is None:
+            relmat_sidecar = relmat_metadata()
+        table = _relmat_table(relmat, regions)
+        planned += [
+            (paths.relmat, tsv_text(table, path=paths.relmat)),
+            (paths.relmat_json, json_text(dict(relmat_sidecar))),
+        ]
+    timeseries_text = tsv_text(timeseries, path=paths.timeseries)
+    # The sidecar records the hash of every other file of the set (all texts are known
+    # before anything is written), so resume can tell a complete, consistent set from a
+    # truncated TSV or a relmat left by another configuration (:func:`outputs_complete`).
+    members = {path.name: _sha256_text(text) for path, text in planned}
+    members[paths.timeseries.name] = _sha256_text(timeseries_text)
+    sidecar = {**dict(timeseries_sidecar), OUTPUT_FILES_KEY: members}
+    planned += [
+        (paths.timeseries_json, json_text(sidecar)),
+        (paths.timeseries, timeseries_text),
+    ]
+    if paths.root is not None:  # no folder of the set may be a planted link
+        ensure_directory(paths.root, paths.directory)
+    paths.timeseries.unlink(missing_ok=True)
+    if relmat is None:
+        paths.relmat.unlink(missing_ok=True)
+        paths.relmat_json.unlink(missing_ok=True)
+    for path, text in planned:
+        atomic_write_text(path, text)
+    logger.debug("Wrote %s", paths.timeseries)
+    return [path for path, _ in planned]
+
+
+#: Key of the timeseries sidecar recording the SHA-256 of every other file of the run's set.
+
+
+OUTPUT_FILES_KEY = "OutputFiles"
+
+
+def _sha256_text(text: str) -> str:
+    """``sha256:<hex>`` of a text's UTF-8 bytes."""
+    return sha256_digest(text.encode("utf-8"))
+
+
+def outputs_complete(paths: RunOutputPaths, parameters: Mapping[str, Any]) -> bool:
+    """Tell whether a run's whole set of outputs exists, is consistent and has the parameters.
+
+    Complete means: the timeseries sidecar is a regular file (not a symbolic link) holding
+    every item of ``parameters`` with an equal value and an ``OutputFiles`` record, and every
+    file that record names (timeseries TSV, coverage TSV and JSON, relmat TSV and JSON) is a
+    regular file whose SHA-256 equals the recorded one. A truncated TSV, a deleted coverage
+    or relmat file, or one written by another configuration makes the set incomplete, and
+    the run is recomputed. The files are small (a 400-region relmat is ~3 MB), so hashing
+    them costs milliseconds.
+
+    Parameters
+    ----------
+    paths : RunOutputPaths
+        From :func:`output_paths`.
+    parameters : mapping
+        Sidecar items that must match (compared after a JSON round trip, so tuples equal
+        lists).
+
+    Returns
+    -------
+    bool
+        True if the set is complete and matches ``parameters``.
+
+    """
+    if paths.root is not None and not no_linked_folder(paths.root, paths.directory):
+        return False
+    sidecar = read_sidecar(paths.timeseries_json)
+    if sidecar is None:
+        return False
+    expected = json.loads(json_text(dict(parameters)))
+    if not all(key in sidecar and sidecar[key] == value for key, value in expected.items()):
+        return False
+    members = sidecar.get(OUTPUT_FILES_KEY)
+    known = {p.name: p for p in paths.all() if p != paths.timeseries_json}
+    if not isinstance(members, dict) or paths.timeseries.name not in members:
+        return False
+    for name, digest in members.items():
+        path = known.get(name)
+        if path is None:
+            return False
+        try:
+            data = read_regular_bytes(path)
+        except OSError:
+            return False
+        if data is None or sha256_digest(data) != digest:
+            logger.info("%s is missing or differs from its record: recomputing", path)
+            return False
+    # A relmat the record does not name must not sit beside the set (another configuration).
+    return all(name in members or not os.path.lexists(p) for name, p in known.items())
+
+
+@dataclass(frozen=True)
+class RemovedOutputs:
+    """What :func:`remove_run_outputs` removed, and what it could not.
+
+    Attributes
+    ----------
+    removed : tuple of Path
+        Files removed.
+    failed : tuple of Path
+        Paths that could not be removed (a folder in a file's place, a read-only folder).
+    reasons : tuple of str
+        Why, one per path of ``failed``.
+
+    """
+
+    removed: tuple[Path, ...] = ()
+    failed: tuple[Path, ...] = ()
+    reasons: tuple[str, ...] = ()
+
+    def problem(self) -> str:
+        """Return one line naming what could not be removed, or ``""`` when all went.
+
+        Returns
+        -------
+        str
+            E.g. ``"cannot remove its old outputs: /out/...relmat.tsv (it is a folder);
+            remove them by hand"``.
+
+        """
+        if not self.failed:
+            return ""
+        listed = "; ".join(f"{p} ({r})" for p, r in zip(self.failed, self.reasons, strict=True))
+        return f"cannot remove its old outputs: {listed}; remove them by hand"
+
+
+def remove_run_outputs(paths: RunOutputPaths) -> RemovedOutputs:
+    """Remove the files of one run's set (only the names bidsapp gives that set); never raises.
+
+    Used when a run fails or is excluded, so outputs of an earlier invocation do not stay
+    looking current. The timeseries TSV (the completion marker) goes first. Nothing is
+    removed when a folder of the set is a symbolic link (its files are not bidsapp's). A
+    folder in a file's place is never removed, and a file that cannot be removed (read-only
+    folder) does not stop the others: both are reported in the result, for the run's status.
+
+    Parameters
+    ----------
+    paths : RunOutputPaths
+        From :func:`output_paths`.
+
+    Returns
+    -------
+    RemovedOutputs
+        Files removed, and those that could not be with why (:meth:`RemovedOutputs.problem`).
+
+    """
+    removed: list[Path] = []
+    failed: list[tuple[Path, str]] = []
+    try:
+        linked = paths.root is not None and not no_linked_folder(paths.root, paths.directory)
+    except OSError as err:  # a folder of the set cannot even be looked at
+        return RemovedOutputs(failed=(paths.directory,), reasons=(err.strerror or str(err),))
+    if linked:
+        return RemovedOutputs()  # never delete through a planted link (the target is not ours)
+    for path in reversed(paths.all()):
+        try:
+            if stat_module.S_ISDIR(os.lstat(path).st_mode):
+                failed.append((path, "it is a folder, not a file bidsapp wrote"))
+                continue
+            os.unlink(path)  # a planted link is removed itself, never its target
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as err:  # read-only folder, I/O error: this file only
+            failed.append((path, err.strerror or " ".join(str(err).split())))
+            continue
+        removed.append(path)
+    return RemovedOutputs(tuple(removed), tuple(p for p, _ in failed), tuple(r for _, r in failed))
