@@ -78,6 +78,9 @@ def check_strategy(strategy: Any) -> str:
 class RegionReducer:
     """Reduce voxel signals to one signal per region.
 
+    The engine's reducer for labels images (it implements :class:`bidsapp.engine.Reducer`:
+    ``shape``, ``voxel_indices``, ``n_regions`` and ``reduce``).
+
     Parameters
     ----------
     labels : numpy.ndarray
