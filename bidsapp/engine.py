@@ -107,8 +107,7 @@ class StreamedSignals:
         Volumes read (1 for a 3D image).
     mean_volume : numpy.ndarray or None
         Mean over time of the input volumes on their own grid (after the ``dtype`` cast,
-        before resampling and smoothing; non-finite values propagate as in
-        :func:`bidsapp.image.mean_img`), when asked for.
+        before resampling and smoothing; non-finite values propagate), when asked for.
     non_finite : bool
         Whether non-finite values reached the reduction (and were set to 0).
     non_finite_fraction : numpy.ndarray or None
@@ -145,7 +144,7 @@ class _Source:
         self.n_voxels_total = int(np.prod(self.shape))
         self.layout = stream.file_layout(img)
         stored = self.layout.value_dtype if self.layout else image.img_data_dtype(img)
-        self.cast = image._target_dtype(np.dtype(stored), dtype)
+        self.cast = image.target_dtype(np.dtype(stored), dtype)
         self.dtype = self.cast if self.cast is not None else np.dtype(stored)
 
     def blocks(

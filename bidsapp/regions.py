@@ -16,7 +16,6 @@ The strategies give the same numbers as ``scipy.ndimage`` measurements
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,10 +28,9 @@ from bidsapp.image import (
     new_img_like,
     resample_img,
     safe_get_data,
+    same_affine,
     same_fov,
 )
-
-logger = logging.getLogger(__name__)
 
 STRATEGIES = (
     "mean",
@@ -43,10 +41,6 @@ STRATEGIES = (
     "variance",
     "standard_deviation",
 )
-
-# nilearn compares affines of labels, mask and data with this absolute
-# tolerance before extracting signals.
-_AFFINE_TOLERANCE = 1000 * np.finfo(np.float32).eps
 
 
 def check_strategy(strategy: Any) -> str:
@@ -413,7 +407,7 @@ def _check_grid(reference: nib.spatialimages.SpatialImage, other, ref_name: str,
             f"'{name}' has shape {tuple(other.shape[:3])} but '{ref_name}' has shape "
             f"{tuple(reference.shape[:3])}: images have incompatible shapes."
         )
-    if np.abs(reference.affine - other.affine).max() > _AFFINE_TOLERANCE:
+    if not same_affine(reference.affine, other.affine):
         raise ValueError(
             f"'{name}' and '{ref_name}' have different affine matrices:\n"
             f"{other.affine}\nvs\n{reference.affine}"
