@@ -44,6 +44,7 @@ import numpy as np
 from nibabel.spatialimages import SpatialImage
 
 from bidsapp import image, stream
+from bidsapp.errors import DataWarning, ParameterWarning, warn
 
 logger = logging.getLogger(__name__)
 
@@ -269,10 +270,10 @@ def stream_region_signals(
         and smoothing_fwhm == 0
     ):
         # As smooth_array (once, not once per volume): 0 means no smoothing, with a warning.
-        warnings.warn(
+        warn(
             f"The parameter 'fwhm' for smoothing is specified as {smoothing_fwhm}. "
             "Setting it to None (no smoothing will be performed)",
-            stacklevel=2,
+            ParameterWarning,
         )
         smoothing_fwhm = None
     source = _Source(imgs, dtype)
@@ -292,10 +293,10 @@ def stream_region_signals(
             )
     if resampler is not None and hasattr(source.img, "get_sform"):
         if not source.img.get_sform(coded=True)[1]:
-            warnings.warn(
+            warn(
                 "The provided image has no sform in its header. Please check the "
                 "provided file. Results may not be as expected.",
-                stacklevel=2,
+                DataWarning,
             )
     clip = None
     if resampler is not None and resampler.needs_bounds:
@@ -344,7 +345,7 @@ def stream_region_signals(
                 )
             if not all_finite:
                 if not non_finite:
-                    warnings.warn(_NON_FINITE_MESSAGE, UserWarning, stacklevel=2)
+                    warn(_NON_FINITE_MESSAGE, DataWarning)
                 non_finite = True
                 gathered = np.where(np.isfinite(gathered), gathered, 0).astype(gathered.dtype)
             for out, reducer, part in zip(signals, reducers, gather.split(gathered), strict=True):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -48,6 +47,7 @@ from bidsapp.confounds.scrubbing import (
     MODERN_MEASURES,
     scrub_regressors,
 )
+from bidsapp.errors import AllVolumesCensoredWarning, ParameterWarning, warn
 
 logger = logging.getLogger(__name__)
 
@@ -156,16 +156,13 @@ def load_confounds(
     check_strategy(strategy)
     for component in strategy:
         if component == "non_steady_state":
-            warnings.warn(
+            warn(
                 "Non-steady-state volumes are always censored; 'non_steady_state' in "
                 "strategy has no further effect.",
-                UserWarning,
-                stacklevel=2,
+                ParameterWarning,
             )
     if len(strategy) == 0:
-        warnings.warn(
-            "strategy is empty, confounds will be returned as None.", UserWarning, stacklevel=2
-        )
+        warn("strategy is empty, confounds will be returned as None.", ParameterWarning)
     components = [c for c in dict.fromkeys(strategy) if c != "non_steady_state"]
     params = {
         "motion": motion,
@@ -333,11 +330,10 @@ def _finalize(
         flags = selected.loc[:, outlier_columns].sum(axis=1).to_numpy()
         sample_mask = np.flatnonzero(flags == 0)
         if sample_mask.size == 0:
-            warnings.warn(
+            warn(
                 f"All volumes of {confounds_file} were marked as motion outliers or "
                 f"non-steady-state; every volume would be scrubbed.",
-                RuntimeWarning,
-                stacklevel=4,
+                AllVolumesCensoredWarning,
             )
     confounds = selected.loc[:, regressor_columns]
     if confounds.size == 0:

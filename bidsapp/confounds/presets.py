@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import inspect
 import json
-import warnings
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from bidsapp.confounds.scrubbing import (
     DEFAULT_SCRUB,
     DEFAULT_STD_DVARS_THRESHOLD,
 )
+from bidsapp.errors import ParameterWarning, warn
 
 #: Keyword parameters of :func:`load_confounds` a preset may set (besides ``strategy``).
 PRESET_PARAMETERS = (
@@ -103,11 +103,10 @@ def load_confounds_strategy(
 
     not_needed = [key for key in kwargs if key not in accepted]
     if not_needed:
-        warnings.warn(
+        warn(
             f"The following parameters are not needed for the selected strategy "
             f"'{preset['name']}': {not_needed}; parameters accepted: {accepted}",
-            UserWarning,
-            stacklevel=2,
+            ParameterWarning,
         )
     for key in accepted:
         value = kwargs.get(key)

@@ -9,7 +9,6 @@ list of those. Part of the numerical core.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,7 @@ import numpy as np
 from nibabel.spatialimages import SpatialImage
 
 from bidsapp import stream
-from bidsapp.errors import BidsappError
+from bidsapp.errors import BidsappError, DataWarning, warn
 
 NiimgLike = str | Path | SpatialImage
 
@@ -182,9 +181,9 @@ def safe_get_data(img: SpatialImage, ensure_finite: bool = False, copy: bool = F
     if ensure_finite and data.dtype.kind in "fc":
         non_finite = ~np.isfinite(data)
         if non_finite.any():
-            warnings.warn(
+            warn(
                 "Non-finite values detected. These values will be replaced with zeros.",
-                stacklevel=2,
+                DataWarning,
             )
             data = np.where(non_finite, 0, data).astype(data.dtype, copy=False)
             copy = False

@@ -8,7 +8,6 @@ the data outside its mask. Part of the numerical core.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -18,7 +17,7 @@ from nibabel.affines import from_matvec, to_matvec
 from nibabel.spatialimages import SpatialImage
 from scipy import linalg, ndimage
 
-from bidsapp.errors import BidsappError
+from bidsapp.errors import BidsappError, DataWarning, NonFiniteWarning, warn
 from bidsapp.image.loading import check_niimg, get_data, new_img_like, same_affine
 
 INTERPOLATION_ORDERS = {"continuous": 3, "linear": 1, "nearest": 0}
@@ -91,7 +90,7 @@ def _resampled_dtype(dtype: np.dtype, interpolation: str) -> np.dtype:
     if interpolation == "continuous" and dtype.kind == "i":
         size = max(dtype.itemsize, 4)
         new = np.dtype(f"float{8 * size}")
-        warnings.warn(f"Casting data from {dtype.name} to {new.name}", stacklevel=3)
+        warn(f"Casting data from {dtype.name} to {new.name}", DataWarning)
         return new
     return dtype.newbyteorder("=") if not dtype.isnative else dtype
 
@@ -132,11 +131,10 @@ def _resample_volume(volume, matrix, offset, target_shape, order, out, fill_valu
         if not not_finite.any():
             not_finite = None
     if not_finite is not None:
-        warnings.warn(
+        warn(
             "NaNs or infinite values are present in the data passed to resample. "
             "They make resampling ill-defined and much slower.",
-            RuntimeWarning,
-            stacklevel=4,
+            NonFiniteWarning,
         )
         # Fill two voxels around the finite part so the spline is not
         # contaminated, then mark the target voxels fed by non-finite ones.
@@ -268,10 +266,10 @@ def resample_img(
     _check_resample_inputs(target_affine, target_shape, interpolation)
     img = check_niimg(img, name="img")
     if hasattr(img, "get_sform") and not img.get_sform(coded=True)[1]:
-        warnings.warn(
+        warn(
             "The provided image has no sform in its header. Please check the "
             "provided file. Results may not be as expected.",
-            stacklevel=2,
+            DataWarning,
         )
     if _resampling_not_needed(img, target_affine, target_shape):
         if copy:

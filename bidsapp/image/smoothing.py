@@ -8,11 +8,12 @@ pads differently. Part of the numerical core.
 
 from __future__ import annotations
 
-import warnings
 from typing import Any
 
 import numpy as np
 from scipy import ndimage
+
+from bidsapp.errors import ParameterWarning, warn
 
 # FWHM = sqrt(8 ln 2) * sigma for a Gaussian kernel.
 _FWHM_OVER_SIGMA = np.sqrt(8.0 * np.log(2.0))
@@ -68,10 +69,10 @@ def smooth_array(
 
     """
     if isinstance(fwhm, (int, float)) and not isinstance(fwhm, bool) and fwhm == 0:
-        warnings.warn(
+        warn(
             f"The parameter 'fwhm' for smoothing is specified as {fwhm}. "
             "Setting it to None (no smoothing will be performed)",
-            stacklevel=2,
+            ParameterWarning,
         )
         fwhm = None
     if arr.dtype.kind == "i":

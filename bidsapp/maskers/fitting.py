@@ -19,7 +19,7 @@ import pandas as pd
 from nibabel.spatialimages import SpatialImage
 
 from bidsapp import image, regions
-from bidsapp.errors import RegionWarning, warn
+from bidsapp.errors import ParameterDeprecationWarning, RegionWarning, warn
 from bidsapp.maskers.base import cached
 from bidsapp.maskers.inputs import (
     check_confounds_rows,
@@ -278,6 +278,6 @@ def extraction_grid(
             "keep_masked_labels=True (the nilearn 0.12.1 default) keeps regions lying "
             "entirely outside mask_img as all-zero columns; this behaviour is "
             "deprecated. Pass keep_masked_labels=False to drop such regions.",
-            DeprecationWarning,
+            ParameterDeprecationWarning,
         )
     return labels_img, mask_img, target_affine, target_shape

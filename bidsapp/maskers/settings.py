@@ -18,7 +18,7 @@ import numpy as np
 from joblib import Memory
 
 from bidsapp import regions
-from bidsapp.errors import ParameterWarning, warn
+from bidsapp.errors import ParameterDeprecationWarning, ParameterWarning, warn
 from bidsapp.maskers.base import memory_from_parameter
 
 __all__ = ["LabelsSettings", "check_parameters", "check_settings"]
@@ -145,7 +145,7 @@ def _forwarded_clean_kwargs(kwargs: Mapping[str, Any], clean_args: Any, owner: s
         f"You passed some kwargs to {owner}: {sorted(kwargs)}. "
         "This behavior is deprecated (as in nilearn 0.12.1): use 'clean_args' "
         "instead. Only 'clean__'-prefixed arguments are passed to signal.clean.",
-        DeprecationWarning,
+        ParameterDeprecationWarning,
     )
     if clean_args:
         raise ValueError(

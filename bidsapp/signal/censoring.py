@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from scipy.interpolate import CubicSpline
 
-from bidsapp.errors import BidsappError, warn
+from bidsapp.errors import BidsappError, ParameterFutureWarning, warn
 
 
 class AllVolumesRemovedError(BidsappError, ValueError):
@@ -55,7 +55,7 @@ def fill_censored(
             "volume are extrapolated by the cubic spline before filtering, which can "
             "distort the filtered signal; nilearn 0.13 discards them by default instead. "
             "Pass extrapolate=False to discard them.",
-            FutureWarning,
+            ParameterFutureWarning,
         )
     signals = _spline_fill(signals, kept, t_r, extrapolate)
     if confounds is not None:

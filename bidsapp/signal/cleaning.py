@@ -26,7 +26,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import linalg
 
-from bidsapp.errors import warn
+from bidsapp.errors import ParameterWarning, warn
 from bidsapp.signal.censoring import censor, fill_censored, sanitize_sample_masks
 from bidsapp.signal.filters import (
     add_cosine_drift,
@@ -176,7 +176,8 @@ def clean(
         warn(
             "confounds are given with detrend=False and standardize_confounds=False: they "
             "are not centred before regression, so unless they already have zero mean the "
-            "signals will not be cleaned correctly."
+            "signals will not be cleaned correctly.",
+            ParameterWarning,
         )
     filter_type = check_filter(filter, low_pass, high_pass, t_r)
 

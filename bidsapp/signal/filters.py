@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import signal as sp_signal
 
-from bidsapp.errors import FilterWarning, warn
+from bidsapp.errors import FilterWarning, ParameterWarning, warn
 from bidsapp.signal.inputs import check_cutoff
 
 logger = logging.getLogger(__name__)
@@ -195,7 +195,8 @@ def add_cosine_drift(
     if _has_cosine_regressors(drift, confounds):
         warn(
             "confounds already contain cosine drift regressors (correlation > 0.9 with the "
-            "ones filter='cosine' would add); only the given confounds are used."
+            "ones filter='cosine' would add); only the given confounds are used.",
+            ParameterWarning,
         )
         return confounds
     return np.hstack((confounds, drift))

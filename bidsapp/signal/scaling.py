@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 from scipy import linalg
 
-from bidsapp.errors import warn
+from bidsapp.errors import DataWarning, ParameterDeprecationWarning, warn
 from bidsapp.signal.inputs import check_flag, float_copy
 
 logger = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ def detrend_signal(
         raise ValueError(f"kind must be 'linear' or 'constant', got {kind!r}.")
     out = float_copy(signals, "signals")
     if out.shape[0] == 1:
-        warn("Detrending a series of 1 time point would set it to zero; skipped.")
+        warn("Detrending a series of 1 time point would set it to zero; skipped.", DataWarning)
         return out
     out -= out.mean(axis=0)
     if kind == "linear":
@@ -111,7 +111,8 @@ def standardize_signal(
     if out.shape[0] == 1:
         warn(
             f"standardize={standardize!r} on a series of 1 time point would set it to zero; "
-            "skipped."
+            "skipped.",
+            DataWarning,
         )
         return out
     if strategy == "psc":
@@ -122,7 +123,7 @@ def standardize_signal(
             "deviation (ddof=0); nilearn deprecated this in favour of 'zscore_sample', "
             "which uses the sample standard deviation (ddof=1). Pass "
             "standardize='zscore_sample' to use it.",
-            DeprecationWarning,
+            ParameterDeprecationWarning,
         )
     return zscore(out, ddof=1 if strategy == "zscore_sample" else 0, centered=detrend)
 
@@ -213,7 +214,8 @@ def _percent_signal_change(signals: np.ndarray) -> np.ndarray:
     if np.any(zero_mean):
         warn(
             "standardize='psc' is undefined for signals whose mean is 0; those signals "
-            "are set to 0."
+            "are set to 0.",
+            DataWarning,
         )
         out[..., zero_mean] = 0
     return out
