@@ -34,6 +34,7 @@ from bidsapp.maskers.settings import LabelsSettings
 
 __all__ = ["FittedLabels", "extraction_grid", "fit_labels"]
 
+# One logger for the maskers' progress (verbose=1 shows it at INFO level).
 logger = logging.getLogger("bidsapp.maskers")
 
 

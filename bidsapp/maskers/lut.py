@@ -55,6 +55,19 @@ def _names_from_labels(labels: list[str], present: list, background_label) -> li
     return names
 
 
+def _rows_for(table: pd.DataFrame, values: list) -> pd.DataFrame:
+    """Keep the rows of ``values``; values without a row get one named "unknown" (appended)."""
+    table = table[table["index"].isin(values)]
+    known = set(table["index"].to_list())
+    missing = [v for v in values if v not in known]
+    if missing:
+        table = pd.concat(
+            [table, pd.DataFrame({"name": ["unknown"] * len(missing), "index": missing})],
+            ignore_index=True,
+        )
+    return table
+
+
 def build_lut(present: list, background_label, lut: Any = None, labels: Any = None) -> pd.DataFrame:
     """Build the look-up table (``index``, ``name``) of a labels image.
 
@@ -75,14 +88,7 @@ def build_lut(present: list, background_label, lut: Any = None, labels: Any = No
             "Background" if has_background and v == background_label else str(v) for v in present
         ]
         table = pd.DataFrame({"index": present, "name": names})
-    table = table[table["index"].isin(present)]
-    known = set(table["index"].to_list())
-    missing = [v for v in present if v not in known]
-    if missing:
-        table = pd.concat(
-            [table, pd.DataFrame({"name": ["unknown"] * len(missing), "index": missing})],
-            ignore_index=True,
-        )
+    table = _rows_for(table, present)
     is_background = table["index"] == background_label
     table = table.astype({"name": object})
     table.loc[is_background, "name"] = "Background"
@@ -92,14 +98,7 @@ def build_lut(present: list, background_label, lut: Any = None, labels: Any = No
 def lut_for_columns(lut: pd.DataFrame, ids: list, background_present: bool, background_label):
     """Reorder the look-up table rows to follow the extracted columns."""
     order = [background_label, *ids] if background_present else list(ids)
-    table = lut[lut["index"].isin(order)]
-    known = set(table["index"].to_list())
-    missing = [v for v in order if v not in known]
-    if missing:
-        table = pd.concat(
-            [table, pd.DataFrame({"name": ["unknown"] * len(missing), "index": missing})],
-            ignore_index=True,
-        )
+    table = _rows_for(lut, order)
     return table.set_index("index").loc[order].reset_index()
 
 
