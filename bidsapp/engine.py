@@ -49,8 +49,8 @@ from bidsapp.errors import DataWarning, ParameterWarning, warn
 logger = logging.getLogger(__name__)
 
 #: Resident memory of a job before its pass: the interpreter with bidsapp's imports (numpy,
-#: scipy, nibabel, pandas, joblib; scikit-learn when installed: ~150 MB measured for the
-#: masker alone; pybids and the CLI's modules: ~200 MB measured), rounded up.
+#: scipy, nibabel, pandas, joblib, scikit-learn: ~150 MB measured for the masker alone;
+#: pybids and the CLI's modules: ~200 MB measured), rounded up.
 BASELINE_BYTES = 256 * 2**20
 
 
