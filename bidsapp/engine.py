@@ -21,6 +21,13 @@ destroyed by NaN/Inf without a second read of the file.
 
 The voxels of all atlases are gathered once (their union); each atlas then takes its own
 columns. The mean volume over time is an optional by-product of the same pass.
+
+Reducers come in through one small interface, :class:`Reducer`: the grid they are on, the
+voxels they read and a ``reduce`` of a block of those voxels to region values.
+:class:`~bidsapp.regions.RegionReducer` (a labels image: each voxel in one region) is one;
+a weighted-maps reducer (probabilistic atlas: ``reduce`` a matrix product with the maps'
+weights on the voxels they cover) or a reader of grayordinates (``shape`` the flat grid of
+a CIFTI series) fits the same interface without changing the engine.
 """
 
 from __future__ import annotations
@@ -31,20 +38,59 @@ from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 from nibabel.spatialimages import SpatialImage
 
 from bidsapp import image, stream
-from bidsapp.regions import RegionReducer
+from bidsapp.errors import DataWarning, ParameterWarning, warn
 
 logger = logging.getLogger(__name__)
 
 #: Resident memory of a job before its pass: the interpreter with bidsapp's imports (numpy,
-#: scipy, nibabel, pandas, joblib; scikit-learn when installed: ~150 MB measured for the
-#: masker alone; pybids and the CLI's modules: ~200 MB measured), rounded up.
+#: scipy, nibabel, pandas, joblib, scikit-learn: ~150 MB measured for the masker alone;
+#: pybids and the CLI's modules: ~200 MB measured), rounded up.
 BASELINE_BYTES = 256 * 2**20
+
+
+@runtime_checkable
+class Reducer(Protocol):
+    """What the engine needs of a reducer: voxels in, one value per region and volume out.
+
+    The members are read-only: a reducer may store them or compute them.
+    """
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """The grid the reducer is built on: the engine refuses a reducer on another grid."""
+        ...
+
+    @property
+    def voxel_indices(self) -> np.ndarray:
+        """C-order flat indices (on :attr:`shape`) of the voxels read, in block-column order."""
+        ...
+
+    @property
+    def n_regions(self) -> int:
+        """Number of output columns (regions, maps, parcels)."""
+        ...
+
+    def reduce(self, block: np.ndarray) -> np.ndarray:
+        """Reduce a ``(n_volumes, n_voxels)`` block of the voxels read to regions.
+
+        Parameters
+        ----------
+        block : numpy.ndarray
+            The values of :attr:`voxel_indices`, one row per volume, all finite.
+
+        Returns
+        -------
+        numpy.ndarray
+            ``(n_volumes, n_regions)`` region values.
+        """
+        ...
+
 
 _NON_FINITE_MESSAGE = "Non-finite values detected. These values will be replaced with zeros."
 
@@ -62,8 +108,7 @@ class StreamedSignals:
         Volumes read (1 for a 3D image).
     mean_volume : numpy.ndarray or None
         Mean over time of the input volumes on their own grid (after the ``dtype`` cast,
-        before resampling and smoothing; non-finite values propagate as in
-        :func:`bidsapp.image.mean_img`), when asked for.
+        before resampling and smoothing; non-finite values propagate), when asked for.
     non_finite : bool
         Whether non-finite values reached the reduction (and were set to 0).
     non_finite_fraction : numpy.ndarray or None
@@ -100,7 +145,7 @@ class _Source:
         self.n_voxels_total = int(np.prod(self.shape))
         self.layout = stream.file_layout(img)
         stored = self.layout.value_dtype if self.layout else image.img_data_dtype(img)
-        self.cast = image._target_dtype(np.dtype(stored), dtype)
+        self.cast = image.target_dtype(np.dtype(stored), dtype)
         self.dtype = self.cast if self.cast is not None else np.dtype(stored)
 
     def blocks(
@@ -134,7 +179,7 @@ class _Source:
         return min(low, 0), max(high, 0)
 
 
-def _fortran_indices(reducer: RegionReducer) -> np.ndarray:
+def _fortran_indices(reducer: Reducer) -> np.ndarray:
     """Fortran-order flat indices of a reducer's voxels, in the reducer's column order."""
     return np.ravel_multi_index(
         np.unravel_index(reducer.voxel_indices, reducer.shape), reducer.shape, order="F"
@@ -144,7 +189,7 @@ def _fortran_indices(reducer: RegionReducer) -> np.ndarray:
 class _Gather:
     """Take the voxels of several reducers from volumes with one gather for all."""
 
-    def __init__(self, reducers: Sequence[RegionReducer], shape: tuple[int, ...]) -> None:
+    def __init__(self, reducers: Sequence[Reducer], shape: tuple[int, ...]) -> None:
         own = [_fortran_indices(r) for r in reducers]
         if len(reducers) == 1:
             # One atlas: gather straight into its column order.
@@ -169,7 +214,7 @@ class _Gather:
 
 def stream_region_signals(
     imgs: Any,
-    reducers: Sequence[RegionReducer],
+    reducers: Sequence[Reducer],
     *,
     dtype: Any = None,
     target_affine: np.ndarray | None = None,
@@ -187,7 +232,7 @@ def stream_region_signals(
         The series. A file-backed NIfTI image (path, or an image loaded from a file) is
         streamed from disk, inflating a ``.nii.gz`` once; other images are read block by
         block from their array; a list of 3D images is first assembled (in memory).
-    reducers : sequence of RegionReducer
+    reducers : sequence of Reducer
         One per atlas, built on the grid the signals are extracted on: the image's grid,
         or ``target_shape`` when resampling.
     dtype : numpy dtype, "auto" or None, default=None
@@ -225,10 +270,10 @@ def stream_region_signals(
         and smoothing_fwhm == 0
     ):
         # As smooth_array (once, not once per volume): 0 means no smoothing, with a warning.
-        warnings.warn(
+        warn(
             f"The parameter 'fwhm' for smoothing is specified as {smoothing_fwhm}. "
             "Setting it to None (no smoothing will be performed)",
-            stacklevel=2,
+            ParameterWarning,
         )
         smoothing_fwhm = None
     source = _Source(imgs, dtype)
@@ -248,10 +293,10 @@ def stream_region_signals(
             )
     if resampler is not None and hasattr(source.img, "get_sform"):
         if not source.img.get_sform(coded=True)[1]:
-            warnings.warn(
+            warn(
                 "The provided image has no sform in its header. Please check the "
                 "provided file. Results may not be as expected.",
-                stacklevel=2,
+                DataWarning,
             )
     clip = None
     if resampler is not None and resampler.needs_bounds:
@@ -300,7 +345,7 @@ def stream_region_signals(
                 )
             if not all_finite:
                 if not non_finite:
-                    warnings.warn(_NON_FINITE_MESSAGE, UserWarning, stacklevel=2)
+                    warn(_NON_FINITE_MESSAGE, DataWarning)
                 non_finite = True
                 gathered = np.where(np.isfinite(gathered), gathered, 0).astype(gathered.dtype)
             for out, reducer, part in zip(signals, reducers, gather.split(gathered), strict=True):

@@ -25,6 +25,10 @@ __all__ = [
     "FilterWarning",
     "RegionWarning",
     "ReportWarning",
+    "ParameterDeprecationWarning",
+    "ParameterFutureWarning",
+    "NonFiniteWarning",
+    "AllVolumesCensoredWarning",
     "warn",
 ]
 
@@ -57,6 +61,22 @@ class RegionWarning(BidsappWarning):
 
 class ReportWarning(BidsappWarning):
     """A report could not show something it was asked to show."""
+
+
+class ParameterDeprecationWarning(ParameterWarning, DeprecationWarning):
+    """A parameter value is deprecated (as in nilearn 0.12.1); still a DeprecationWarning."""
+
+
+class ParameterFutureWarning(ParameterWarning, FutureWarning):
+    """A parameter's default will change (as in nilearn 0.13); still a FutureWarning."""
+
+
+class NonFiniteWarning(DataWarning, RuntimeWarning):
+    """NaN or infinite values make a computation ill-defined; still a RuntimeWarning."""
+
+
+class AllVolumesCensoredWarning(DataWarning, RuntimeWarning):
+    """Every volume of a run would be censored; still a RuntimeWarning."""
 
 
 def warn(message: str, category: type[Warning] = BidsappWarning) -> None:

@@ -26,7 +26,6 @@ the same checks by :func:`read_data`.
 from __future__ import annotations
 
 import gzip
-import logging
 import os
 import queue
 import threading
@@ -43,8 +42,6 @@ from nibabel.arrayproxy import ArrayProxy
 from nibabel.volumeutils import apply_read_scaling
 
 from bidsapp.errors import BidsappError
-
-logger = logging.getLogger(__name__)
 
 #: Bytes of raw voxel data per block (at least one volume): small enough to bound memory
 #: (three blocks are alive at most: being inflated, queued, being reduced, plus the

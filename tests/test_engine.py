@@ -246,7 +246,7 @@ def test_non_finite_values_become_zero_with_a_warning(tmp_path, series, reducers
 def test_mean_volume_by_product(tmp_path, series, reducers):
     path = _save(tmp_path, series, "bold.nii.gz")
     result = stream_region_signals(path, reducers, mean_volume=True, volumes_per_block=4)
-    expected = image.get_data(image.mean_img(nib.Nifti1Image(series, AFFINE)))
+    expected = series.mean(axis=-1)
     assert result.mean_volume.dtype == np.float32
     assert_allclose(result.mean_volume, expected, rtol=1e-6)
     for got, want in zip(result.signals, _expected(reducers, series), strict=True):
@@ -350,3 +350,32 @@ def test_non_finite_fraction_is_counted_per_volume_in_the_same_pass(
 def test_physical_memory_is_known_here_and_bounds_are_below_it():
     total = engine.physical_memory()
     assert total is None or total > memory_bound((9, 10, 8, 17))
+
+
+class _WeightedReducer:
+    """A weighted-maps reducer written against engine.Reducer only (as a probabilistic atlas)."""
+
+    def __init__(self, maps: np.ndarray) -> None:
+        self.shape = maps.shape[:3]
+        flat = maps.reshape(-1, maps.shape[3])
+        self.voxel_indices = np.flatnonzero(flat.any(axis=1))
+        self.weights = flat[self.voxel_indices]
+        self.n_regions = maps.shape[3]
+
+    def reduce(self, block: np.ndarray) -> np.ndarray:
+        return block @ self.weights
+
+
+def test_reducers_plug_in_through_the_reducer_interface():
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(4, 5, 3, 6))
+    labels = np.repeat(np.arange(3), 20).reshape(4, 5, 3)
+    maps = rng.uniform(size=(4, 5, 3, 2)) * (rng.uniform(size=(4, 5, 3, 1)) > 0.5)
+    labels_reducer = RegionReducer(labels, [1, 2])
+    weighted = _WeightedReducer(maps)
+    assert isinstance(labels_reducer, engine.Reducer)
+    assert isinstance(weighted, engine.Reducer)
+    streamed = stream_region_signals(nib.Nifti1Image(data, np.eye(4)), [labels_reducer, weighted])
+    series = data.reshape(-1, 6).T
+    assert_allclose(streamed.signals[1], series @ maps.reshape(-1, 2))
+    assert_allclose(streamed.signals[0], labels_reducer.reduce(labels_reducer.take(data)))

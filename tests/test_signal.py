@@ -928,3 +928,26 @@ def test_adjusted_or_skipped_filters_warn_with_filter_warning(options):
     with pytest.warns(FilterWarning):
         clean(signals, t_r=2.0, detrend=False, standardize=False, **options)
     assert issubclass(FilterWarning, UserWarning)  # what nilearn's users catch
+
+
+@pytest.mark.parametrize(
+    ("category", "builtin"),
+    [
+        ("ParameterDeprecationWarning", DeprecationWarning),
+        ("ParameterFutureWarning", FutureWarning),
+        ("NonFiniteWarning", RuntimeWarning),
+        ("AllVolumesCensoredWarning", RuntimeWarning),
+    ],
+)
+def test_warning_classes_keep_their_builtin_base(category, builtin):
+    from bidsapp import errors
+
+    assert issubclass(getattr(errors, category), builtin)
+    assert issubclass(getattr(errors, category), errors.BidsappWarning)
+
+
+def test_deprecated_zscore_warns_with_a_bidsapp_class(signals):
+    from bidsapp.errors import ParameterDeprecationWarning
+
+    with pytest.warns(ParameterDeprecationWarning, match="zscore_sample"):
+        bsig.clean(signals, standardize="zscore")

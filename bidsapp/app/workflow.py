@@ -650,14 +650,14 @@ def _relmat(timeseries: pd.DataFrame) -> pd.DataFrame:
     threads the process has (joblib workers get fewer than the main process): a rerun or
     ``--n-jobs`` never changes a file that resume compares by hash.
     """
-    from bidsapp.maskers import _one_blas_thread
+    from bidsapp.maskers.pipeline import one_blas_thread
 
     values = timeseries.to_numpy(dtype=float)
     valid = np.isfinite(values).all(axis=0)
     valid[valid] = np.std(values[:, valid], axis=0) > 0
     corr = np.full((values.shape[1], values.shape[1]), np.nan)
     if valid.any():
-        with _one_blas_thread():
+        with one_blas_thread():
             corr[np.ix_(valid, valid)] = np.corrcoef(values[:, valid], rowvar=False)
     return pd.DataFrame(corr, index=timeseries.columns, columns=timeseries.columns)
 

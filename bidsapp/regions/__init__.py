@@ -1,0 +1,29 @@
+"""Region reduction: where voxel signals become region signals.
+
+Modules: :mod:`.reducer` (:class:`RegionReducer` and the strategies), :mod:`.labels`
+(labels images: checks, masking, building a reducer, signals to and from images),
+:mod:`.coverage` (how much of each region a mask keeps). Part of the numerical core.
+"""
+
+from bidsapp.regions.coverage import region_coverage, region_voxel_counts
+from bidsapp.regions.labels import (
+    check_labels_values,
+    img_to_signals,
+    labels_reducer,
+    masked_labels,
+    signals_to_img,
+)
+from bidsapp.regions.reducer import STRATEGIES, RegionReducer, check_strategy
+
+__all__ = [
+    "STRATEGIES",
+    "RegionReducer",
+    "check_labels_values",
+    "check_strategy",
+    "img_to_signals",
+    "labels_reducer",
+    "masked_labels",
+    "region_coverage",
+    "region_voxel_counts",
+    "signals_to_img",
+]
