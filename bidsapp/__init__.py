@@ -35,7 +35,7 @@ _LAZY = {
     "ExtractionConfig": "bidsapp.app.config",
     "RunConfig": "bidsapp.app.config",
     "make_config": "bidsapp.app.config",
-    "UsageProblem": "bidsapp.app.workflow",
+    "UsageProblem": "bidsapp.app.checks",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -46,7 +46,7 @@ if TYPE_CHECKING:  # pragma: no cover
         RunConfig,
         make_config,
     )
-    from bidsapp.app.workflow import UsageProblem
+    from bidsapp.app.checks import UsageProblem
 
 
 def __getattr__(name: str) -> Any:
@@ -91,7 +91,7 @@ def run(
     ------
     bidsapp.app.config.ConfigError
         For an option value that cannot be used (the CLI exits 2).
-    bidsapp.app.workflow.UsageProblem
+    bidsapp.app.checks.UsageProblem
         For directories or option files that cannot be used (the CLI exits 2).
     """
     from bidsapp.app.config import make_config

@@ -508,7 +508,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bidsapp: error: {err}", file=sys.stderr)
         return EXIT_USAGE
 
-    from bidsapp.app.workflow import UsageProblem, run
+    from bidsapp.app.checks import UsageProblem
+    from bidsapp.app.workflow import run
 
     try:
         with _sigterm_raises(), _stdout_reader_may_leave():

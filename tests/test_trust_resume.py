@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from bidsapp import cli
-from bidsapp.app import extract, workflow
+from bidsapp.app import extract, resume
 from bidsapp.dataset import outputs, query
 
 SPACE = "MNI152NLin2009cAsym"
@@ -117,17 +117,17 @@ def test_input_check_hashes_only_when_the_stat_key_differs(tmp_path, small, monk
 
     run = next(r for r in query.find_runs(small, space=SPACE) if str(r.entities["run"]) == "1")
     inputs = extract.prepare_run(run, DenoiseConfig())
-    records = workflow.input_records(inputs, small)
-    assert workflow.inputs_unchanged(records, inputs, small)
+    records = resume.input_records(inputs, small)
+    assert resume.inputs_unchanged(records, inputs, small)
     mask = inputs.mask
     info = mask.stat()
     data = bytearray(mask.read_bytes())
     data[-20] ^= 0xFF  # same size, other content
     mask.write_bytes(bytes(data))
     os.utime(mask, ns=(info.st_atime_ns, info.st_mtime_ns + 1))
-    assert not workflow.inputs_unchanged(records, inputs, small)
+    assert not resume.inputs_unchanged(records, inputs, small)
     mask.write_bytes(bytes(data[:-20]) + bytes([data[-20] ^ 0xFF]) + bytes(data[-19:]))
-    assert workflow.inputs_unchanged(records, inputs, small)  # content back: unchanged
+    assert resume.inputs_unchanged(records, inputs, small)  # content back: unchanged
 
     # Equal (size, mtime) of a file that had settled before it was hashed is the cheap path:
     # nothing is read.
@@ -135,8 +135,8 @@ def test_input_check_hashes_only_when_the_stat_key_differs(tmp_path, small, monk
         record["HashedAtNs"] = time.time_ns() + 3 * 10**9
     os.utime(mask, ns=(info.st_atime_ns, info.st_mtime_ns))
     read = []
-    monkeypatch.setattr(workflow, "_sha256_file", lambda p: read.append(p) or "sha256:x")
-    assert workflow.inputs_unchanged(records, inputs, small) and mask not in read
+    monkeypatch.setattr(resume, "_sha256_file", lambda p: read.append(p) or "sha256:x")
+    assert resume.inputs_unchanged(records, inputs, small) and mask not in read
 
 
 # ----------------------------------------------------------------------------- items 3, 4
