@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from test_trust_resume import LABEL, argv, run_cli, set_of
 
-from bidsapp.app import extract, group
+from bidsapp.app import extract, group_inputs, group_outputs
 from bidsapp.dataset import outputs
-from bidsapp.report.participant import tsv_problem
+from bidsapp.report.records import tsv_problem
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -335,15 +335,15 @@ def test_group_does_not_read_through_a_linked_func_folder(capsys, tmp_path, smal
 
 
 def test_checked_timeseries_needs_the_recorded_hash(tmp_path, capsys, small):
-    from bidsapp.report.participant import collect_runs
+    from bidsapp.report.records import collect_runs
 
     out = tmp_path / "out"
     assert run_cli(capsys, *argv(small, out))[0] == 0
     (record, *_) = [r for r in collect_runs(out) if r.has_outputs]
-    assert len(group._checked_timeseries(record, out)) > 0
+    assert len(group_inputs.checked_timeseries(record, out)) > 0
     del record.sidecar[outputs.OUTPUT_FILES_KEY]
     with pytest.raises(ValueError, match="OutputFiles"):
-        group._checked_timeseries(record, out)
+        group_inputs.checked_timeseries(record, out)
 
 
 # ------------------------------------------------------------------ stale reports
@@ -362,6 +362,6 @@ def test_a_report_of_earlier_results_is_removed_not_left_beside_new_ones(capsys,
     assert not report.exists() and "removed sub-01.html" in stdout
 
     assert run_cli(capsys, *group_argv(small, out)[:-1])[0] == 0  # group with its report
-    assert (out / group.REPORT_NAME).is_file()
+    assert (out / group_outputs.REPORT_NAME).is_file()
     assert run_cli(capsys, *group_argv(small, out))[0] == 0
-    assert not (out / group.REPORT_NAME).exists()
+    assert not (out / group_outputs.REPORT_NAME).exists()

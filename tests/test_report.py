@@ -382,7 +382,7 @@ def test_parameters_are_shown(reports):
 
 
 def test_sources_resolve_through_dataset_links(participant_outputs, tmp_path):
-    from bidsapp.report.participant import resolve_source
+    from bidsapp.report.sources import resolve_source
 
     out = participant_outputs["output_dir"]
     bids_dir = participant_outputs["bids_dir"]

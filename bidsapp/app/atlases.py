@@ -7,7 +7,6 @@ Part of the app layer, above :mod:`bidsapp.dataset.atlas` (finding and checking 
 from __future__ import annotations
 
 import hashlib
-import logging
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -17,8 +16,6 @@ from bidsapp.app.checks import atlas_labels
 from bidsapp.app.config import RunConfig
 from bidsapp.app.extract import RunInputs, one_line
 from bidsapp.dataset.atlas import Atlas
-
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,6 @@ modules together. Every output name of the invocation is computed before anythin
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import sys
 import time
@@ -29,8 +28,6 @@ from bidsapp.app.progress import print_progress, summarise
 from bidsapp.app.scheduling import parallel_results, print_memory_bound
 from bidsapp.app.status import EXIT_RUN_FAILED, RunStatus
 from bidsapp.app.subjects import clean_leftovers, finish_subject, open_subject
-
-logger = logging.getLogger(__name__)
 
 
 def run_participant(config: RunConfig) -> int:

@@ -6,7 +6,6 @@ file both fail, with a message naming every input involved: bidsapp never picks 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -16,8 +15,6 @@ from bidsapp.app.config import RunConfig
 from bidsapp.app.extract import RunInputs, one_line
 from bidsapp.app.resume import input_files
 from bidsapp.app.status import RunStatus
-
-logger = logging.getLogger(__name__)
 
 
 def plan_outputs(

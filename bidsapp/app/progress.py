@@ -5,12 +5,9 @@ Part of the app layer: one line per run and atlas as it finishes, then the summa
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 
 from bidsapp.app.status import EXIT_OK, EXIT_RUN_FAILED, RunStatus
-
-logger = logging.getLogger(__name__)
 
 
 def print_progress(status: RunStatus) -> None:

@@ -6,7 +6,6 @@ a worker that dies fails its runs (their sets removed), and the memory the jobs 
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterator, Sequence
 
 from bidsapp.app.atlases import AtlasTarget
@@ -15,8 +14,6 @@ from bidsapp.app.extract import RunInputs
 from bidsapp.app.planning import set_paths
 from bidsapp.app.process import process_run, remove_stopped_outputs
 from bidsapp.app.status import RunStatus
-
-logger = logging.getLogger(__name__)
 
 
 def process_job(job: tuple[RunInputs, list[AtlasTarget]], config: RunConfig) -> list[RunStatus]:

@@ -6,12 +6,8 @@ atlas, prints it as progress, records it in the status table and sums them up in
 
 from __future__ import annotations
 
-import logging
 from dataclasses import dataclass, field
 from typing import Any
-
-logger = logging.getLogger(__name__)
-
 
 EXIT_OK = 0
 
