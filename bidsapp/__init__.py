@@ -39,6 +39,7 @@ _LAZY = {
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from bidsapp.app.checks import UsageProblem
     from bidsapp.app.config import (
         ConfigError,
         DenoiseConfig,
@@ -46,7 +47,6 @@ if TYPE_CHECKING:  # pragma: no cover
         RunConfig,
         make_config,
     )
-    from bidsapp.app.checks import UsageProblem
 
 
 def __getattr__(name: str) -> Any:

@@ -19,8 +19,8 @@ from pathlib import Path
 import pytest
 from test_trust_resume import _MAIN, _spawn, argv, paused_in_first_write, run_cli, set_of
 
-from bidsapp import cli
 from bidsapp.app import parallel
+from bidsapp.app.status import EXIT_INTERRUPTED
 from bidsapp.dataset import outputs
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
@@ -124,7 +124,7 @@ def test_sigint_mid_write_leaves_no_temporary_file_and_exits_130(capsys, tmp_pat
     job, _ = paused_in_first_write(small, out, subprocess.PIPE)
     job.send_signal(signal.SIGINT)
     stdout, stderr = job.communicate(timeout=120)
-    assert job.returncode == cli.EXIT_INTERRUPTED == 130, stdout + stderr
+    assert job.returncode == EXIT_INTERRUPTED == 130, stdout + stderr
     assert "Traceback" not in stdout + stderr and "KeyboardInterrupt" not in stderr
     (line,) = stderr.strip().splitlines()
     assert line.startswith("bidsapp: stopped by SIGINT")

@@ -23,6 +23,7 @@ import pytest
 
 from bidsapp import cli
 from bidsapp.app import extract, resume
+from bidsapp.app.status import EXIT_TERMINATED
 from bidsapp.dataset import outputs, query
 
 SPACE = "MNI152NLin2009cAsym"
@@ -446,7 +447,7 @@ def test_sigterm_mid_write_leaves_no_temporary_file_and_says_so(capsys, tmp_path
     job, seen = paused_in_first_write(small, out, subprocess.STDOUT)
     job.terminate()
     rest = job.communicate(timeout=120)[0]
-    assert job.returncode == cli.EXIT_TERMINATED == 143, seen + [rest]
+    assert job.returncode == EXIT_TERMINATED == 143, seen + [rest]
     assert "stopped by SIGTERM" in rest
     assert [p for p in out.rglob("*.tmp")] == []
     assert not (out / "logs" / ".sub-01.lock").exists() or outputs.SubjectLock(out, "01").acquire()

@@ -24,6 +24,7 @@ import bidsapp
 from bidsapp import cli
 from bidsapp import synthetic as demo
 from bidsapp.app.config import DenoiseConfig, ExtractionConfig
+from bidsapp.app.status import EXIT_INTERRUPTED
 from bidsapp.dataset import outputs
 
 SPACE = "MNI152NLin2009cAsym"
@@ -832,7 +833,7 @@ def test_interrupted_write_leaves_no_finished_looking_tsv(
 
     monkeypatch.setattr(outputs, "atomic_write_text", crashing_write)
     # Ctrl-C is reported in one line with exit 130 (it has unwound through the writers).
-    assert cli.main([str(a) for a in argv]) == cli.EXIT_INTERRUPTED
+    assert cli.main([str(a) for a in argv]) == EXIT_INTERRUPTED
     assert victim.with_suffix(".json").is_file() and not victim.exists()
     assert (out / out_name("01", 1)).is_file()
     assert not list(out.rglob(".*.tmp"))

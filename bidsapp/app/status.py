@@ -6,13 +6,18 @@ atlas, prints it as progress, records it in the status table and sums them up in
 
 from __future__ import annotations
 
+import signal
 from dataclasses import dataclass, field
 from typing import Any
 
 EXIT_OK = 0
-
-
 EXIT_RUN_FAILED = 1
+EXIT_USAGE = 2
+# The shell's code for a process ended by SIGTERM, which is what a batch scheduler sends at
+# a job's time limit (SLURM, PBS, ``docker stop``).
+EXIT_TERMINATED = 128 + signal.SIGTERM
+# Ctrl-C (SIGINT, Python's KeyboardInterrupt): the shell's code for it.
+EXIT_INTERRUPTED = 128 + signal.SIGINT
 
 
 @dataclass
