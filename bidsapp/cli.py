@@ -365,11 +365,48 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return make_config(**vars(args))
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """Writes the product's lines as they are, to the stream ``sys`` has when each is emitted.
+
+    Resolved at emit time, so that a replaced ``sys.stdout`` (a test's capture, the app's
+    guard against a reader that leaves) receives them; flushed after every line.
+    """
+
+    def __init__(self, stream_name: str, below: int | None = None, from_: int = 0) -> None:
+        super().__init__()
+        self._stream_name = stream_name
+        self.setFormatter(logging.Formatter("%(message)s"))
+        self.setLevel(from_)
+        if below is not None:
+            self.addFilter(lambda record: record.levelno < below)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return getattr(sys, self._stream_name)
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; always resolved instead
+        pass
+
+
 def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # Progress lines are the product's own output: always shown.
-    logging.getLogger("bidsapp.progress").setLevel(logging.INFO)
+    _attach_console()
+
+
+def _attach_console() -> None:
+    """Show the ``bidsapp.progress`` lines as they are: INFO on stdout, problems on stderr.
+
+    Progress lines are the product's own output: always shown. Done once, however often
+    :func:`main` runs in one process.
+    """
+    progress = logging.getLogger("bidsapp.progress")
+    progress.setLevel(logging.INFO)
+    if not any(isinstance(h, _ConsoleHandler) for h in progress.handlers):
+        progress.addHandler(_ConsoleHandler("stdout", below=logging.WARNING))
+        progress.addHandler(_ConsoleHandler("stderr", from_=logging.WARNING))
+        progress.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -7,7 +7,6 @@ Part of the app layer, above :mod:`bidsapp.dataset.atlas` (finding and checking 
 from __future__ import annotations
 
 import hashlib
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 from bidsapp.app.checks import atlas_labels
 from bidsapp.app.config import RunConfig
 from bidsapp.app.extract import RunInputs, one_line
+from bidsapp.app.progress import progress
 from bidsapp.dataset.atlas import Atlas
 
 
@@ -97,7 +97,7 @@ def resolve_atlases(
                 )
                 copied = outputs.copy_atlas(config.output_dir, atlas, overwrite=config.overwrite)
             except (AtlasError, OSError, ValueError) as err:
-                print(f"bidsapp: atlas error: {err}", file=sys.stderr, flush=True)
+                progress.error(f"bidsapp: atlas error: {err}")
                 failures[key].append((label, _atlas_reason(spec, job.space, err)))
                 continue
             targets[key].append(AtlasTarget(atlas, tuple(copied.node_files), _digest(atlas)))

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 
 from bidsapp.app.config import RunConfig
+from bidsapp.app.progress import progress
 from bidsapp.app.status import EXIT_INTERRUPTED, EXIT_TERMINATED, EXIT_USAGE
 
 
@@ -134,19 +135,17 @@ def run_command(config: RunConfig) -> int:
         with sigterm_raises(), stdout_reader_may_leave():
             return run(config)
     except UsageProblem as err:
-        print(f"bidsapp: error: {err}", file=sys.stderr)
+        progress.error(f"bidsapp: error: {err}")
         return EXIT_USAGE
     except Terminated:
-        print(
-            "bidsapp: stopped by SIGTERM; finished runs are kept, the same command does the rest",
-            file=sys.stderr,
+        progress.error(
+            "bidsapp: stopped by SIGTERM; finished runs are kept, the same command does the rest"
         )
         return EXIT_TERMINATED
     except KeyboardInterrupt:
         # Like SIGTERM: the exception has unwound through the atomic writers and the
         # subject locks, so one line says what happened instead of a traceback.
-        print(
-            "bidsapp: stopped by SIGINT; finished runs are kept, the same command does the rest",
-            file=sys.stderr,
+        progress.error(
+            "bidsapp: stopped by SIGINT; finished runs are kept, the same command does the rest"
         )
         return EXIT_INTERRUPTED

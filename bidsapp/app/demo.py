@@ -12,6 +12,7 @@ from pathlib import Path
 from bidsapp import synthetic
 from bidsapp.app.command import run_command
 from bidsapp.app.config import DEFAULT_ATLAS, DEFAULT_SPACE, make_config
+from bidsapp.app.progress import progress
 
 
 def run_demo(outdir: str | os.PathLike[str]) -> int:
@@ -54,11 +55,11 @@ def run_demo(outdir: str | os.PathLike[str]) -> int:
             os.environ.pop("TEMPLATEFLOW_HOME", None)
         else:
             os.environ["TEMPLATEFLOW_HOME"] = previous
-    print(f"bidsapp demo: inputs in {bids_dir} (TemplateFlow home {home})")
-    print(f"bidsapp demo: outputs in {output_dir}")
+    progress.info(f"bidsapp demo: inputs in {bids_dir} (TemplateFlow home {home})")
+    progress.info(f"bidsapp demo: outputs in {output_dir}")
     reports = sorted(output_dir.glob("*.html"))
     if reports:
-        print("bidsapp demo: reports (open in a browser):")
+        progress.info("bidsapp demo: reports (open in a browser):")
         for report in reports:
-            print(f"  {report}")
+            progress.info(f"  {report}")
     return 0

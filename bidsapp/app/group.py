@@ -31,7 +31,6 @@ the validator ignores the folder through ``.bidsignore``
 
 from __future__ import annotations
 
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from typing import Any
 from bidsapp.app.group_compute import compute_group
 from bidsapp.app.group_inputs import pending_runs, select_records
 from bidsapp.app.group_outputs import GROUP_DIR, GroupWriteError, write_group_outputs
+from bidsapp.app.progress import progress
 from bidsapp.report.records import (
     LEFT_OUT_STATUSES,
     RunRecord,
@@ -112,17 +112,15 @@ def run_group(config: Any) -> int:
     selected = set(getattr(config, "participant_labels", None) or broken)
     for subject, problem in sorted(broken.items()):
         if subject in selected:
-            print(
-                f"bidsapp group: warning: {problem}; the runs of sub-{subject} are left out",
-                file=sys.stderr,
+            progress.warning(
+                f"bidsapp group: warning: {problem}; the runs of sub-{subject} are left out"
             )
     if not records:
-        print(
+        progress.error(
             f"bidsapp group: no participant-level results in {output_dir}: found no "
             "logs/sub-*_status.tsv and no sub-*/func/*_timeseries.tsv"
             + (" matching the selection" if output_dir.is_dir() else " (no such directory)")
-            + ". Run the participant level first: bidsapp BIDS_DIR OUTPUT_DIR participant",
-            file=sys.stderr,
+            + ". Run the participant level first: bidsapp BIDS_DIR OUTPUT_DIR participant"
         )
         return EXIT_NO_RESULTS
     pending = pending_runs(config, records)
@@ -130,32 +128,30 @@ def run_group(config: Any) -> int:
     try:
         written = write_group_outputs(config, output_dir, records, result)
     except GroupWriteError as err:
-        print(f"bidsapp group: {err.strerror}", file=sys.stderr)
+        progress.error(f"bidsapp group: {err.strerror}")
         return EXIT_NO_RESULTS
     n_left = sum(r.status in LEFT_OUT_STATUSES for r in records)
     n_used = sum(len(c.runs) for c in result.cells)
-    print(
+    progress.info(
         f"bidsapp group: {len(records)} run outcome(s) from "
         f"{len({r.subject for r in records})} subject(s): {n_used} used, {n_left} left out; "
         f"{len(result.cells)} atlas x denoising x task combination(s); "
         f"wrote {len(written)} file(s) under {output_dir}"
     )
     for line in _left_out_lines(records, result.problems):
-        print(line)
+        progress.info(line)
     if pending is not None and pending[1]:
         total, missing = pending
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
-        print(
+        progress.warning(
             f"bidsapp group: warning: {len(missing)} of {total} runs have no participant "
             f"outputs yet ({shown}); the group results leave them out. Run the participant "
-            "level for them, then the group level again.",
-            file=sys.stderr,
+            "level for them, then the group level again."
         )
     if not result.cells:
-        print(
+        progress.error(
             "bidsapp group: no run has usable outputs (every run failed or was left out); "
-            f"see {output_dir / GROUP_DIR / 'runs.tsv'}",
-            file=sys.stderr,
+            f"see {output_dir / GROUP_DIR / 'runs.tsv'}"
         )
         return EXIT_NO_RESULTS
     return EXIT_OK

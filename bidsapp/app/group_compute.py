@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
+from bidsapp.app.connectivity import relmat
 from bidsapp.app.group_inputs import checked_timeseries
 from bidsapp.app.group_stats import QCFC, FisherZMean, upper_triangle
 from bidsapp.report.records import (
@@ -101,8 +102,6 @@ def compute_group(
     GroupResult
         The records and one :class:`GroupCell` per combination with usable runs.
     """
-    from bidsapp.report.participant import run_connectivity
-
     by_key: dict[tuple[str, ...], list[RunRecord]] = {}
     for record in records:
         if record.has_outputs:
@@ -135,7 +134,7 @@ def compute_group(
                     f"{atlas} (different atlas versions under one label?)"
                 )
                 continue
-            matrix = run_connectivity(timeseries).to_numpy()
+            matrix = relmat(timeseries).to_numpy()
             mean_acc.add(matrix)
             qc_acc.add(matrix, record.mean_fd)
             used.append(record)

@@ -8,13 +8,13 @@ its path; the runs of the selection without any outcome yet are listed.
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from bidsapp.app.progress import progress
 from bidsapp.report.records import (
     RunRecord,
     tsv_problem,
@@ -145,10 +145,9 @@ def pending_runs(config: Any, records: Sequence[RunRecord]) -> tuple[int, list[s
     except NoRunsFoundError:
         return 0, []
     except Exception as err:  # advisory only: pybids and the query raise many types
-        print(
+        progress.warning(
             f"bidsapp group: warning: cannot list the runs of {config.bids_dir} to check "
-            f"that the participant level is finished ({' '.join(str(err).split())})",
-            file=sys.stderr,
+            f"that the participant level is finished ({' '.join(str(err).split())})"
         )
         return None
     done = {_run_identity(r.entities) for r in records}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import sys
 import time
 from typing import Any
 
@@ -24,7 +23,7 @@ from bidsapp.app.checks import (
 from bidsapp.app.config import RunConfig
 from bidsapp.app.extract import RunInputs, one_line
 from bidsapp.app.planning import plan_outputs, set_paths
-from bidsapp.app.progress import print_progress, summarise
+from bidsapp.app.progress import print_progress, progress, summarise
 from bidsapp.app.scheduling import parallel_results, print_memory_bound
 from bidsapp.app.status import EXIT_RUN_FAILED, RunStatus
 from bidsapp.app.subjects import clean_leftovers, finish_subject, open_subject
@@ -76,7 +75,7 @@ def run_participant(config: RunConfig) -> int:
             database_dir=database_dir,
         )
     except NoRunsFoundError as err:
-        print(f"bidsapp: nothing to do: {err}", file=sys.stderr, flush=True)
+        progress.error(f"bidsapp: nothing to do: {err}")
         return EXIT_RUN_FAILED
     except QueryError as err:
         raise UsageProblem(one_line(err)) from err
@@ -94,10 +93,9 @@ def run_participant(config: RunConfig) -> int:
         clean_leftovers(config)
     except OSError as err:
         raise UsageProblem(f"cannot write into OUTPUT_DIR {config.output_dir}: {err}") from err
-    print(
+    progress.info(
         f"bidsapp {__version__}: {len(runs)} run(s), {len(config.atlases)} atlas(es), "
-        f"denoising {config.denoise.label}, stat {config.extraction.strategy}",
-        flush=True,
+        f"denoising {config.denoise.label}, stat {config.extraction.strategy}"
     )
     statuses: list[RunStatus] = []
     # subject -> (status, set) of stopped runs whose sets go once the subject's lock is held
@@ -171,6 +169,6 @@ def run_participant(config: RunConfig) -> int:
                 locks[subject].release()
     code = summarise(statuses, time.perf_counter() - started)
     if unrecorded:
-        print(f"status not recorded for: {', '.join(f'sub-{s}' for s in unrecorded)}")
+        progress.info(f"status not recorded for: {', '.join(f'sub-{s}' for s in unrecorded)}")
         return EXIT_RUN_FAILED
     return code

@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from bidsapp import __version__
 from bidsapp.app.atlases import AtlasTarget
 from bidsapp.app.config import RunConfig, to_jsonable
+from bidsapp.app.connectivity import relmat
 from bidsapp.app.extract import RunExtraction, RunInputs, one_line
 from bidsapp.app.resume import (
     INPUT_FILES_KEY,
@@ -109,25 +109,6 @@ def build_sidecar(
         "SoftwareVersion": __version__,
         "ParametersFingerprint": parameters_fingerprint,
     }
-
-
-def _relmat(timeseries: pd.DataFrame) -> pd.DataFrame:
-    """Pearson correlation between regions; n/a for regions without data.
-
-    Computed with one BLAS thread, so that the bytes written do not depend on how many
-    threads the process has (joblib workers get fewer than the main process): a rerun or
-    ``--n-jobs`` never changes a file that resume compares by hash.
-    """
-    from bidsapp.maskers import _one_blas_thread
-
-    values = timeseries.to_numpy(dtype=float)
-    valid = np.isfinite(values).all(axis=0)
-    valid[valid] = np.std(values[:, valid], axis=0) > 0
-    corr = np.full((values.shape[1], values.shape[1]), np.nan)
-    if valid.any():
-        with _one_blas_thread():
-            corr[np.ix_(valid, valid)] = np.corrcoef(values[:, valid], rowvar=False)
-    return pd.DataFrame(corr, index=timeseries.columns, columns=timeseries.columns)
 
 
 def remove_stopped_outputs(status: RunStatus, paths: Any) -> None:
@@ -243,7 +224,7 @@ def process_run(
                 timeseries=result.timeseries,
                 timeseries_sidecar=sidecar,
                 coverage=result.coverage,
-                relmat=_relmat(result.timeseries),
+                relmat=relmat(result.timeseries),
                 relmat_sidecar=relmat_sidecar,
             )
         except Exception as err:  # disk full, permissions: this run only

@@ -13,6 +13,7 @@ from bidsapp.app.config import RunConfig
 from bidsapp.app.extract import RunInputs
 from bidsapp.app.planning import set_paths
 from bidsapp.app.process import process_run, remove_stopped_outputs
+from bidsapp.app.progress import progress
 from bidsapp.app.status import RunStatus
 
 
@@ -86,4 +87,6 @@ def print_memory_bound(jobs: Sequence[tuple[RunInputs, list[AtlasTarget]]], conf
             ),
         )
     n_jobs = 1 if config.dask_scheduler is not None else config.n_jobs
-    print(memory_message(n_jobs, bound) + (" (per Dask worker)" if config.dask_scheduler else ""))
+    progress.info(
+        memory_message(n_jobs, bound) + (" (per Dask worker)" if config.dask_scheduler else "")
+    )

@@ -16,7 +16,7 @@ from typing import Any
 from bidsapp.app.config import RunConfig
 from bidsapp.app.extract import one_line
 from bidsapp.app.process import remove_stopped_outputs
-from bidsapp.app.progress import print_progress
+from bidsapp.app.progress import print_progress, progress
 from bidsapp.app.status import RunStatus
 
 logger = logging.getLogger(__name__)
@@ -30,16 +30,15 @@ def _write_report(config: RunConfig, subject: str) -> bool:
     try:
         from bidsapp.report.participant import write_participant_report
     except ImportError as err:
-        print(f"warning: no participant report for sub-{subject}: {err}", flush=True)
+        progress.info(f"warning: no participant report for sub-{subject}: {err}")
         return False
     try:
         path = write_participant_report(config.output_dir, subject, config.bids_dir)
     except Exception as err:  # a report must never fail the runs
         logger.debug("report of sub-%s failed", subject, exc_info=True)
-        print(
+        progress.info(
             f"warning: participant report for sub-{subject} not written: "
-            f"{type(err).__name__}: {one_line(err)}",
-            flush=True,
+            f"{type(err).__name__}: {one_line(err)}"
         )
         return False
     logger.info("wrote %s", path)
@@ -51,11 +50,11 @@ def _remove_stale_report(report: Path) -> None:
     try:
         if not stat_module.S_ISDIR(os.lstat(report).st_mode):
             os.unlink(report)
-            print(f"removed {report.name}: it described earlier results", flush=True)
+            progress.info(f"removed {report.name}: it described earlier results")
     except FileNotFoundError:
         pass
     except OSError as err:
-        print(f"warning: {report} describes earlier results: {one_line(err)}", flush=True)
+        progress.info(f"warning: {report} describes earlier results: {one_line(err)}")
 
 
 def finish_subject(config: RunConfig, subject: str, statuses: Sequence[RunStatus]) -> bool:
@@ -71,7 +70,7 @@ def finish_subject(config: RunConfig, subject: str, statuses: Sequence[RunStatus
     try:
         outputs.write_subject_status(config.output_dir, subject, rows)
     except (OSError, ValueError) as err:
-        print(f"FAILED  sub-{subject}: status table not written: {one_line(err)}", flush=True)
+        progress.info(f"FAILED  sub-{subject}: status table not written: {one_line(err)}")
         recorded = False
     report = config.output_dir / f"sub-{subject}.html"
     changed = any(not s.resumed for s in statuses)

@@ -38,7 +38,7 @@ from bidsapp.report.sources import RunSources, find_sources
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["run_connectivity", "section_anchor", "write_participant_report"]
+__all__ = ["section_anchor", "write_participant_report"]
 
 #: ``.bidsignore`` pattern for the reports at the output root (the schema has no HTML).
 REPORT_BIDSIGNORE = ("*.html",)
@@ -49,31 +49,18 @@ REPORT_BIDSIGNORE = ("*.html",)
 # --------------------------------------------------------------------------------------
 
 
-def run_connectivity(timeseries: pd.DataFrame) -> pd.DataFrame:
-    """Pearson correlation between region timeseries, ``NaN`` for regions without data.
+def _read_relmat(record: RunRecord, names: Sequence[str]) -> np.ndarray:
+    """Read the run's ``_relmat.tsv`` as the participant level wrote it, rows in ``names`` order."""
+    from bidsapp.dataset import outputs
 
-    The same rule as the participant level's ``_relmat.tsv``: regions whose column has a
-    non-finite value or no variance are left out (their rows and columns are NaN).
-
-    Parameters
-    ----------
-    timeseries : pandas.DataFrame
-        One column per region, one row per retained volume.
-
-    Returns
-    -------
-    pandas.DataFrame
-        Square region x region matrix indexed by region name.
-    """
-    values = timeseries.to_numpy(dtype=float)
-    valid = np.isfinite(values).all(axis=0)
-    valid[valid] = values[:, valid].std(axis=0) > 0
-    corr = np.full((values.shape[1], values.shape[1]), np.nan)
-    if valid.sum() > 1:
-        corr[np.ix_(valid, valid)] = np.corrcoef(values[:, valid], rowvar=False)
-    elif valid.sum() == 1:
-        corr[np.ix_(valid, valid)] = 1.0
-    return pd.DataFrame(corr, index=timeseries.columns, columns=timeseries.columns)
+    path = record.sibling("pearsoncorrelation", record.denoise, "relmat")
+    if path is None or not path.is_file():
+        name = path.name if path else "_relmat.tsv"
+        raise FileNotFoundError(f"no connectivity matrix {name} beside the timeseries")
+    table = outputs.read_tsv(path)
+    table = table.set_index(table["Node"].astype(str)).drop(columns="Node")
+    table.columns = [str(c) for c in table.columns]
+    return table.reindex(index=list(names), columns=list(names)).to_numpy(dtype=float)
 
 
 def read_timeseries(path: Path) -> pd.DataFrame:
@@ -493,9 +480,7 @@ def _run_section(
                 "Region by region connectivity matrix",
                 f"Pearson correlation between the denoised region timeseries (the run's "
                 f"_relmat.tsv), {group_note}; grey: regions set to n/a.",
-                lambda: figures.plot_connectivity(
-                    run_connectivity(timeseries).to_numpy(), names, networks
-                ),
+                lambda: figures.plot_connectivity(_read_relmat(record, names), names, networks),
                 problems,
             ),
             level=3,
