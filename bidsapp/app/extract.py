@@ -158,6 +158,15 @@ class RunExtraction:
         0-based indices of the volumes with more than :data:`NON_FINITE_VOLUME_FRACTION`
         of non-finite (NaN/Inf) voxels; they are censored (also listed in ``censored``).
         Sidecar key ``NonFiniteVolumes``.
+    fd : numpy.ndarray or None
+        Framewise displacement (mm) per volume, when the confounds file has it.
+    non_steady_state : list of int
+        0-based volumes fMRIPrep flagged as non-steady-state, and the dummy scans.
+    thresholds : tuple of (float or None)
+        FD (mm) and standardized DVARS censoring thresholds in force; None when that
+        measure does not censor.
+    mean_img : nibabel.Nifti1Image or None
+        Mean BOLD over time from the extraction pass, when asked for (``mean_image``).
     """
 
     inputs: RunInputs
@@ -170,6 +179,10 @@ class RunExtraction:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     non_finite_volumes: list[int] = field(default_factory=list)
+    fd: np.ndarray | None = None
+    non_steady_state: list[int] = field(default_factory=list)
+    thresholds: tuple[float | None, float | None] = (None, None)
+    mean_img: Any = None
 
     @property
     def run(self) -> BoldRun:
@@ -482,12 +495,18 @@ class ConfoundsSelection:
         ``load_confounds`` parameters used; None for explicit columns.
     mean_fd : float or None
         Mean framewise displacement (mm) over all volumes, if the confounds file has it.
+    fd : numpy.ndarray or None
+        Framewise displacement (mm) per volume, if the confounds file has it.
+    non_steady_state : list of int
+        Volumes flagged by fMRIPrep's non-steady-state columns, and the dummy scans.
     """
 
     confounds: pd.DataFrame | None
     sample_mask: np.ndarray | None
     parameters: dict[str, Any] | None
     mean_fd: float | None
+    fd: np.ndarray | None = None
+    non_steady_state: list[int] = field(default_factory=list)
 
 
 def select_confounds(
@@ -573,12 +592,72 @@ def select_confounds(
     if confounds is not None:
         confounds = _check_finite(confounds, sample_mask, run.confounds, table)
     mean_fd = None
+    fd_values = None
     fd_column = None if table is None else conf.motion_measure_columns(table.columns)
     fd_column = None if fd_column is None else fd_column["framewise_displacement"]
     if table is not None and fd_column is not None:
         fd_values = _numeric(table, fd_column)
         mean_fd = float(np.nanmean(fd_values)) if np.isfinite(fd_values).any() else None
-    return ConfoundsSelection(confounds, sample_mask, parameters, mean_fd)
+    nss = _non_steady_state(table, denoise.dummy_scans)
+    return ConfoundsSelection(confounds, sample_mask, parameters, mean_fd, fd_values, nss)
+
+
+def _non_steady_state(table: pd.DataFrame | None, dummy_scans: int | None) -> list[int]:
+    """Volumes of fMRIPrep's non-steady-state columns, and the dummy scans (for the report)."""
+    from bidsapp.confounds import non_steady_state_columns
+
+    volumes: set[int] = set()
+    if table is not None:
+        for column in non_steady_state_columns(table.columns):
+            flagged = np.flatnonzero(table[column].fillna(0).to_numpy() > 0)
+            volumes.update(int(v) for v in flagged)
+    if isinstance(dummy_scans, int) and dummy_scans > 0:
+        volumes.update(range(dummy_scans))
+    return sorted(volumes)
+
+
+def censoring_thresholds(
+    denoise: DenoiseConfig, parameters: dict[str, Any] | None
+) -> tuple[float | None, float | None]:
+    """FD (mm) and standardized DVARS thresholds that censor, None for a measure that does not.
+
+    Parameters
+    ----------
+    denoise : DenoiseConfig
+        The denoising setting.
+    parameters : dict or None
+        The ``load_confounds`` parameters used (:attr:`ConfoundsSelection.parameters`).
+
+    Returns
+    -------
+    tuple of (float or None)
+        The thresholds of :func:`_censoring` (the ones applied), None where disabled.
+    """
+    fd, dvars, _ = _censoring(denoise, parameters)
+    return tuple(float(v) if np.isfinite(v) and v > 0 else None for v in (fd, dvars))
+
+
+def preset_description(denoise: DenoiseConfig) -> str:
+    """Say in words what a denoising setting regresses (the preset's description).
+
+    Parameters
+    ----------
+    denoise : DenoiseConfig
+        The denoising setting.
+
+    Returns
+    -------
+    str
+        The explicit columns, "no confound regression", or the preset's description.
+    """
+    if denoise.confounds_columns:
+        return "explicit confound columns: " + ", ".join(denoise.confounds_columns)
+    if not denoise.name or denoise.name == "none":
+        return "no confound regression"
+    try:
+        return str(_preset(denoise).get("description") or denoise.name)
+    except Exception:  # a preset file that moved: its name, nothing worse
+        return str(denoise.name)
 
 
 _EXPANSIONS = ("_derivative1_power2", "_derivative1", "_power2")
@@ -658,6 +737,8 @@ def extract_run(
     atlases: Sequence[Atlas],
     denoise: DenoiseConfig,
     extraction: ExtractionConfig,
+    *,
+    mean_image: bool = False,
 ) -> RunExtraction:
     """Extract denoised region timeseries of one run for each atlas.
 
@@ -699,6 +780,8 @@ def extract_run(
         Confound selection, censoring and ``min_time``.
     extraction : ExtractionConfig
         Reduction strategy, filtering, standardization and coverage threshold.
+    mean_image : bool, default=False
+        Also compute the mean BOLD over time in the same pass (for the report).
 
     Returns
     -------
@@ -731,8 +814,11 @@ def extract_run(
         preset=selection.parameters,
         mean_fd=selection.mean_fd,
         warnings=notes,
+        fd=selection.fd,
+        non_steady_state=selection.non_steady_state,
+        thresholds=censoring_thresholds(denoise, selection.parameters),
     )
-    _extract_atlases(result, inputs, atlases, confounds, denoise, extraction)
+    _extract_atlases(result, inputs, atlases, confounds, denoise, extraction, mean_image)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -826,6 +912,7 @@ def _extract_atlases(
     confounds: pd.DataFrame | None,
     denoise: DenoiseConfig,
     extraction: ExtractionConfig,
+    mean_image: bool = False,
 ) -> None:
     """Extract every atlas in one pass over the BOLD, appending to ``result.per_atlas``."""
     from bidsapp.maskers import stream_labels_signals
@@ -850,6 +937,7 @@ def _extract_atlases(
                 smoothing_fwhm=extraction.smoothing_fwhm,
                 resampling_target="data",
                 keep_masked_labels=False,
+                mean_img=mean_image,
             )
         except MemoryError as err:  # its message is empty: say what needed the memory
             raise ExtractionError(
@@ -884,6 +972,7 @@ def _extract_atlases(
     for note in _masker_warnings(caught):
         if note not in notes and not note.startswith(_ZEROED_MESSAGE):
             notes.append(note)
+    result.mean_img = extracted.mean_img
     kept = np.asarray(result.retained)
     for atlas, item, signals, ids in zip(atlases, extracted, raw.raw, raw.region_ids, strict=True):
         values = np.asarray(signals)

@@ -29,6 +29,7 @@ from bidsapp.app.resume import (
     source_uri,
 )
 from bidsapp.app.status import RunStatus
+from bidsapp.report.sources import boldref_of
 
 logger = logging.getLogger(__name__)
 
@@ -200,7 +201,11 @@ def process_run(
         # was used (an edit during extraction makes the next run recompute).
         records = input_records(inputs, config.bids_dir, hashes)
         extraction = extract_run(
-            inputs, [t.atlas for t, _, _ in todo], config.denoise, config.extraction
+            inputs,
+            [t.atlas for t, _, _ in todo],
+            config.denoise,
+            config.extraction,
+            mean_image=config.reports and boldref_of(inputs.bold) is None,
         )
     except RunExcluded as err:
         return statuses + [stopped(t, p, one_line(err), "excluded") for t, p, _ in todo]
@@ -211,6 +216,8 @@ def process_run(
         reason = f"{inputs.bold}: {type(err).__name__}: {one_line(err)}"
         return statuses + [stopped(t, p, reason) for t, p, _ in todo]
 
+    if config.reports:
+        write_run_report_data(extraction, todo[0][1].timeseries, config)
     for (target, paths, fp), result in zip(todo, extraction.per_atlas, strict=True):
         relmat_sidecar = outputs.relmat_metadata(list(target.node_files))
         relmat_sidecar["Sources"] = [
@@ -252,3 +259,38 @@ def process_run(
             )
         )
     return statuses
+
+
+def write_run_report_data(extraction: RunExtraction, timeseries: Path, config: RunConfig) -> None:
+    """Record what the run's report section needs from this extraction; never raises.
+
+    The participant report reads it instead of re-reading the BOLD (the mean volume comes
+    from the extraction's single pass) or re-deriving the censoring from the presets.
+
+    Parameters
+    ----------
+    extraction : RunExtraction
+        The run's extraction.
+    timeseries : Path
+        One of the run's timeseries files (names the report data).
+    config : RunConfig
+        The invocation's settings.
+    """
+    from bidsapp.app.extract import preset_description
+    from bidsapp.report.run_data import RunReportData, report_data_path, write_report_data
+
+    mean = extraction.mean_img
+    data = RunReportData(
+        non_steady_state=list(extraction.non_steady_state),
+        fd=extraction.fd,
+        fd_threshold=extraction.thresholds[0],
+        std_dvars_threshold=extraction.thresholds[1],
+        preset_description=preset_description(config.denoise),
+        mean=None if mean is None else np.asarray(mean.dataobj),
+        affine=None if mean is None else mean.affine,
+    )
+    path = report_data_path(config.output_dir, timeseries)
+    try:
+        write_report_data(path, data, config.output_dir)
+    except OSError as err:  # the report then says what it lacks; the run's outputs stand
+        logger.warning("%s not written: %s", path, one_line(err))

@@ -89,6 +89,7 @@ def clean_leftovers(config: RunConfig) -> None:
 
     outputs.remove_stale_temp_files(config.output_dir)
     outputs.remove_stale_temp_files(config.output_dir / "logs")
+    outputs.remove_stale_temp_files(config.output_dir / "logs" / "report", recursive=True)
     outputs.remove_stale_temp_files(config.output_dir / outputs.ATLAS_DATASET, recursive=True)
 
 

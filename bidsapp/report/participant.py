@@ -34,7 +34,12 @@ from bidsapp.report.records import (
     int_or_none,
     present,
 )
-from bidsapp.report.sources import RunSources, find_sources
+from bidsapp.report.run_data import (
+    RunReportData,
+    read_report_data,
+    report_data_path,
+)
+from bidsapp.report.sources import RunSources, boldref_of, find_sources
 
 logger = logging.getLogger(__name__)
 
@@ -81,83 +86,6 @@ def read_timeseries(path: Path) -> pd.DataFrame:
     return outputs.read_tsv(path).astype(float)
 
 
-def _mean_volume(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over time of a 3D/4D image, reading it once, a block of volumes at a time."""
-    import nibabel as nib
-
-    from bidsapp import stream
-
-    img = nib.load(str(path))
-    shape = img.shape[:3]
-    if len(img.shape) == 3:
-        return np.asarray(img.dataobj, dtype=float), img.affine
-    layout = stream.file_layout(img)
-    total = np.zeros(int(np.prod(shape)), dtype=float)
-    count = 0
-    if layout is not None:
-        for _, block in stream.iter_file_blocks(layout):
-            total += block.sum(axis=0, dtype=float)
-            count += block.shape[0]
-    else:  # pragma: no cover - in-memory or exotic images
-        data = np.asarray(img.dataobj, dtype=float)
-        return data.mean(axis=-1), img.affine
-    return (total / max(count, 1)).reshape(shape, order="F"), img.affine
-
-
-def _non_steady_state(confounds: pd.DataFrame | None, dummy_scans: Any) -> list[int]:
-    volumes: set[int] = set()
-    if confounds is not None:
-        from bidsapp.confounds import non_steady_state_columns
-
-        for column in non_steady_state_columns(confounds.columns):
-            flagged = np.flatnonzero(confounds[column].fillna(0).to_numpy() > 0)
-            volumes.update(int(v) for v in flagged)
-    if isinstance(dummy_scans, int) and dummy_scans > 0:
-        volumes.update(range(dummy_scans))
-    return sorted(volumes)
-
-
-def _censoring(denoising: dict[str, Any]) -> tuple[float | None, float | None]:
-    """Return the FD (mm) and std DVARS censoring thresholds in force (None: no censoring).
-
-    Explicit values in the sidecar's ``Denoising`` win (0 disables); otherwise a preset with
-    the ``scrub`` component censors with its own thresholds.
-    """
-    explicit = (denoising.get("fd_threshold"), denoising.get("std_dvars_threshold"))
-    preset: dict[str, Any] = {}
-    name = denoising.get("name")
-    if name and name != "none" and not denoising.get("confounds_columns"):
-        try:
-            from bidsapp.confounds import load_preset
-
-            params = load_preset(name)
-            params = params.get("parameters", params)
-            if "scrub" in (params.get("strategy") or ()):
-                preset = params
-        except Exception:  # a preset file that moved: no threshold line, nothing worse
-            preset = {}
-    defaults = (preset.get("fd_threshold", 0.5), preset.get("std_dvars_threshold", 1.5))
-    out = []
-    for value, default in zip(explicit, defaults if preset else (None, None), strict=True):
-        chosen = value if value is not None else default
-        out.append(float(chosen) if chosen else None)
-    return out[0], out[1]
-
-
-def _preset_description(denoising: dict[str, Any]) -> str:
-    name = denoising.get("name")
-    if denoising.get("confounds_columns"):
-        return "explicit confound columns: " + ", ".join(denoising["confounds_columns"])
-    if not name or name == "none":
-        return "no confound regression"
-    try:
-        from bidsapp.confounds import load_preset
-
-        return str(load_preset(name).get("description") or name)
-    except Exception:
-        return str(name)
-
-
 # --------------------------------------------------------------------------------------
 # Report sections
 # --------------------------------------------------------------------------------------
@@ -167,7 +95,7 @@ def _hz(value: Any) -> str:
     return "none" if value in (None, 0) else f"{float(value):g} Hz"
 
 
-def _parameters(record: RunRecord, inputs: RunSources) -> str:
+def _parameters(record: RunRecord, data: RunReportData) -> str:
     sc = record.sidecar
     den = sc.get("Denoising") or {}
     ext = sc.get("Extraction") or {}
@@ -176,11 +104,11 @@ def _parameters(record: RunRecord, inputs: RunSources) -> str:
     censored = sc.get("CensoredVolumes") or []
     columns = sc.get("ConfoundColumns") or []
     t_r = sc.get("RepetitionTime")
-    fd_thr, dvars = _censoring(den)
+    fd_thr, dvars = data.fd_threshold, data.std_dvars_threshold
     censoring = [f"FD > {fd_thr:g} mm" if fd_thr else "", f"std DVARS > {dvars:g}" if dvars else ""]
     denoising = {
         "Denoise strategy": f"{den.get('name', record.denoise)} (desc-{record.denoise})",
-        "What it regresses": _preset_description(den),
+        "What it regresses": data.preset_description or str(den.get("name", record.denoise)),
         "Confound columns": f"{len(columns)} regressors",
         "Censoring": " or ".join(c for c in censoring if c) or "none",
         "Dummy scans": "auto (fMRIPrep's non-steady-state volumes)"
@@ -251,7 +179,7 @@ def _safe_figure(
     return H.figure(uri, alt, text, kind=kind)
 
 
-def _load_grids(inputs: RunSources, mean_cache: dict[Path, tuple]) -> dict[str, Any]:
+def _load_grids(inputs: RunSources, data: RunReportData | None) -> dict[str, Any]:
     import nibabel as nib
 
     from bidsapp.image import resample_to_img
@@ -261,11 +189,17 @@ def _load_grids(inputs: RunSources, mean_cache: dict[Path, tuple]) -> dict[str, 
         raise FileNotFoundError(
             f"{' and '.join(missing)} image not found (Sources: {inputs.missing or 'none'})"
         )
-    boldref = _boldref(inputs.bold)
-    key = boldref or inputs.bold
-    if key not in mean_cache:
-        mean_cache[key] = _mean_volume(key)
-    mean, affine = mean_cache[key]
+    boldref = boldref_of(inputs.bold)
+    if boldref is not None:
+        reference = nib.load(str(boldref))
+        mean, affine = np.asarray(reference.dataobj, dtype=float), reference.affine
+    elif data is not None and data.mean is not None:
+        mean, affine = data.mean, data.affine  # from the app's single pass over the BOLD
+    else:
+        raise FileNotFoundError(
+            "the run's mean BOLD was not recorded by the participant level "
+            "(run it again with reports on)"
+        )
     ref = nib.Nifti1Image(mean.astype(np.float32), affine)
     atlas_img = nib.load(str(inputs.atlas))
     labels = resample_to_img(atlas_img, ref, interpolation="nearest")
@@ -281,17 +215,6 @@ def _load_grids(inputs: RunSources, mean_cache: dict[Path, tuple]) -> dict[str, 
         "from_boldref": boldref is not None,
     }
     return out
-
-
-def _boldref(bold: Path) -> Path | None:
-    """Return fMRIPrep's reference volume beside a preprocessed BOLD, if there is one."""
-    name = bold.name
-    for pattern in ("_desc-preproc_bold", "_desc-smoothAROMAnonaggr_bold"):
-        if pattern in name:
-            candidate = bold.with_name(name.replace(pattern, "_boldref"))
-            if candidate.is_file():
-                return candidate
-    return None
 
 
 def _lut_colors(lut: pd.DataFrame | None) -> dict[int, str] | None:
@@ -311,17 +234,8 @@ def _read_lut(path: Path | None) -> pd.DataFrame | None:
         return None
 
 
-def _read_confounds(path: Path | None) -> pd.DataFrame | None:
-    if path is None:
-        return None
-    try:
-        return pd.read_csv(path, sep="\t", na_values=["n/a"])
-    except (OSError, ValueError, pd.errors.ParserError):
-        return None
-
-
 def _run_section(
-    record: RunRecord, output_dir: Path, bids_dir: Path | None, mean_cache: dict
+    record: RunRecord, output_dir: Path, bids_dir: Path | None
 ) -> tuple[str, list[str]]:
     """HTML of one run x atlas x denoising section and the problems met drawing it."""
     from bidsapp.report import figures
@@ -339,7 +253,6 @@ def _run_section(
     n_volumes = int_or_none(sc.get("NumberOfVolumes"))
     retained = [int(v) for v in sc.get("RetainedVolumes") or range(len(timeseries))]
     censored = [int(v) for v in sc.get("CensoredVolumes") or []]
-    den = sc.get("Denoising") or {}
     ext = sc.get("Extraction") or {}
     threshold = float(ext.get("min_coverage", 0.5))
     group_note = (
@@ -348,10 +261,18 @@ def _run_section(
         else "in look-up-table order (the region names carry no network)"
     )
 
-    parts = [H.section("Parameters", _parameters(record, inputs), level=3)]
+    path = report_data_path(output_dir, record.timeseries)
+    data = read_report_data(path)
+    if data is None:
+        problems.append(
+            f"{path.relative_to(output_dir)} not found: the participant level records there "
+            "the run's mean BOLD, framewise displacement and censoring (run it again)"
+        )
+    shown = data or RunReportData()
+    parts = [H.section("Parameters", _parameters(record, shown), level=3)]
 
     def contours() -> str:
-        grids = _load_grids(inputs, mean_cache)
+        grids = _load_grids(inputs, data)
         background_note.append(
             "fMRIPrep's BOLD reference" if grids["from_boldref"] else "the run's mean BOLD"
         )
@@ -415,18 +336,10 @@ def _run_section(
         )
     parts.append(H.section("Coverage", cov_html, level=3))
 
-    confounds = _read_confounds(inputs.confounds)
-    fd = None
-    fd_column = None
-    if confounds is not None:
-        from bidsapp.confounds import motion_measure_columns
-
-        fd_column = motion_measure_columns(confounds.columns)["framewise_displacement"]
-    if confounds is not None and fd_column is not None:
-        fd = pd.to_numeric(confounds[fd_column], errors="coerce").to_numpy()
-    nss = _non_steady_state(confounds, den.get("dummy_scans"))
+    fd = shown.fd
+    nss = shown.non_steady_state
     scrubbed = sorted(set(censored) - set(nss))
-    fd_threshold, _ = _censoring(den)
+    fd_threshold = shown.fd_threshold
     parts.append(
         H.section(
             "Framewise displacement",
@@ -580,14 +493,13 @@ def build_participant_report(
     sections: list[str] = []
     links: list[tuple[str, str]] = [("summary", "Summary")]
     all_problems: list[str] = []
-    mean_cache: dict[Path, tuple] = {}
     for record in done:
         anchor = section_anchor(record)
         title = f"{record.name} · atlas-{record.atlas} · {record.denoise}"
         if record.stat:
             title += f" · stat-{record.stat}"
         try:
-            content, problems = _run_section(record, output_dir, bids_path, mean_cache)
+            content, problems = _run_section(record, output_dir, bids_path)
         except Exception as err:  # unreadable outputs: say so in the report, go on
             logger.warning("Report section %s failed: %s", title, err, exc_info=True)
             problems = [f"{title}: cannot build this section ({type(err).__name__}: {err})"]

@@ -120,3 +120,14 @@ def find_sources(record: RunRecord, output_dir: Path, bids_dir: Path | None) -> 
         lut = inputs.atlas.with_name(f"{stem}.tsv")
         inputs.lut = lut if lut.is_file() else None
     return inputs
+
+
+def boldref_of(bold: Path) -> Path | None:
+    """Return fMRIPrep's reference volume beside a preprocessed BOLD, if there is one."""
+    name = bold.name
+    for pattern in ("_desc-preproc_bold", "_desc-smoothAROMAnonaggr_bold"):
+        if pattern in name:
+            candidate = bold.with_name(name.replace(pattern, "_boldref"))
+            if candidate.is_file():
+                return candidate
+    return None
