@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from test_trust_resume import LABEL, argv, run_cli, set_of
 
-from bidsapp.app import extract, group_inputs, group_outputs
+from bidsapp.app import extract, group_inputs, group_outputs, run_inputs
 from bidsapp.dataset import outputs
 from bidsapp.report.records import tsv_problem
 
@@ -191,17 +191,17 @@ def test_a_failed_run_whose_old_outputs_cannot_be_removed(capsys, tmp_path, smal
 
     def failing(inputs, *args, **kwargs):
         if str(inputs.entities.get("run")) == "1":
-            raise extract.RunExcluded(f"{inputs.bold}: 12.0 s left after censoring (< 100 s)")
+            raise run_inputs.RunExcluded(f"{inputs.bold}: 12.0 s left after censoring (< 100 s)")
         return real(inputs, *args, **kwargs)
 
     def unprepared(run, *args, **kwargs):
         if str(run.entities.get("run")) == "2":
-            raise extract.ExtractionError(f"{run.preproc_bold}: broken header")
+            raise run_inputs.ExtractionError(f"{run.preproc_bold}: broken header")
         return real_prepare(run, *args, **kwargs)
 
-    real_prepare = extract.prepare_run
+    real_prepare = run_inputs.prepare_run
     monkeypatch.setattr(extract, "extract_run", failing)
-    monkeypatch.setattr(extract, "prepare_run", unprepared)
+    monkeypatch.setattr(run_inputs, "prepare_run", unprepared)
     code, stdout = run_cli(capsys, *argv(small, out, "--overwrite"))
     no_traceback(stdout)
     assert code == 1, stdout

@@ -22,7 +22,7 @@ import pandas as pd
 import pytest
 
 from bidsapp import cli
-from bidsapp.app import extract, resume
+from bidsapp.app import extract, resume, run_inputs
 from bidsapp.app.status import EXIT_TERMINATED
 from bidsapp.dataset import outputs, query
 
@@ -117,7 +117,7 @@ def test_input_check_hashes_only_when_the_stat_key_differs(tmp_path, small, monk
     from bidsapp.app.config import DenoiseConfig
 
     run = next(r for r in query.find_runs(small, space=SPACE) if str(r.entities["run"]) == "1")
-    inputs = extract.prepare_run(run, DenoiseConfig())
+    inputs = run_inputs.prepare_run(run, DenoiseConfig())
     records = resume.input_records(inputs, small)
     assert resume.inputs_unchanged(records, inputs, small)
     mask = inputs.mask
@@ -209,7 +209,7 @@ def test_excluded_and_failed_runs_remove_their_old_outputs(capsys, tmp_path, sma
 
     def excluding(inputs, *args, **kwargs):
         if str(inputs.entities.get("run")) == "1":
-            raise extract.RunExcluded(f"{inputs.bold}: 12.0 s left after censoring (< 100 s)")
+            raise run_inputs.RunExcluded(f"{inputs.bold}: 12.0 s left after censoring (< 100 s)")
         return real(inputs, *args, **kwargs)
 
     monkeypatch.setattr(extract, "extract_run", excluding)

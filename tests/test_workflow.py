@@ -186,7 +186,8 @@ def selection_dataset(tmp_path_factory, templateflow_home):
 
 
 def bidsapp_extract(run, atlas, denoise=None, extraction=None):
-    from bidsapp.app.extract import extract_run, prepare_run
+    from bidsapp.app.extract import extract_run
+    from bidsapp.app.run_inputs import prepare_run
 
     denoise = denoise or DenoiseConfig()
     extraction = extraction or ExtractionConfig()
@@ -384,7 +385,7 @@ def test_none_json_preset_and_explicit_columns(one_run, tmp_path):
     )
     assert assert_matches(result.per_atlas[0].timeseries, atlas.lut, expected) > 90
 
-    from bidsapp.app.extract import ExtractionError
+    from bidsapp.app.run_inputs import ExtractionError
 
     with pytest.raises(ExtractionError, match="no column matching 'gsr_.*'"):
         bidsapp_extract(run, atlas, DenoiseConfig(confounds_columns=("gsr_.*",)))

@@ -13,8 +13,9 @@ from pathlib import Path
 
 from bidsapp.app.checks import atlas_labels
 from bidsapp.app.config import RunConfig
-from bidsapp.app.extract import RunInputs, one_line
 from bidsapp.app.progress import progress
+from bidsapp.app.run_inputs import RunInputs
+from bidsapp.app.status import one_line
 from bidsapp.dataset.atlas import Atlas
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 
 from bidsapp.app.config import RunConfig
-from bidsapp.app.extract import one_line
+from bidsapp.app.status import one_line
 from bidsapp.errors import BidsappError
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -129,19 +128,11 @@ def pending_runs(config: Any, records: Sequence[RunRecord]) -> tuple[int, list[s
         ``(number of runs selected, names of the runs without outcome)``, or None when
         the runs cannot be listed (a warning says why).
     """
-    from bidsapp.dataset.query import NoRunsFoundError, find_runs
+    from bidsapp.app.selection import find_selected_runs
+    from bidsapp.dataset.query import NoRunsFoundError
 
-    work_dir = getattr(config, "work_dir", None)
     try:
-        runs = find_runs(
-            config.bids_dir,
-            space=config.space,
-            participant_labels=config.participant_labels,
-            session_labels=config.session_labels,
-            tasks=config.tasks,
-            bids_filters=config.bids_filters,
-            database_dir=Path(work_dir) / "pybids_db" if work_dir else None,
-        )
+        runs = find_selected_runs(config)
     except NoRunsFoundError:
         return 0, []
     except Exception as err:  # advisory only: pybids and the query raise many types

@@ -21,11 +21,12 @@ from bidsapp.app.checks import (
     check_options,
 )
 from bidsapp.app.config import RunConfig
-from bidsapp.app.extract import RunInputs, one_line
 from bidsapp.app.planning import plan_outputs, set_paths
 from bidsapp.app.progress import print_progress, progress, summarise
+from bidsapp.app.run_inputs import RunInputs
 from bidsapp.app.scheduling import parallel_results, print_memory_bound
-from bidsapp.app.status import EXIT_RUN_FAILED, RunStatus
+from bidsapp.app.selection import find_selected_runs
+from bidsapp.app.status import EXIT_RUN_FAILED, RunStatus, one_line
 from bidsapp.app.subjects import clean_leftovers, finish_subject, open_subject
 
 
@@ -55,25 +56,16 @@ def run_participant(config: RunConfig) -> int:
     UsageProblem
         When the directories or options make the invocation impossible.
     """
-    from bidsapp.app.extract import ExtractionError, RunExcluded, prepare_run
+    from bidsapp.app.run_inputs import ExtractionError, RunExcluded, prepare_run
     from bidsapp.dataset import outputs
-    from bidsapp.dataset.query import NoRunsFoundError, QueryError, find_runs
+    from bidsapp.dataset.query import NoRunsFoundError, QueryError
 
     check_directories(config)
     check_options(config)
     check_atlas_labels(config)
     started = time.perf_counter()
-    database_dir = config.work_dir / "pybids_db" if config.work_dir else None
     try:
-        runs = find_runs(
-            config.bids_dir,
-            space=config.space,
-            participant_labels=config.participant_labels,
-            session_labels=config.session_labels,
-            tasks=config.tasks,
-            bids_filters=config.bids_filters,
-            database_dir=database_dir,
-        )
+        runs = find_selected_runs(config)
     except NoRunsFoundError as err:
         progress.error(f"bidsapp: nothing to do: {err}")
         return EXIT_RUN_FAILED

@@ -12,9 +12,9 @@ from typing import Any
 
 from bidsapp.app.atlases import AtlasTarget
 from bidsapp.app.config import RunConfig
-from bidsapp.app.extract import RunInputs, one_line
 from bidsapp.app.resume import input_files
-from bidsapp.app.status import RunStatus
+from bidsapp.app.run_inputs import RunInputs
+from bidsapp.app.status import RunStatus, one_line
 
 
 def plan_outputs(

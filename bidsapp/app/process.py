@@ -18,7 +18,7 @@ from bidsapp import __version__
 from bidsapp.app.atlases import AtlasTarget
 from bidsapp.app.config import RunConfig, to_jsonable
 from bidsapp.app.connectivity import relmat
-from bidsapp.app.extract import RunExtraction, RunInputs, one_line
+from bidsapp.app.extract import RunExtraction
 from bidsapp.app.resume import (
     INPUT_FILES_KEY,
     FileHashes,
@@ -28,7 +28,8 @@ from bidsapp.app.resume import (
     run_fingerprint,
     source_uri,
 )
-from bidsapp.app.status import RunStatus
+from bidsapp.app.run_inputs import RunInputs
+from bidsapp.app.status import RunStatus, one_line
 from bidsapp.report.sources import boldref_of
 
 logger = logging.getLogger(__name__)
@@ -162,7 +163,8 @@ def process_run(
         One status per atlas: ``ok`` (``resumed`` when complete outputs were kept),
         ``failed`` with a one-line reason, or ``excluded`` with the reason.
     """
-    from bidsapp.app.extract import ExtractionError, RunExcluded, extract_run
+    from bidsapp.app.extract import extract_run
+    from bidsapp.app.run_inputs import ExtractionError, RunExcluded
     from bidsapp.dataset import outputs
 
     stat = config.extraction.strategy
@@ -276,7 +278,7 @@ def write_run_report_data(extraction: RunExtraction, timeseries: Path, config: R
     config : RunConfig
         The invocation's settings.
     """
-    from bidsapp.app.extract import preset_description
+    from bidsapp.app.confounds_selection import preset_description
     from bidsapp.report.run_data import RunReportData, report_data_path, write_report_data
 
     mean = extraction.mean_img

@@ -18,7 +18,7 @@ from typing import Any
 from bidsapp import __version__
 from bidsapp.app.atlases import AtlasTarget
 from bidsapp.app.config import RunConfig, fingerprint, to_jsonable
-from bidsapp.app.extract import RunInputs
+from bidsapp.app.run_inputs import RunInputs
 from bidsapp.app.status import RunStatus
 
 logger = logging.getLogger(__name__)

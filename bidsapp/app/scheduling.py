@@ -10,10 +10,10 @@ from collections.abc import Iterator, Sequence
 
 from bidsapp.app.atlases import AtlasTarget
 from bidsapp.app.config import RunConfig
-from bidsapp.app.extract import RunInputs
 from bidsapp.app.planning import set_paths
 from bidsapp.app.process import process_run, remove_stopped_outputs
 from bidsapp.app.progress import progress
+from bidsapp.app.run_inputs import RunInputs
 from bidsapp.app.status import RunStatus
 
 

@@ -102,3 +102,8 @@ class RunStatus:
             outputs=list(self.outputs),
         )
         return row
+
+
+def one_line(text: Any) -> str:
+    """Collapse a message (e.g. an exception) to one line, for status tables and summaries."""
+    return " ".join(str(text).split())

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 from bidsapp.app.config import RunConfig
-from bidsapp.app.extract import one_line
 from bidsapp.app.process import remove_stopped_outputs
 from bidsapp.app.progress import print_progress, progress
-from bidsapp.app.status import RunStatus
+from bidsapp.app.status import RunStatus, one_line
 
 logger = logging.getLogger(__name__)
 
