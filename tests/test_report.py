@@ -431,7 +431,7 @@ def test_report_for_a_subject_without_outputs_says_so(tmp_path):
 
 
 def test_region_networks_from_names_and_lut():
-    from bidsapp.report.figures import network_blocks, region_networks
+    from bidsapp.report.networks import network_blocks, region_networks
 
     names = ["7Networks_LH_Vis_1", "7Networks_LH_Default_1", "7Networks_RH_Vis_1"]
     assert region_networks(names) == ["Vis", "Default", "Vis"]

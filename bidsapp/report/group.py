@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from bidsapp.report import html as H
+from bidsapp.report.networks import region_networks
 from bidsapp.report.participant import section_anchor
 from bidsapp.report.records import LEFT_OUT_STATUSES
 
@@ -106,7 +107,7 @@ def _connectivity_figures(cells: Sequence[Any]) -> str:
 
     figs = []
     for cell in cells:
-        networks = figures.region_networks(cell.regions)
+        networks = region_networks(cell.regions)
         figs.append(
             H.figure(
                 figures.plot_connectivity(

@@ -26,6 +26,8 @@ import numpy as np
 import pandas as pd
 
 from bidsapp.report import html as H
+from bidsapp.report.contours import plot_atlas_contours
+from bidsapp.report.networks import region_networks
 from bidsapp.report.records import (
     LEFT_OUT_STATUSES,
     RunRecord,
@@ -248,7 +250,7 @@ def _run_section(
     timeseries = read_timeseries(record.timeseries)
     names = [str(c) for c in timeseries.columns]
     lut = _read_lut(inputs.lut)
-    networks = figures.region_networks(names, lut)
+    networks = region_networks(names, lut)
     t_r = float_or_none(sc.get("RepetitionTime"))
     n_volumes = int_or_none(sc.get("NumberOfVolumes"))
     retained = [int(v) for v in sc.get("RetainedVolumes") or range(len(timeseries))]
@@ -276,7 +278,7 @@ def _run_section(
         background_note.append(
             "fMRIPrep's BOLD reference" if grids["from_boldref"] else "the run's mean BOLD"
         )
-        return figures.plot_atlas_contours(
+        return plot_atlas_contours(
             grids["background"],
             grids["labels"],
             grids["mask"],
