@@ -39,16 +39,15 @@ from bidsapp.app.group_compute import compute_group
 from bidsapp.app.group_inputs import pending_runs, select_records
 from bidsapp.app.group_outputs import GROUP_DIR, GroupWriteError, write_group_outputs
 from bidsapp.app.progress import progress
+from bidsapp.app.status import EXIT_OK, EXIT_RUN_FAILED
 from bidsapp.report.records import (
     LEFT_OUT_STATUSES,
     RunRecord,
     collect_runs,
 )
 
-EXIT_OK = 0
-
-
-EXIT_NO_RESULTS = 1
+#: Exit code when there is nothing to summarise or a group output cannot be written.
+EXIT_NO_RESULTS = EXIT_RUN_FAILED
 
 
 _MAX_LISTED = 20
