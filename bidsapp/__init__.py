@@ -35,10 +35,11 @@ _LAZY = {
     "ExtractionConfig": "bidsapp.app.config",
     "RunConfig": "bidsapp.app.config",
     "make_config": "bidsapp.app.config",
-    "UsageProblem": "bidsapp.app.workflow",
+    "UsageProblem": "bidsapp.app.checks",
 }
 
 if TYPE_CHECKING:  # pragma: no cover
+    from bidsapp.app.checks import UsageProblem
     from bidsapp.app.config import (
         ConfigError,
         DenoiseConfig,
@@ -46,7 +47,6 @@ if TYPE_CHECKING:  # pragma: no cover
         RunConfig,
         make_config,
     )
-    from bidsapp.app.workflow import UsageProblem
 
 
 def __getattr__(name: str) -> Any:
@@ -91,7 +91,7 @@ def run(
     ------
     bidsapp.app.config.ConfigError
         For an option value that cannot be used (the CLI exits 2).
-    bidsapp.app.workflow.UsageProblem
+    bidsapp.app.checks.UsageProblem
         For directories or option files that cannot be used (the CLI exits 2).
     """
     from bidsapp.app.config import make_config

@@ -1,20 +1,17 @@
 """Command line: ``bidsapp BIDS_DIR OUTPUT_DIR {participant,group} [options]``.
 
 This module only parses arguments into a :class:`bidsapp.app.config.RunConfig` and hands it to
-:func:`bidsapp.app.workflow.run`; nothing below it sees an ``argparse.Namespace``.
+:func:`bidsapp.app.command.run_command` (``bidsapp demo`` to :func:`bidsapp.app.demo.run_demo`);
+nothing below it sees an ``argparse.Namespace``. It configures logging once.
 """
 
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import logging
 import math
-import os
-import signal
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 from bidsapp import __version__
@@ -29,15 +26,11 @@ from bidsapp.app.config import (
     RunConfig,
     make_config,
 )
+from bidsapp.app.status import EXIT_USAGE
 
-EXIT_OK = 0
-EXIT_RUN_FAILED = 1
-EXIT_USAGE = 2
 # The shell's code for a process ended by SIGTERM, which is what a batch scheduler sends at
 # a job's time limit (SLURM, PBS, ``docker stop``).
-EXIT_TERMINATED = 128 + signal.SIGTERM
 # Ctrl-C (SIGINT, Python's KeyboardInterrupt): the shell's code for it.
-EXIT_INTERRUPTED = 128 + signal.SIGINT
 
 EPILOG = """\
 exit codes:
@@ -372,105 +365,48 @@ def config_from_args(args: argparse.Namespace) -> RunConfig:
     return make_config(**vars(args))
 
 
+class _ConsoleHandler(logging.StreamHandler):
+    """Writes the product's lines as they are, to the stream ``sys`` has when each is emitted.
+
+    Resolved at emit time, so that a replaced ``sys.stdout`` (a test's capture, the app's
+    guard against a reader that leaves) receives them; flushed after every line.
+    """
+
+    def __init__(self, stream_name: str, below: int | None = None, from_: int = 0) -> None:
+        super().__init__()
+        self._stream_name = stream_name
+        self.setFormatter(logging.Formatter("%(message)s"))
+        self.setLevel(from_)
+        if below is not None:
+            self.addFilter(lambda record: record.levelno < below)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return getattr(sys, self._stream_name)
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ sets it; always resolved instead
+        pass
+
+
 def _configure_logging(verbosity: int) -> None:
     level = logging.WARNING if verbosity <= 0 else logging.INFO if verbosity == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
-    # Progress lines are the product's own output: always shown.
-    logging.getLogger("bidsapp.progress").setLevel(logging.INFO)
+    _attach_console()
 
 
-class Terminated(BaseException):
-    """SIGTERM arrived; a ``BaseException`` so that no run's error handling records it."""
+def _attach_console() -> None:
+    """Show the ``bidsapp.progress`` lines as they are: INFO on stdout, problems on stderr.
 
-
-def _raise_terminated(signum: int, frame: object) -> None:
-    raise Terminated
-
-
-@contextlib.contextmanager
-def _sigterm_raises() -> Iterator[None]:
-    """Turn SIGTERM into :class:`Terminated` for the duration of the block.
-
-    Python's default is to die at once, which skips every ``finally``: hidden temporary
-    files stay behind and the summary never says what was left undone. Raised instead, the
-    exception unwinds through the atomic writers (which remove their temporary files) and the
-    subject lock. Only the main thread may install handlers; elsewhere nothing changes.
+    Progress lines are the product's own output: always shown. Done once, however often
+    :func:`main` runs in one process.
     """
-    try:
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-class _StdoutReaderGone(io.TextIOBase):
-    """``sys.stdout`` whose reader may leave (``bidsapp ... | head -1``) without harm.
-
-    Progress lines are for the reader; the runs' product is on disk. When the pipe closes,
-    ``print`` would raise ``BrokenPipeError`` in the middle of the loop that records the
-    runs, losing the status table of runs already done. Instead, output is dropped from
-    then on and the runs finish.
-    """
-
-    def __init__(self, stream: io.TextIOBase) -> None:
-        self._stream = stream
-        self._gone = False
-
-    def write(self, text: str) -> int:
-        if not self._gone:
-            try:
-                return self._stream.write(text)
-            except BrokenPipeError:
-                self._drop()
-        return len(text)
-
-    def flush(self) -> None:
-        if not self._gone:
-            try:
-                self._stream.flush()
-            except BrokenPipeError:
-                self._drop()
-
-    def _drop(self) -> None:
-        self._gone = True
-        # The interpreter flushes the real stdout at exit; pointed at the null device, that
-        # flush cannot print "Exception ignored ... BrokenPipeError" either.
-        try:
-            fd = self._stream.fileno()
-        except (AttributeError, OSError, ValueError):
-            return
-        null = os.open(os.devnull, os.O_WRONLY)
-        try:
-            os.dup2(null, fd)
-        finally:
-            os.close(null)
-
-    def writable(self) -> bool:
-        return True
-
-    def isatty(self) -> bool:
-        return not self._gone and self._stream.isatty()
-
-    @property
-    def encoding(self) -> str:  # type: ignore[override]
-        return getattr(self._stream, "encoding", "utf-8")
-
-
-@contextlib.contextmanager
-def _stdout_reader_may_leave() -> Iterator[None]:
-    """Wrap ``sys.stdout`` in :class:`_StdoutReaderGone` for the duration of the block."""
-    previous = sys.stdout
-    sys.stdout = _StdoutReaderGone(previous)
-    try:
-        yield
-    finally:
-        with contextlib.suppress(Exception):
-            sys.stdout.flush()
-        sys.stdout = previous
+    progress = logging.getLogger("bidsapp.progress")
+    progress.setLevel(logging.INFO)
+    if not any(isinstance(h, _ConsoleHandler) for h in progress.handlers):
+        progress.addHandler(_ConsoleHandler("stdout", below=logging.WARNING))
+        progress.addHandler(_ConsoleHandler("stderr", from_=logging.WARNING))
+        progress.propagate = False
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -491,7 +427,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if argv and argv[0] == "demo":
         demo_args = build_demo_parser().parse_args(argv[1:])
         _configure_logging(demo_args.verbose)
-        from bidsapp.synthetic import run_demo
+        from bidsapp.app.demo import run_demo
 
         return run_demo(demo_args.outdir)
 
@@ -508,28 +444,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"bidsapp: error: {err}", file=sys.stderr)
         return EXIT_USAGE
 
-    from bidsapp.app.workflow import UsageProblem, run
+    from bidsapp.app.command import run_command
 
-    try:
-        with _sigterm_raises(), _stdout_reader_may_leave():
-            return run(config)
-    except UsageProblem as err:
-        print(f"bidsapp: error: {err}", file=sys.stderr)
-        return EXIT_USAGE
-    except Terminated:
-        print(
-            "bidsapp: stopped by SIGTERM; finished runs are kept, the same command does the rest",
-            file=sys.stderr,
-        )
-        return EXIT_TERMINATED
-    except KeyboardInterrupt:
-        # Like SIGTERM: the exception has unwound through the atomic writers and the
-        # subject locks, so one line says what happened instead of a traceback.
-        print(
-            "bidsapp: stopped by SIGINT; finished runs are kept, the same command does the rest",
-            file=sys.stderr,
-        )
-        return EXIT_INTERRUPTED
+    return run_command(config)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -73,6 +73,14 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     shutil.rmtree(home, ignore_errors=True)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _progress_lines() -> None:
+    """Show the app's progress lines as the CLI does, also for tests that call the app."""
+    from bidsapp import cli
+
+    cli._attach_console()
+
+
 @pytest.fixture(scope="session")
 def templateflow_home(pytestconfig: pytest.Config) -> Path:
     """The session's TemplateFlow home (also ``$TEMPLATEFLOW_HOME``), with atlases.

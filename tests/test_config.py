@@ -157,7 +157,7 @@ def test_import_is_lazy_and_run_is_exported():
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.split() == ["bidsapp.app.config", "bidsapp.app.workflow"]
+    assert proc.stdout.split() == ["bidsapp.app.config", "bidsapp.app.checks"]
 
 
 def test_bids_filter_file_values_are_checked_when_read(tmp_path):

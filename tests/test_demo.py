@@ -15,7 +15,9 @@ import pandas as pd
 import pytest
 from scipy import ndimage
 
+from bidsapp import cli
 from bidsapp import synthetic as demo
+from bidsapp.synthetic.fmriprep import _default_spikes
 
 NILEARN_DATA = Path(__import__("nilearn").__file__).parent / "interfaces" / "fmriprep" / "data"
 TPL = "MNI152NLin2009cAsym"
@@ -227,7 +229,7 @@ def test_confounds_json_is_fmriprep_compcor_metadata(fmriprep_dataset):
 def test_confounds_values_follow_the_motion(fmriprep_dataset):
     frame = pd.read_csv(fmriprep_dataset / CONFOUNDS1, sep="\t")
     fd = frame["framewise_displacement"].to_numpy()
-    spikes = demo._default_spikes(60, 2)  # the volumes the defaults make high-motion
+    spikes = _default_spikes(60, 2)  # the volumes the defaults make high-motion
     assert spikes == (24, 25, 45)
     assert np.all(fd[list(spikes)] > 0.5)
     calm = np.setdiff1d(np.arange(1, 60), spikes)
@@ -421,42 +423,49 @@ def test_dataset_rejects_bad_options(make_dataset, options, message):
 
 
 def test_run_demo_builds_inputs_quickly_and_runs_both_levels(tmp_path, monkeypatch):
-    import bidsapp.cli
+    import bidsapp.app.demo
     from bidsapp.app.config import DEFAULT_ATLAS
     from bidsapp.dataset.atlas import get_atlas
 
     calls = []
 
-    def fake_main(argv):
+    def fake_run(config):
         home = os.environ["TEMPLATEFLOW_HOME"]
         # what the participant level will do: resolve the default atlas from the env home
         atlas = get_atlas(DEFAULT_ATLAS, space=TPL, voxel_size_mm=4.0)
-        calls.append((argv, home, atlas.dseg))
+        calls.append((config, home, atlas.dseg))
         return 0
 
-    monkeypatch.setattr(bidsapp.cli, "main", fake_main)
+    monkeypatch.setattr(bidsapp.app.demo, "run_command", fake_run)
     before = os.environ.get("TEMPLATEFLOW_HOME")
     start = time.perf_counter()
-    assert demo.run_demo(tmp_path / "demo") == 0
+    assert bidsapp.app.demo.run_demo(tmp_path / "demo") == 0
     # ~2.5 s on two idle cores, up to ~3x more under load; far slower means something broke
     assert time.perf_counter() - start < 30
     assert os.environ.get("TEMPLATEFLOW_HOME") == before  # restored
     root = tmp_path / "demo"
-    assert [argv[2] for argv, _, _ in calls] == ["participant", "group"]
-    argv, home, dseg = calls[0]
-    assert argv[:2] == [str(root / "fmriprep"), str(root / "derivatives")]
-    assert argv[3:] == ["--work-dir", str(root / "work")]
+    assert [config.analysis_level for config, _, _ in calls] == ["participant", "group"]
+    config, home, dseg = calls[0]
+    assert (config.bids_dir, config.output_dir) == (root / "fmriprep", root / "derivatives")
+    assert config.work_dir == root / "work"
+    argv = [str(root / "fmriprep"), str(root / "derivatives"), "participant"]
+    cli_config = cli.config_from_args(
+        cli.build_parser().parse_args([*argv, "--work-dir", str(root / "work")])
+    )
+    assert config == cli_config  # what ``bidsapp ... participant --work-dir`` runs
     assert home == str(root / "templateflow")
     assert dseg.is_relative_to(root / "templateflow") and dseg.stat().st_size > 0
     assert len(list((root / "fmriprep").rglob("*_desc-preproc_bold.nii.gz"))) == 4
 
 
 def test_run_demo_stops_at_first_failure(tmp_path, monkeypatch):
-    import bidsapp.cli
+    import bidsapp.app.demo
 
     levels = []
-    monkeypatch.setattr(bidsapp.cli, "main", lambda argv: levels.append(argv[2]) or 1)
+    monkeypatch.setattr(
+        bidsapp.app.demo, "run_command", lambda config: levels.append(config.analysis_level) or 1
+    )
     monkeypatch.setattr(demo, "make_templateflow_home", lambda root, **kw: Path(root))
     monkeypatch.setattr(demo, "make_fmriprep_dataset", lambda root, **kw: Path(root))
-    assert demo.run_demo(tmp_path / "demo") == 1
+    assert bidsapp.app.demo.run_demo(tmp_path / "demo") == 1
     assert levels == ["participant"]

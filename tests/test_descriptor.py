@@ -23,6 +23,13 @@ import pytest
 
 from bidsapp import __version__, cli
 from bidsapp.app.config import DEFAULT_ATLAS
+from bidsapp.app.status import (
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_RUN_FAILED,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 DESCRIPTOR = REPO / "descriptor.json"
@@ -246,8 +253,13 @@ def test_denoise_strategy_description_lists_presets():
 
 def test_exit_codes_match_cli():
     epilog = dict(re.findall(r"^  (\d+)  (.+)$", cli.EPILOG, flags=re.MULTILINE))
-    failures = {cli.EXIT_RUN_FAILED, cli.EXIT_USAGE, cli.EXIT_INTERRUPTED, cli.EXIT_TERMINATED}
-    assert set(epilog) == {str(code) for code in {cli.EXIT_OK, *failures}}
+    failures = {
+        EXIT_RUN_FAILED,
+        EXIT_USAGE,
+        EXIT_INTERRUPTED,
+        EXIT_TERMINATED,
+    }
+    assert set(epilog) == {str(code) for code in {EXIT_OK, *failures}}
     codes = {e["code"]: e["description"] for e in load_descriptor()["error-codes"]}
     assert set(codes) == failures  # 0 is success in Boutiques
     for code, description in codes.items():

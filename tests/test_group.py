@@ -27,7 +27,8 @@ from test_report import (
 )
 
 from bidsapp.app.config import RunConfig
-from bidsapp.app.group import fisher_z_mean, qcfc, run_group
+from bidsapp.app.group import run_group
+from bidsapp.app.group_stats import fisher_z_mean, qcfc
 
 
 @pytest.fixture(scope="module")

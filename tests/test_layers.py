@@ -84,7 +84,7 @@ RULES = (
     ),
     Rule(
         "app",
-        layers=frozenset({"cli", "synthetic"}),
+        layers=frozenset({"cli"}),
         packages=frozenset({"argparse"}),
         why="the app sits on the core and the dataset layer; only the CLI parses",
     ),
@@ -103,6 +103,9 @@ RULES = (
 
 #: The one place each third-party package that speaks BIDS may be imported.
 OWNERS = {"bids": {"dataset"}, "templateflow": {"dataset", "synthetic"}}
+
+#: The synthetic datasets serve the ``demo`` command (and the tests), nothing else.
+SYNTHETIC_USERS = {"app.demo"}
 
 
 @dataclass(frozen=True)
@@ -182,6 +185,13 @@ def violations(root: Path, package: str) -> list[str]:
                 continue  # a name imported from a module (``from bidsapp import run``)
             if rule is None or target_layer == layer:
                 continue
+            if target_layer == "synthetic" and source not in SYNTHETIC_USERS:
+                problems.setdefault(
+                    (where, "synthetic"),
+                    f"{where}: {source} imports {package}.{found.target} (only the demo "
+                    "command uses the synthetic datasets)",
+                )
+                continue
             top = found.target.split(".")[0]
             if target_layer in rule.layers or top in rule.modules:
                 problems.setdefault(
@@ -221,6 +231,7 @@ def _fake_package(root: Path, files: dict[str, str]) -> Path:
         ("report/run.py", "from bidsapp import engine\n", "report imports bidsapp.engine"),
         ("report/run.py", "from ..confounds import load\n", "report imports bidsapp.confounds"),
         ("app/run.py", "import templateflow.api\n", "templateflow is imported only by"),
+        ("app/run.py", "from bidsapp.synthetic import bold\n", "only the demo command uses"),
         ("cli.py", "from bidsapp.dataset import query\n", "cli imports bidsapp.dataset"),
         ("synthetic/tree.py", "from bidsapp.cli import main\n", "synthetic imports bidsapp.cli"),
         ("extras.py", "x = 1\n", "belongs to no layer"),
@@ -240,6 +251,7 @@ def test_the_checker_accepts_allowed_imports(tmp_path):
         "maskers/base.py": "from .. import engine, stream\n",
         "dataset/query.py": "import bids\nfrom bidsapp import image\n",
         "app/run.py": "from bidsapp.dataset import query\nfrom bidsapp.report import run\n",
+        "app/demo.py": "from bidsapp import synthetic\n",
         "report/run.py": "from bidsapp.dataset import names\n",
         "cli.py": "import argparse\nfrom bidsapp.app import run\nfrom bidsapp.errors import warn\n",
     }

@@ -25,7 +25,7 @@ from test_trust_numerics import _extract, run_and_atlas  # noqa: F401 - a fixtur
 
 from bidsapp import image, maskers, stream
 from bidsapp.app.config import DenoiseConfig
-from bidsapp.app.extract import ExtractionError, prepare_run
+from bidsapp.app.run_inputs import ExtractionError, prepare_run
 from bidsapp.dataset.atlas_checks import check_labels_image, read_lut
 from bidsapp.dataset.atlas_spec import AtlasError
 from bidsapp.stream import StreamError

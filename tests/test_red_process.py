@@ -19,36 +19,36 @@ from pathlib import Path
 import pytest
 from test_trust_resume import _MAIN, _spawn, argv, paused_in_first_write, run_cli, set_of
 
-from bidsapp import cli
 from bidsapp.app import parallel
+from bidsapp.app.status import EXIT_INTERRUPTED
 from bidsapp.dataset import fileio, status_tables
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
 # A module the loky workers import (they start fresh, so a patch in the parent would not
-# reach them): its ``process_job`` stands in for ``workflow._process_job``.
+# reach them): its ``process_job`` stands in for ``scheduling.process_job``.
 _WORKER_MODULE = """
 import os, sys, time
-from bidsapp.app import workflow
+from bidsapp.app import process
 
 def process_job(job, config):
     inputs, targets = job
     {body}
-    return workflow.process_run(inputs, targets, config)
+    return process.process_run(inputs, targets, config)
 """
 
 _PATCHED_MAIN = """
 import sys
 import redworker
 from bidsapp import cli
-from bidsapp.app import workflow
-workflow._process_job = redworker.process_job
+from bidsapp.app import scheduling
+scheduling.process_job = redworker.process_job
 sys.exit(cli.main(sys.argv[1:]))
 """
 
 
 def _start_patched(tmp_path: Path, body: str, *args) -> subprocess.Popen:
-    """Start the CLI with ``workflow._process_job`` running ``body`` first, in every worker."""
+    """Start the CLI with ``scheduling.process_job`` running ``body`` first, in every worker."""
     (tmp_path / "redworker.py").write_text(_WORKER_MODULE.format(body=body))
     path = os.pathsep.join([str(tmp_path), *filter(None, [os.environ.get("PYTHONPATH")])])
     env = {**os.environ, "TEMPLATEFLOW_AUTOUPDATE": "0", "PYTHONPATH": path}
@@ -124,7 +124,7 @@ def test_sigint_mid_write_leaves_no_temporary_file_and_exits_130(capsys, tmp_pat
     job, _ = paused_in_first_write(small, out, subprocess.PIPE)
     job.send_signal(signal.SIGINT)
     stdout, stderr = job.communicate(timeout=120)
-    assert job.returncode == cli.EXIT_INTERRUPTED == 130, stdout + stderr
+    assert job.returncode == EXIT_INTERRUPTED == 130, stdout + stderr
     assert "Traceback" not in stdout + stderr and "KeyboardInterrupt" not in stderr
     (line,) = stderr.strip().splitlines()
     assert line.startswith("bidsapp: stopped by SIGINT")

@@ -18,9 +18,9 @@ from pathlib import Path
 import pytest
 from test_trust_resume import LABEL, argv, run_cli, set_of
 
-from bidsapp.app import extract, group
+from bidsapp.app import extract, group_inputs, group_outputs, run_inputs
 from bidsapp.dataset import run_outputs, status_tables, tsvio
-from bidsapp.report.participant import tsv_problem
+from bidsapp.report.records import tsv_problem
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
@@ -191,17 +191,17 @@ def test_a_failed_run_whose_old_outputs_cannot_be_removed(capsys, tmp_path, smal
 
     def failing(inputs, *args, **kwargs):
         if str(inputs.entities.get("run")) == "1":
-            raise extract.RunExcluded(f"{inputs.bold}: 12.0 s left after censoring (< 100 s)")
+            raise run_inputs.RunExcluded(f"{inputs.bold}: 12.0 s left after censoring (< 100 s)")
         return real(inputs, *args, **kwargs)
 
     def unprepared(run, *args, **kwargs):
         if str(run.entities.get("run")) == "2":
-            raise extract.ExtractionError(f"{run.preproc_bold}: broken header")
+            raise run_inputs.ExtractionError(f"{run.preproc_bold}: broken header")
         return real_prepare(run, *args, **kwargs)
 
-    real_prepare = extract.prepare_run
+    real_prepare = run_inputs.prepare_run
     monkeypatch.setattr(extract, "extract_run", failing)
-    monkeypatch.setattr(extract, "prepare_run", unprepared)
+    monkeypatch.setattr(run_inputs, "prepare_run", unprepared)
     code, stdout = run_cli(capsys, *argv(small, out, "--overwrite"))
     no_traceback(stdout)
     assert code == 1, stdout
@@ -335,15 +335,15 @@ def test_group_does_not_read_through_a_linked_func_folder(capsys, tmp_path, smal
 
 
 def test_checked_timeseries_needs_the_recorded_hash(tmp_path, capsys, small):
-    from bidsapp.report.participant import collect_runs
+    from bidsapp.report.records import collect_runs
 
     out = tmp_path / "out"
     assert run_cli(capsys, *argv(small, out))[0] == 0
     (record, *_) = [r for r in collect_runs(out) if r.has_outputs]
-    assert len(group._checked_timeseries(record, out)) > 0
+    assert len(group_inputs.checked_timeseries(record, out)) > 0
     del record.sidecar[run_outputs.OUTPUT_FILES_KEY]
     with pytest.raises(ValueError, match="OutputFiles"):
-        group._checked_timeseries(record, out)
+        group_inputs.checked_timeseries(record, out)
 
 
 # ------------------------------------------------------------------ stale reports
@@ -362,6 +362,6 @@ def test_a_report_of_earlier_results_is_removed_not_left_beside_new_ones(capsys,
     assert not report.exists() and "removed sub-01.html" in stdout
 
     assert run_cli(capsys, *group_argv(small, out)[:-1])[0] == 0  # group with its report
-    assert (out / group.REPORT_NAME).is_file()
+    assert (out / group_outputs.REPORT_NAME).is_file()
     assert run_cli(capsys, *group_argv(small, out))[0] == 0
-    assert not (out / group.REPORT_NAME).exists()
+    assert not (out / group_outputs.REPORT_NAME).exists()

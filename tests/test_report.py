@@ -3,8 +3,8 @@
 Participant outputs are built in a temporary directory from a synthetic fMRIPrep dataset
 (``bidsapp.synthetic``): real BOLD, brain masks, confounds and atlas images, a simple numpy
 extraction (region means, motion/WM/CSF regression, censoring), and the real writers of
-the dataset layer (``naming``, ``run_outputs``, ``status_tables``). ``make_participant_outputs``
-is also used by ``tests/test_group.py``.
+``bidsapp.dataset.outputs`` (names, sidecars, status tables). ``make_participant_outputs`` is also
+used by ``tests/test_group.py``.
 """
 
 from __future__ import annotations
@@ -24,8 +24,16 @@ import pandas as pd
 import pytest
 
 from bidsapp import synthetic as demo
+from bidsapp.app.config import DenoiseConfig
+from bidsapp.app.confounds_selection import (
+    _non_steady_state,
+    _preset_parameters,
+    censoring_thresholds,
+    preset_description,
+)
 from bidsapp.dataset import atlas_copy, dataset_description, naming, run_outputs, status_tables
 from bidsapp.image import resample_to_img
+from bidsapp.report.run_data import RunReportData, report_data_path, write_report_data
 
 SPACE = "MNI152NLin2009cAsym"
 ATLAS_LABEL = "Schaefer100"
@@ -197,6 +205,19 @@ def make_participant_outputs(root: Path) -> dict:
                     relmat=corr,
                     relmat_sidecar={**run_outputs.relmat_metadata(), "NodeFiles": files.node_files},
                 )
+                # What the app records for the report from its one pass (logs/report/).
+                denoise = DenoiseConfig(name=strategy)
+                thresholds = censoring_thresholds(denoise, _preset_parameters(denoise))
+                data = RunReportData(
+                    non_steady_state=_non_steady_state(confounds, None),
+                    fd=fd,
+                    fd_threshold=thresholds[0],
+                    std_dvars_threshold=thresholds[1],
+                    preset_description=preset_description(denoise),
+                    mean=np.asarray(nib.load(bold).dataobj, dtype=float).mean(axis=3),
+                    affine=nib.load(bold).affine,
+                )
+                write_report_data(report_data_path(out, paths.timeseries), data, out)
                 status = {
                     "status": "ok",
                     "reason": "; ".join(warn),
@@ -382,7 +403,7 @@ def test_parameters_are_shown(reports):
 
 
 def test_sources_resolve_through_dataset_links(participant_outputs, tmp_path):
-    from bidsapp.report.participant import resolve_source
+    from bidsapp.report.sources import resolve_source
 
     out = participant_outputs["output_dir"]
     bids_dir = participant_outputs["bids_dir"]
@@ -397,6 +418,29 @@ def test_sources_resolve_through_dataset_links(participant_outputs, tmp_path):
     target.parent.mkdir(parents=True)
     target.write_bytes(b"x")
     assert resolve_source(bold_uri, out, bids_dir=moved) == target
+
+
+def test_the_report_reads_what_the_app_wrote_never_the_bold(participant_outputs, monkeypatch):
+    """The mean BOLD, FD and censoring come from the app's report data, not the inputs."""
+    from bidsapp.report.participant import build_participant_report
+    from bidsapp.report.run_data import read_report_data, report_data_path
+
+    out = participant_outputs["output_dir"]
+    timeseries = sorted(out.glob("sub-01/func/*_timeseries.tsv"))
+    data = read_report_data(report_data_path(out, timeseries[0]))
+    assert data is not None and data.mean is not None and data.mean.ndim == 3
+    assert data.fd is not None and data.preset_description
+    real_load = nib.load
+
+    def no_bold(path, *args, **kwargs):
+        assert not re.search(r"_bold\.nii(\.gz)?$", str(path)), f"the report read {path}"
+        return real_load(path, *args, **kwargs)
+
+    monkeypatch.setattr(nib, "load", no_bold)
+    report = build_participant_report(out, "01", participant_outputs["bids_dir"])
+    page = parse_page(report.html)
+    assert "not drawn" not in " ".join(page.text)
+    assert [k for _, k in page.figures].count("contours") == 4
 
 
 def test_missing_inputs_are_reported_not_fatal(participant_outputs, tmp_path):
@@ -431,7 +475,7 @@ def test_report_for_a_subject_without_outputs_says_so(tmp_path):
 
 
 def test_region_networks_from_names_and_lut():
-    from bidsapp.report.figures import network_blocks, region_networks
+    from bidsapp.report.networks import network_blocks, region_networks
 
     names = ["7Networks_LH_Vis_1", "7Networks_LH_Default_1", "7Networks_RH_Vis_1"]
     assert region_networks(names) == ["Vis", "Default", "Vis"]

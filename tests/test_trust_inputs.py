@@ -21,7 +21,7 @@ import pytest
 
 from bidsapp import cli
 from bidsapp.app.config import DenoiseConfig
-from bidsapp.app.extract import ExtractionError, prepare_run
+from bidsapp.app.run_inputs import ExtractionError, prepare_run
 from bidsapp.dataset.query import find_runs
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")

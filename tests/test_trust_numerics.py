@@ -18,7 +18,8 @@ import pytest
 
 from bidsapp import cli, image
 from bidsapp.app.config import DenoiseConfig, ExtractionConfig
-from bidsapp.app.extract import ExtractionError, RunExcluded, extract_run, prepare_run
+from bidsapp.app.extract import extract_run
+from bidsapp.app.run_inputs import ExtractionError, RunExcluded, prepare_run
 
 SPACE = "MNI152NLin2009cAsym"
 ATLAS = "Schaefer2018:100Parcels7Networks"

@@ -22,7 +22,8 @@ import pandas as pd
 import pytest
 
 from bidsapp import cli
-from bidsapp.app import extract, workflow
+from bidsapp.app import extract, resume, run_inputs
+from bidsapp.app.status import EXIT_TERMINATED
 from bidsapp.dataset import fileio, locking, query, run_outputs, status_tables, tsvio
 
 SPACE = "MNI152NLin2009cAsym"
@@ -116,18 +117,18 @@ def test_input_check_hashes_only_when_the_stat_key_differs(tmp_path, small, monk
     from bidsapp.app.config import DenoiseConfig
 
     run = next(r for r in query.find_runs(small, space=SPACE) if str(r.entities["run"]) == "1")
-    inputs = extract.prepare_run(run, DenoiseConfig())
-    records = workflow.input_records(inputs, small)
-    assert workflow.inputs_unchanged(records, inputs, small)
+    inputs = run_inputs.prepare_run(run, DenoiseConfig())
+    records = resume.input_records(inputs, small)
+    assert resume.inputs_unchanged(records, inputs, small)
     mask = inputs.mask
     info = mask.stat()
     data = bytearray(mask.read_bytes())
     data[-20] ^= 0xFF  # same size, other content
     mask.write_bytes(bytes(data))
     os.utime(mask, ns=(info.st_atime_ns, info.st_mtime_ns + 1))
-    assert not workflow.inputs_unchanged(records, inputs, small)
+    assert not resume.inputs_unchanged(records, inputs, small)
     mask.write_bytes(bytes(data[:-20]) + bytes([data[-20] ^ 0xFF]) + bytes(data[-19:]))
-    assert workflow.inputs_unchanged(records, inputs, small)  # content back: unchanged
+    assert resume.inputs_unchanged(records, inputs, small)  # content back: unchanged
 
     # Equal (size, mtime) of a file that had settled before it was hashed is the cheap path:
     # nothing is read.
@@ -135,8 +136,8 @@ def test_input_check_hashes_only_when_the_stat_key_differs(tmp_path, small, monk
         record["HashedAtNs"] = time.time_ns() + 3 * 10**9
     os.utime(mask, ns=(info.st_atime_ns, info.st_mtime_ns))
     read = []
-    monkeypatch.setattr(workflow, "_sha256_file", lambda p: read.append(p) or "sha256:x")
-    assert workflow.inputs_unchanged(records, inputs, small) and mask not in read
+    monkeypatch.setattr(resume, "_sha256_file", lambda p: read.append(p) or "sha256:x")
+    assert resume.inputs_unchanged(records, inputs, small) and mask not in read
 
 
 # ----------------------------------------------------------------------------- items 3, 4
@@ -208,7 +209,7 @@ def test_excluded_and_failed_runs_remove_their_old_outputs(capsys, tmp_path, sma
 
     def excluding(inputs, *args, **kwargs):
         if str(inputs.entities.get("run")) == "1":
-            raise extract.RunExcluded(f"{inputs.bold}: 12.0 s left after censoring (< 100 s)")
+            raise run_inputs.RunExcluded(f"{inputs.bold}: 12.0 s left after censoring (< 100 s)")
         return real(inputs, *args, **kwargs)
 
     monkeypatch.setattr(extract, "extract_run", excluding)
@@ -446,7 +447,7 @@ def test_sigterm_mid_write_leaves_no_temporary_file_and_says_so(capsys, tmp_path
     job, seen = paused_in_first_write(small, out, subprocess.STDOUT)
     job.terminate()
     rest = job.communicate(timeout=120)[0]
-    assert job.returncode == cli.EXIT_TERMINATED == 143, seen + [rest]
+    assert job.returncode == EXIT_TERMINATED == 143, seen + [rest]
     assert "stopped by SIGTERM" in rest
     assert [p for p in out.rglob("*.tmp")] == []
     assert not (out / "logs" / ".sub-01.lock").exists() or locking.SubjectLock(out, "01").acquire()

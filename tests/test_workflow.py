@@ -24,6 +24,7 @@ import bidsapp
 from bidsapp import cli
 from bidsapp import synthetic as demo
 from bidsapp.app.config import DenoiseConfig, ExtractionConfig
+from bidsapp.app.status import EXIT_INTERRUPTED
 from bidsapp.dataset import fileio, run_outputs, status_tables, tsvio
 
 SPACE = "MNI152NLin2009cAsym"
@@ -185,7 +186,8 @@ def selection_dataset(tmp_path_factory, templateflow_home):
 
 
 def bidsapp_extract(run, atlas, denoise=None, extraction=None):
-    from bidsapp.app.extract import extract_run, prepare_run
+    from bidsapp.app.extract import extract_run
+    from bidsapp.app.run_inputs import prepare_run
 
     denoise = denoise or DenoiseConfig()
     extraction = extraction or ExtractionConfig()
@@ -383,7 +385,7 @@ def test_none_json_preset_and_explicit_columns(one_run, tmp_path):
     )
     assert assert_matches(result.per_atlas[0].timeseries, atlas.lut, expected) > 90
 
-    from bidsapp.app.extract import ExtractionError
+    from bidsapp.app.run_inputs import ExtractionError
 
     with pytest.raises(ExtractionError, match="no column matching 'gsr_.*'"):
         bidsapp_extract(run, atlas, DenoiseConfig(confounds_columns=("gsr_.*",)))
@@ -832,7 +834,7 @@ def test_interrupted_write_leaves_no_finished_looking_tsv(
 
     monkeypatch.setattr(run_outputs, "atomic_write_text", crashing_write)
     # Ctrl-C is reported in one line with exit 130 (it has unwound through the writers).
-    assert cli.main([str(a) for a in argv]) == cli.EXIT_INTERRUPTED
+    assert cli.main([str(a) for a in argv]) == EXIT_INTERRUPTED
     assert victim.with_suffix(".json").is_file() and not victim.exists()
     assert (out / out_name("01", 1)).is_file()
     assert not list(out.rglob(".*.tmp"))

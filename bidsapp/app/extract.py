@@ -1,47 +1,37 @@
-"""One run -> denoised region timeseries for each atlas.
+"""One prepared run -> denoised region timeseries for each atlas, in one pass over the BOLD.
 
-This module joins the core (confounds, masker, signal cleaning) for one fMRIPrep run. It
-knows the run's files but nothing of the command line or of where outputs go. Two steps:
-
-1. :func:`prepare_run` decides which image is read (the preprocessed BOLD, or fMRIPrep's
-   ``desc-smoothAROMAnonaggr_bold`` for ICA-AROMA presets), in which space it lies, which
-   brain mask goes with it and its repetition time, reading headers only. The workflow
-   needs the space and voxel size to pick the atlas images.
-2. :func:`extract_run` selects confounds and kept volumes, runs the labels masker for each
-   atlas and lays the signals out in look-up-table order.
-
-Both raise :class:`ExtractionError`, whose one-line message names the file at fault.
+Part of the app layer: it joins the core (masker streaming, signal cleaning) for one run.
+:func:`extract_run` takes the confounds and kept volumes (:mod:`bidsapp.app.confounds_selection`),
+runs the labels extraction for every atlas at once and lays the signals out in
+look-up-table order. It knows the run's files but nothing of the command line or of where
+outputs go; problems raise :class:`bidsapp.app.run_inputs.ExtractionError`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import nibabel as nib
 import numpy as np
 import pandas as pd
 
-from bidsapp import image, stream
+from bidsapp import stream
 from bidsapp.app.config import DenoiseConfig, ExtractionConfig
+from bidsapp.app.confounds_selection import censoring_thresholds, select_confounds
+from bidsapp.app.run_inputs import ExtractionError, RunExcluded, RunInputs
+from bidsapp.app.status import one_line
 from bidsapp.dataset.atlas import Atlas, region_ids, region_names
-from bidsapp.dataset.naming import GRID_ENTITIES
 from bidsapp.dataset.query import BoldRun
-from bidsapp.errors import BidsappError
 
 logger = logging.getLogger(__name__)
 
-_NIFTI = re.compile(r"\.nii(\.gz)?$")
-_SPACE = re.compile(r"_space-([A-Za-z0-9]+)_")
 # Masker warnings that the coverage table already reports, region by region.
 _COVERED_BY_COVERAGE = ("labels were removed",)
-_DEFAULT_SCRUB = {"scrub": 5, "fd_threshold": 0.5, "std_dvars_threshold": 1.5}
 # The engine's warning about zeroed values; the run's own notes say more (which volumes).
 _ZEROED_MESSAGE = "Non-finite values detected"
 
@@ -50,61 +40,6 @@ _ZEROED_MESSAGE = "Non-finite values detected"
 #: made of zeros. Volumes with fewer non-finite voxels are kept, those voxels set to 0 with
 #: a warning, as nilearn does.
 NON_FINITE_VOLUME_FRACTION = 0.1
-
-
-class ExtractionError(BidsappError, RuntimeError):
-    """A run that cannot be processed; the message names the file and the problem."""
-
-
-class RunExcluded(ExtractionError):
-    """A run left out on purpose, with status ``excluded``; the message says why.
-
-    Raised when too little data is left after censoring (``--min-time``) or no residual
-    degrees of freedom remain.
-    """
-
-
-@dataclass(frozen=True)
-class RunInputs:
-    """The files and facts one extraction needs, found by :func:`prepare_run`.
-
-    Attributes
-    ----------
-    run : BoldRun
-        The fMRIPrep run.
-    bold : Path
-        The image read: the preprocessed BOLD, or the ICA-AROMA image.
-    space : str
-        Template space of ``bold`` (``MNI152NLin6Asym`` for fMRIPrep's AROMA images).
-    mask : Path or None
-        Brain mask on the grid of ``bold``; None when there is none (AROMA images in a
-        space without a brain mask).
-    t_r : float
-        Repetition time in seconds.
-    n_volumes : int
-        Volumes in ``bold``.
-    voxel_size_mm : tuple of float
-        Voxel size of ``bold`` in mm (to choose the atlas resolution).
-    entities : dict of str to str
-        Entities naming the outputs: the run's, with ``space`` of ``bold``.
-    warnings : tuple of str
-        Problems found so far that do not stop the run.
-    """
-
-    run: BoldRun
-    bold: Path
-    space: str
-    mask: Path | None
-    t_r: float
-    n_volumes: int
-    voxel_size_mm: tuple[float, float, float]
-    entities: dict[str, str] = field(hash=False)
-    warnings: tuple[str, ...] = ()
-
-    @property
-    def name(self) -> str:
-        """Entities naming the run, e.g. ``sub-01_ses-1_task-rest_run-1``."""
-        return self.run.name
 
 
 @dataclass
@@ -159,6 +94,15 @@ class RunExtraction:
         0-based indices of the volumes with more than :data:`NON_FINITE_VOLUME_FRACTION`
         of non-finite (NaN/Inf) voxels; they are censored (also listed in ``censored``).
         Sidecar key ``NonFiniteVolumes``.
+    fd : numpy.ndarray or None
+        Framewise displacement (mm) per volume, when the confounds file has it.
+    non_steady_state : list of int
+        0-based volumes fMRIPrep flagged as non-steady-state, and the dummy scans.
+    thresholds : tuple of (float or None)
+        FD (mm) and standardized DVARS censoring thresholds in force; None when that
+        measure does not censor.
+    mean_img : nibabel.Nifti1Image or None
+        Mean BOLD over time from the extraction pass, when asked for (``mean_image``).
     """
 
     inputs: RunInputs
@@ -171,6 +115,10 @@ class RunExtraction:
     warnings: list[str] = field(default_factory=list)
     seconds: float = 0.0
     non_finite_volumes: list[int] = field(default_factory=list)
+    fd: np.ndarray | None = None
+    non_steady_state: list[int] = field(default_factory=list)
+    thresholds: tuple[float | None, float | None] = (None, None)
+    mean_img: Any = None
 
     @property
     def run(self) -> BoldRun:
@@ -181,463 +129,7 @@ class RunExtraction:
 # ------------------------------------------------------------------ preparing
 
 
-def uses_aroma_image(denoise: DenoiseConfig) -> bool:
-    """Whether a denoising setting reads fMRIPrep's ``desc-smoothAROMAnonaggr_bold``.
-
-    Parameters
-    ----------
-    denoise : DenoiseConfig
-        The denoising setting.
-
-    Returns
-    -------
-    bool
-        True for presets with the ``ica_aroma`` component at level ``full`` (as nilearn).
-
-    Raises
-    ------
-    ExtractionError
-        If a JSON preset cannot be read.
-    """
-    if denoise.confounds_columns or denoise.name == "none":
-        return False
-    parameters = _preset(denoise)["parameters"]
-    return "ica_aroma" in parameters["strategy"] and parameters.get("ica_aroma", "full") == "full"
-
-
-def _preset(denoise: DenoiseConfig) -> dict[str, Any]:
-    from bidsapp import confounds as conf
-
-    try:
-        return conf.load_preset(denoise.name)
-    except conf.ConfoundsError as err:
-        raise ExtractionError(one_line(str(err))) from err
-
-
-def one_line(text: Any) -> str:
-    """Collapse a message (e.g. an exception) to one line, for status tables and summaries."""
-    return " ".join(str(text).split())
-
-
-def _load_header(path: Path) -> nib.spatialimages.SpatialImage:
-    import stat
-
-    # Checked before nibabel opens it: a FIFO or device in a file's place would block.
-    try:
-        mode = path.stat().st_mode
-    except OSError as err:
-        raise ExtractionError(f"{path}: cannot read the NIfTI header ({err.strerror})") from err
-    if not stat.S_ISREG(mode):
-        raise ExtractionError(f"{path}: not a regular file, so not a NIfTI image")
-    try:
-        img = nib.load(str(path))
-    except Exception as err:  # nibabel raises many types for broken files
-        raise ExtractionError(f"{path}: cannot read the NIfTI header ({one_line(err)})") from err
-    # Before anything (the printed memory bound included) is sized from the header's shape;
-    # then the geometry every resampling and grid comparison relies on.
-    try:
-        stream.check_data_size(img)
-        image.check_header(img)
-    except (stream.StreamError, image.HeaderError) as err:
-        raise ExtractionError(one_line(err)) from err
-    return img
-
-
-def _header_repetition_time(img) -> float:
-    """Return the header's repetition time in seconds (pixdim[4] in its time unit), or 0."""
-    zooms = img.header.get_zooms()
-    t_r = float(zooms[3]) if len(zooms) > 3 else 0.0
-    unit = img.header.get_xyzt_units()[1]
-    if unit == "msec":
-        t_r /= 1000.0
-    elif unit == "usec":
-        t_r /= 1e6
-    return t_r if np.isfinite(t_r) else 0.0
-
-
-def _repetition_time(run: BoldRun, img, bold: Path, warnings_: list[str]) -> float:
-    """Return the sidecar's repetition time (s), else the header's, if plausible.
-
-    A sidecar value that differs from the header's by more than 1 % is used, with a
-    warning of the run (fMRIPrep copies the sidecar's; a disagreement means one was edited).
-    """
-    from bidsapp.dataset.bold_sidecars import check_repetition_time
-    from bidsapp.dataset.input_files import QueryError
-
-    header_t_r = _header_repetition_time(img)
-    if run.t_r is not None:
-        t_r = float(run.t_r)
-        if header_t_r > 0 and abs(header_t_r - t_r) > 0.01 * t_r:
-            message = (
-                f"RepetitionTime {t_r:g} s in {run.sidecar or 'the sidecar'} differs from the "
-                f"NIfTI header's {header_t_r:g} s in {bold.name}; using the sidecar's"
-            )
-            logger.warning(message)
-            warnings_.append(message)
-        return t_r
-    if not header_t_r > 0:
-        raise ExtractionError(
-            f"{bold}: no RepetitionTime in the JSON sidecar and none in the NIfTI header; "
-            "add RepetitionTime (seconds) to the sidecar"
-        )
-    try:
-        check_repetition_time(header_t_r, f"{bold} (NIfTI header; no sidecar value)")
-    except QueryError as err:
-        raise ExtractionError(f"{err}; add RepetitionTime (seconds) to the sidecar") from err
-    message = (
-        f"{run.preproc_bold.name}: no RepetitionTime in the JSON sidecar; using the NIfTI "
-        f"header's {header_t_r:g} s"
-    )
-    logger.info(message)
-    warnings_.append(message)
-    return header_t_r
-
-
-def _check_grid(mask: Path, img, bold: Path) -> None:
-    mask_img = _load_header(mask)
-    if mask_img.shape[:3] != img.shape[:3]:
-        raise ExtractionError(
-            f"{mask}: brain mask shape {tuple(mask_img.shape[:3])} differs from the shape "
-            f"{tuple(img.shape[:3])} of {bold.name}; they must share one voxel grid"
-        )
-    if not np.allclose(mask_img.affine, img.affine, atol=1e-3):
-        shift = np.abs(mask_img.affine - img.affine).max()
-        raise ExtractionError(
-            f"{mask}: brain mask affine differs from that of {bold.name} (by up to "
-            f"{shift:.3g}); they must share one voxel grid"
-        )
-
-
-def _sibling_mask(bold: Path) -> Path | None:
-    """Return the ``desc-brain_mask`` fMRIPrep wrote beside an image (same grid), if any."""
-    stem = _NIFTI.sub("", bold.name)
-    stem = re.sub(r"_desc-[A-Za-z0-9]+_bold$", "", stem)
-    for extension in (".nii.gz", ".nii"):
-        candidate = bold.with_name(f"{stem}_desc-brain_mask{extension}")
-        if candidate.is_file():
-            return candidate
-    return None
-
-
-def prepare_run(run: BoldRun, denoise: DenoiseConfig) -> RunInputs:
-    """Find the image, space, mask and repetition time of one run (headers only).
-
-    For ICA-AROMA presets the image is fMRIPrep's ``desc-smoothAROMAnonaggr_bold``, which
-    fMRIPrep writes in ``MNI152NLin6Asym`` whatever the other output spaces: its space comes
-    from its file name, and its brain mask is the ``desc-brain_mask`` of the same space and
-    resolution when fMRIPrep wrote one; otherwise regions are extracted without a mask, with
-    a warning.
-
-    Parameters
-    ----------
-    run : BoldRun
-        The run, as :func:`bidsapp.dataset.query.find_runs` found it.
-    denoise : DenoiseConfig
-        Denoising setting (decides which image is read).
-
-    Returns
-    -------
-    RunInputs
-        What :func:`extract_run` reads.
-
-    Raises
-    ------
-    ExtractionError
-        If the image is missing or unreadable, not 4D, the brain mask is missing (for the
-        preprocessed BOLD) or on another grid, or the repetition time is unknown.
-    """
-    if run.problem is not None:
-        raise ExtractionError(run.problem)
-    notes: list[str] = []
-    aroma = uses_aroma_image(denoise)
-    if aroma:
-        if run.aroma_problem is not None:
-            raise ExtractionError(run.aroma_problem)
-        if run.aroma_bold is None:
-            raise ExtractionError(
-                f"{run.preproc_bold}: denoise strategy '{denoise.label}' needs fMRIPrep's "
-                f"desc-smoothAROMAnonaggr_bold image of {run.name}, and there is none (run "
-                "fMRIPrep < 23.1 with --use-aroma, or choose another --denoise-strategy)"
-            )
-        bold = run.aroma_bold
-    else:
-        bold = run.preproc_bold
-    img = _load_header(bold)
-    if len(img.shape) != 4 or img.shape[3] < 2:
-        raise ExtractionError(f"{bold}: expected a 4D BOLD series, got shape {img.shape}")
-    t_r = _repetition_time(run, img, bold, notes)
-    entities = dict(run.entities)
-    if aroma:
-        found = _SPACE.search(bold.name)
-        if found is None:
-            raise ExtractionError(f"{bold}: the file name has no space- entity")
-        space = found.group(1)
-        entities = {k: v for k, v in entities.items() if k not in GRID_ENTITIES}
-        entities["space"] = space
-        mask = _sibling_mask(bold)
-        if mask is None:
-            message = (
-                f"{bold.name}: no desc-brain_mask in {space} beside it; regions are "
-                "extracted without a brain mask (coverage counts every voxel)"
-            )
-            logger.info(message)
-            notes.append(message)
-    else:
-        space = run.entities.get("space", "")
-        mask = run.brain_mask
-        if mask is None:
-            raise ExtractionError(
-                f"{bold}: no desc-brain_mask of the same space and resolution was found beside it"
-            )
-    if mask is not None:
-        _check_grid(mask, img, bold)
-    zooms = tuple(float(z) for z in img.header.get_zooms()[:3])
-    return RunInputs(
-        run=run,
-        bold=bold,
-        space=space,
-        mask=mask,
-        t_r=t_r,
-        n_volumes=int(img.shape[3]),
-        voxel_size_mm=zooms,  # type: ignore[arg-type]
-        entities=entities,
-        warnings=tuple(notes),
-    )
-
-
 # ------------------------------------------------------------------ confounds
-
-
-def _read_confounds_table(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, sep="\t", na_values=["n/a"])
-    except Exception as err:  # pandas raises several types for malformed files
-        raise ExtractionError(f"{path}: cannot read the confounds TSV ({one_line(err)})") from err
-
-
-def _numeric(table: pd.DataFrame, column: str) -> np.ndarray:
-    return pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
-
-
-def _outliers(table: pd.DataFrame, fd: float, dvars: float, min_segment: int) -> np.ndarray:
-    """Volumes censored by scrubbing, with nilearn's rule for short kept segments."""
-    from bidsapp.confounds import motion_measure_columns
-
-    # fMRIPrep 1.0/1.1 files name them FramewiseDisplacement and stdDVARS.
-    measures = motion_measure_columns(table.columns)
-    flagged = np.zeros(len(table), dtype=bool)
-    with np.errstate(invalid="ignore"):
-        if np.isfinite(fd) and measures["framewise_displacement"] is not None:
-            flagged |= _numeric(table, measures["framewise_displacement"]) > fd
-        if np.isfinite(dvars) and measures["std_dvars"] is not None:
-            flagged |= _numeric(table, measures["std_dvars"]) > dvars
-    if min_segment > 0 and flagged.any():
-        edges = np.diff(np.concatenate(([0], (~flagged).astype(np.int8), [0])))
-        for start, stop in zip(
-            np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True
-        ):
-            if stop - start < min_segment:
-                flagged[start:stop] = True
-    return flagged
-
-
-def _preset_parameters(denoise: DenoiseConfig) -> dict[str, Any]:
-    """``load_confounds`` parameters of the preset, with the censoring overrides applied."""
-    from bidsapp import confounds as conf
-
-    if denoise.name == "none":
-        parameters: dict[str, Any] = {"strategy": []}
-    else:
-        parameters = _preset(denoise)["parameters"]
-    parameters = conf.apply_censoring_overrides(
-        parameters,
-        fd_threshold=denoise.fd_threshold,
-        std_dvars_threshold=denoise.std_dvars_threshold,
-    )
-    parameters = {k: v for k, v in parameters.items() if v is not None}
-    parameters["strategy"] = list(parameters["strategy"])
-    return parameters
-
-
-def _censoring(denoise: DenoiseConfig, parameters: dict[str, Any] | None) -> tuple:
-    """(fd, std_dvars, min segment) thresholds in force; inf disables a measure."""
-    inf = float("inf")
-    if parameters is None:  # explicit columns
-        return (denoise.fd_threshold or inf, denoise.std_dvars_threshold or inf, 5)
-    if "scrub" not in parameters["strategy"]:
-        return (inf, inf, 0)
-    merged = {**_DEFAULT_SCRUB, **parameters}
-    return (merged["fd_threshold"], merged["std_dvars_threshold"], merged["scrub"])
-
-
-@dataclass
-class ConfoundsSelection:
-    """Confounds and kept volumes of one run.
-
-    Attributes
-    ----------
-    confounds : pandas.DataFrame or None
-        One row per volume; None when nothing is regressed out.
-    sample_mask : numpy.ndarray or None
-        Indices of kept volumes; None keeps every volume.
-    parameters : dict or None
-        ``load_confounds`` parameters used; None for explicit columns.
-    mean_fd : float or None
-        Mean framewise displacement (mm) over all volumes, if the confounds file has it.
-    """
-
-    confounds: pd.DataFrame | None
-    sample_mask: np.ndarray | None
-    parameters: dict[str, Any] | None
-    mean_fd: float | None
-
-
-def select_confounds(
-    inputs: RunInputs, denoise: DenoiseConfig, notes: list[str]
-) -> ConfoundsSelection:
-    """Select the confounds and kept volumes of one run.
-
-    Parameters
-    ----------
-    inputs : RunInputs
-        From :func:`prepare_run`.
-    denoise : DenoiseConfig
-        Preset or explicit columns, censoring thresholds and dummy scans.
-    notes : list of str
-        Warnings are appended here.
-
-    Returns
-    -------
-    ConfoundsSelection
-        Confounds, kept volumes, parameters used and mean framewise displacement.
-
-    Raises
-    ------
-    ExtractionError
-        If the confounds file is missing, malformed, lacks a column, has another number of
-        rows than the image has volumes, or has missing values in kept volumes.
-    """
-    from bidsapp import confounds as conf
-
-    run = inputs.run
-    parameters = None if denoise.confounds_columns else _preset_parameters(denoise)
-    needs_file = bool(
-        denoise.confounds_columns or parameters["strategy"] or denoise.dummy_scans is None
-    )
-    if run.confounds is None:
-        if needs_file and (denoise.confounds_columns or parameters["strategy"]):
-            raise ExtractionError(
-                f"{run.preproc_bold}: no desc-confounds_timeseries.tsv found for {run.name}"
-            )
-        if needs_file:
-            notes.append(
-                f"{run.name}: no confounds file, so fMRIPrep's non-steady-state volumes are "
-                "unknown; every volume is kept (set --dummy-scans)"
-            )
-        confounds, sample_mask, table = None, None, None
-    else:
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            try:
-                if denoise.confounds_columns:
-                    confounds, sample_mask = conf.load_confounds_columns(
-                        str(run.preproc_bold),
-                        denoise.confounds_columns,
-                        fd_threshold=denoise.fd_threshold,
-                        std_dvars_threshold=denoise.std_dvars_threshold,
-                    )
-                else:
-                    confounds, sample_mask = conf.load_confounds(
-                        str(inputs.bold),
-                        **{**parameters, "strategy": tuple(parameters["strategy"])},
-                    )
-            except (conf.ConfoundsError, ValueError, OSError) as err:
-                raise ExtractionError(one_line(err)) from err
-        for warning in caught:
-            text = str(warning.message)
-            if "strategy is empty" not in text and "motion outliers" not in text:
-                notes.append(one_line(text))
-        table = _read_confounds_table(run.confounds)
-        if len(table) != inputs.n_volumes:
-            raise ExtractionError(
-                f"{run.confounds}: {len(table)} rows but {inputs.bold.name} has "
-                f"{inputs.n_volumes} volumes"
-            )
-        if confounds is not None and confounds.shape[1] == 0:
-            confounds = None
-    if denoise.dummy_scans is not None:
-        fd, dvars, min_segment = _censoring(denoise, parameters)
-        keep = np.ones(inputs.n_volumes, dtype=bool)
-        keep[: denoise.dummy_scans] = False
-        if table is not None:
-            keep &= ~_outliers(table, fd, dvars, min_segment)
-        sample_mask = None if keep.all() else np.flatnonzero(keep)
-    if confounds is not None:
-        confounds = _check_finite(confounds, sample_mask, run.confounds, table)
-    mean_fd = None
-    fd_column = None if table is None else conf.motion_measure_columns(table.columns)
-    fd_column = None if fd_column is None else fd_column["framewise_displacement"]
-    if table is not None and fd_column is not None:
-        fd_values = _numeric(table, fd_column)
-        mean_fd = float(np.nanmean(fd_values)) if np.isfinite(fd_values).any() else None
-    return ConfoundsSelection(confounds, sample_mask, parameters, mean_fd)
-
-
-_EXPANSIONS = ("_derivative1_power2", "_derivative1", "_power2")
-
-
-def _infinite_sources(table: pd.DataFrame | None, columns: Sequence[str]) -> str | None:
-    """Where the TSV itself holds +-inf in the columns behind ``columns``, if anywhere.
-
-    Demeaning spreads one infinity over every volume of its regressor, so the volumes of
-    the regressors would point the user at the wrong rows; the TSV's own rows are named.
-    """
-    if table is None:
-        return None
-    sources = []
-    for column in columns:
-        base = next((column[: -len(e)] for e in _EXPANSIONS if column.endswith(e)), column)
-        if base in table.columns and base not in sources:
-            sources.append(base)
-    found = []
-    for base in sources:
-        rows = np.flatnonzero(np.isinf(_numeric(table, base)))
-        if rows.size:
-            where = ", ".join(str(v) for v in rows[:5]) + (" ..." if rows.size > 5 else "")
-            found.append(f"{base} (volume(s) {where})")
-    return ", ".join(found) or None
-
-
-def _check_finite(
-    confounds: pd.DataFrame,
-    sample_mask: np.ndarray | None,
-    path: Path | None,
-    table: pd.DataFrame | None = None,
-) -> pd.DataFrame:
-    """Refuse missing values in kept volumes; zero them in censored ones (never used)."""
-    values = confounds.to_numpy(dtype=float)
-    bad = ~np.isfinite(values)
-    if not bad.any():
-        return confounds
-    kept = np.ones(len(values), dtype=bool)
-    if sample_mask is not None:
-        kept[:] = False
-        kept[sample_mask] = True
-    rows = np.flatnonzero(bad[kept].any(axis=1))
-    if rows.size:
-        volumes = np.flatnonzero(kept)[rows]
-        columns = [c for c, b in zip(confounds.columns, bad[kept].any(axis=0), strict=True) if b]
-        shown = ", ".join(columns[:4]) + (
-            f" (+{len(columns) - 4} more)" if len(columns) > 4 else ""
-        )
-        infinite = _infinite_sources(table, columns)
-        if infinite:
-            raise ExtractionError(f"{path}: infinite values in column(s) {infinite}")
-        where = ", ".join(str(v) for v in volumes[:5]) + (" ..." if volumes.size > 5 else "")
-        raise ExtractionError(
-            f"{path}: missing or non-finite values (n/a) at volume(s) {where} in column(s) {shown}"
-        )
-    return confounds.where(np.isfinite(values), 0.0)
 
 
 # ------------------------------------------------------------------ extraction
@@ -660,6 +152,8 @@ def extract_run(
     atlases: Sequence[Atlas],
     denoise: DenoiseConfig,
     extraction: ExtractionConfig,
+    *,
+    mean_image: bool = False,
 ) -> RunExtraction:
     """Extract denoised region timeseries of one run for each atlas.
 
@@ -701,6 +195,8 @@ def extract_run(
         Confound selection, censoring and ``min_time``.
     extraction : ExtractionConfig
         Reduction strategy, filtering, standardization and coverage threshold.
+    mean_image : bool, default=False
+        Also compute the mean BOLD over time in the same pass (for the report).
 
     Returns
     -------
@@ -733,8 +229,11 @@ def extract_run(
         preset=selection.parameters,
         mean_fd=selection.mean_fd,
         warnings=notes,
+        fd=selection.fd,
+        non_steady_state=selection.non_steady_state,
+        thresholds=censoring_thresholds(denoise, selection.parameters),
     )
-    _extract_atlases(result, inputs, atlases, confounds, denoise, extraction)
+    _extract_atlases(result, inputs, atlases, confounds, denoise, extraction, mean_image)
     result.seconds = time.perf_counter() - started
     return result
 
@@ -828,6 +327,7 @@ def _extract_atlases(
     confounds: pd.DataFrame | None,
     denoise: DenoiseConfig,
     extraction: ExtractionConfig,
+    mean_image: bool = False,
 ) -> None:
     """Extract every atlas in one pass over the BOLD, appending to ``result.per_atlas``."""
     from bidsapp.maskers import stream_labels_signals
@@ -852,6 +352,7 @@ def _extract_atlases(
                 smoothing_fwhm=extraction.smoothing_fwhm,
                 resampling_target="data",
                 keep_masked_labels=False,
+                mean_img=mean_image,
             )
         except MemoryError as err:  # its message is empty: say what needed the memory
             raise ExtractionError(
@@ -886,6 +387,7 @@ def _extract_atlases(
     for note in _masker_warnings(caught):
         if note not in notes and not note.startswith(_ZEROED_MESSAGE):
             notes.append(note)
+    result.mean_img = extracted.mean_img
     kept = np.asarray(result.retained)
     for atlas, item, signals, ids in zip(atlases, extracted, raw.raw, raw.region_ids, strict=True):
         values = np.asarray(signals)

@@ -99,7 +99,7 @@ class SubjectLock:
         self.output_dir = Path(output_dir)
         self.subject = check_label(subject, entity="subject")
         self.path = self.output_dir / "logs" / f".sub-{self.subject}.lock"
-        self._announce = announce or (lambda message: print(message, flush=True))
+        self._announce = announce or logging.getLogger("bidsapp.progress").info
         self._fd: int | None = None
 
     def acquire(self) -> SubjectLock:

@@ -6,8 +6,8 @@ is opened, nothing is left registered after a figure is drawn, and it works unde
 interactive backend a notebook may have chosen. ``MPLCONFIGDIR`` is pointed at a temporary
 directory (removed at exit) when unset, so matplotlib never needs a writable home directory.
 
-Brain-slice functions expect arrays in RAS+ voxel order (``nibabel.as_closest_canonical``):
-first axis left to right, second posterior to anterior, third inferior to superior.
+Part of the report layer. The atlas outlines are drawn by :mod:`bidsapp.report.contours`
+(with the helpers here), the regions' networks come from :mod:`bidsapp.report.networks`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ import atexit
 import base64
 import io
 import os
-import re
 import shutil
 import sys
 import tempfile
@@ -25,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
+from bidsapp.report.networks import network_blocks
+
 __all__ = [
-    "network_blocks",
-    "plot_atlas_contours",
     "plot_carpet",
     "plot_connectivity",
     "plot_coverage",
@@ -35,7 +34,6 @@ __all__ = [
     "plot_framewise_displacement",
     "plot_message",
     "plot_strategy_boxes",
-    "region_networks",
 ]
 
 PNG_DPI = 96
@@ -44,10 +42,8 @@ NON_STEADY_COLOR = "#718096"
 MASK_COLOR = "#38d430"
 MISSING_COLOR = "#f4c7c3"
 
-_NETWORK_COLUMNS = ("network", "network_label", "network_name", "Network")
 # Schaefer 2018 LUT names: "7Networks_LH_Vis_1", "17Networks_RH_DefaultA_PFCm_3", or the
 # same without the "7Networks_" prefix.
-_SCHAEFER = re.compile(r"^(?:\d+Networks_)?(?:LH|RH)_([A-Za-z]+)(?:_|$)")
 
 
 def _figure(width: float, height: float, **kwargs: Any) -> Any:
@@ -117,80 +113,6 @@ def plot_message(text: str, width: float = 10.0, height: float = 1.2) -> str:
 # --------------------------------------------------------------------------------------
 
 
-def region_networks(names: Sequence[str], lut: Any = None) -> list[str] | None:
-    """Return the network of each region, when the LUT carries it.
-
-    Parameters
-    ----------
-    names : sequence of str
-        Region names in column order.
-    lut : pandas.DataFrame, optional
-        The atlas look-up table (``index``, ``name``, ...). A ``network`` (or
-        ``network_label``) column is used when present; otherwise networks are read from
-        Schaefer-style names (``7Networks_LH_Vis_1`` -> ``Vis``).
-
-    Returns
-    -------
-    list of str or None
-        One network per region, or None when the names do not carry networks (or carry
-        a single one, which groups nothing).
-    """
-    networks: list[str | None] = [None] * len(names)
-    if lut is not None and "name" in getattr(lut, "columns", ()):
-        for column in _NETWORK_COLUMNS:
-            if column in lut.columns:
-                by_name = dict(zip(lut["name"].astype(str), lut[column], strict=False))
-                networks = [_text_or_none(by_name.get(str(n))) for n in names]
-                break
-    if not all(networks):
-        matches = [_SCHAEFER.match(str(n)) for n in names]
-        networks = [m.group(1) if m else None for m in matches]
-    if not names or not all(networks) or len(set(networks)) < 2:
-        return None
-    return [str(n) for n in networks]
-
-
-def _text_or_none(value: Any) -> str | None:
-    if value is None or (isinstance(value, float) and np.isnan(value)):
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def network_blocks(networks: Sequence[str]) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
-    """Order regions by network and return the contiguous blocks.
-
-    Networks keep the order of their first appearance; within a network the regions keep
-    their original order (for Schaefer: left hemisphere, then right).
-
-    Parameters
-    ----------
-    networks : sequence of str
-        Network of each region.
-
-    Returns
-    -------
-    order : numpy.ndarray of int
-        Region positions in display order.
-    blocks : list of (str, int, int)
-        Network name, first and one-past-last position in the display order.
-    """
-    first_seen: dict[str, int] = {}
-    for net in networks:
-        first_seen.setdefault(net, len(first_seen))
-    order = np.array(
-        sorted(range(len(networks)), key=lambda i: (first_seen[networks[i]], i)), dtype=int
-    )
-    blocks: list[tuple[str, int, int]] = []
-    for pos, idx in enumerate(order):
-        net = networks[idx]
-        if blocks and blocks[-1][0] == net:
-            blocks[-1] = (net, blocks[-1][1], pos + 1)
-        else:
-            blocks.append((net, pos, pos + 1))
-    return order, blocks
-
-
 def _network_colors(blocks: Sequence[tuple[str, int, int]]) -> dict[str, Any]:
     cmap = _colormap("tab10")
     return {name: cmap(i % 10) for i, (name, _, _) in enumerate(blocks)}
@@ -199,218 +121,6 @@ def _network_colors(blocks: Sequence[tuple[str, int, int]]) -> dict[str, Any]:
 # --------------------------------------------------------------------------------------
 # Atlas over the mean BOLD
 # --------------------------------------------------------------------------------------
-
-
-def _label_colors(labels: np.ndarray, colors: Mapping[int, str] | None) -> np.ndarray:
-    from matplotlib.colors import to_rgba
-
-    top = int(labels.max()) if labels.size else 0
-    table = np.zeros((top + 1, 4))
-    cycle = _colormap("tab20")
-    for value in np.unique(labels):
-        value = int(value)
-        if value <= 0:
-            continue
-        color = colors.get(value) if colors else None
-        try:
-            table[value] = to_rgba(color) if color else cycle(value % 20)
-        except ValueError:
-            table[value] = cycle(value % 20)
-    return table
-
-
-def _edges(slice_: np.ndarray) -> np.ndarray:
-    """Pixels whose right, left, upper or lower neighbour has another value."""
-    edge = np.zeros(slice_.shape, dtype=bool)
-    diff0 = slice_[1:, :] != slice_[:-1, :]
-    diff1 = slice_[:, 1:] != slice_[:, :-1]
-    edge[1:, :] |= diff0
-    edge[:-1, :] |= diff0
-    edge[:, 1:] |= diff1
-    edge[:, :-1] |= diff1
-    return edge
-
-
-def _cuts(extent_mask: np.ndarray, axis: int, n_cuts: int) -> list[int]:
-    other = tuple(a for a in range(3) if a != axis)
-    present = np.flatnonzero(extent_mask.any(axis=other))
-    if present.size == 0:
-        present = np.arange(extent_mask.shape[axis])
-    lo, hi = present[0], present[-1]
-    return sorted({int(round(v)) for v in np.linspace(lo, hi, n_cuts + 2)[1:-1]})
-
-
-def _panel(
-    background: np.ndarray,
-    labels: np.ndarray,
-    mask: np.ndarray | None,
-    table: np.ndarray,
-    window: tuple[float, float],
-    scale: tuple[int, int],
-) -> np.ndarray:
-    """Compose one slice as RGB: grey background, faint region fill, outlines, mask outline.
-
-    The slice is upsampled (nearest) by ``scale`` pixels per voxel first, so outlines are one
-    pixel wide, thinner than a voxel, and anisotropic voxels get their true aspect.
-    """
-
-    def up(a: np.ndarray) -> np.ndarray:
-        return np.repeat(np.repeat(a, scale[0], axis=0), scale[1], axis=1)
-
-    vmin, vmax = window
-    grey = np.clip((up(background) - vmin) / (vmax - vmin), 0.0, 1.0)
-    grey = np.nan_to_num(grey)
-    rgb = np.repeat(grey[..., None], 3, axis=2)
-    lab = up(labels)
-    inside = lab > 0
-    colors = table[np.where(inside, lab, 0), :3]
-    edge = _edges(lab) & inside
-    fill = inside & ~edge
-    rgb[fill] = 0.85 * rgb[fill] + 0.15 * colors[fill]
-    rgb[edge] = 1.0 - 0.5 * (1.0 - colors[edge])  # brightened: outlines stand out
-    if mask is not None:
-        m = up(mask)
-        rgb[_edges(m) & m] = _rgb(MASK_COLOR)
-    # imshow convention: first axis is the image's rows (top to bottom).
-    return np.flipud(np.transpose(rgb, (1, 0, 2)))
-
-
-def _rgb(color: str) -> np.ndarray:
-    from matplotlib.colors import to_rgb
-
-    return np.asarray(to_rgb(color))
-
-
-def plot_atlas_contours(
-    background: np.ndarray,
-    labels: np.ndarray,
-    mask: np.ndarray | None = None,
-    affine: np.ndarray | None = None,
-    colors: Mapping[int, str] | None = None,
-    n_cuts: int = 6,
-    target_width: int = 1500,
-) -> str:
-    """Draw atlas region outlines and the brain-mask outline over a background image.
-
-    One row per orientation (sagittal, coronal, axial), ``n_cuts`` slices each, spread
-    over the extent of the atlas. Left is on the left (neurological convention).
-
-    Parameters
-    ----------
-    background : numpy.ndarray
-        3D image (for example the run's mean BOLD), RAS+ voxel order.
-    labels : numpy.ndarray
-        3D integer atlas on the same grid (0 = background).
-    mask : numpy.ndarray, optional
-        3D brain mask on the same grid, drawn as a green outline.
-    affine : numpy.ndarray, optional
-        Voxel-to-world (mm) affine of the grid, for slice positions and voxel sizes;
-        1 mm isotropic voxels when None.
-    colors : mapping of int to str, optional
-        Colour of each label (for example the LUT's ``color`` column); a qualitative
-        cycle otherwise.
-    n_cuts : int, default=6
-        Slices per orientation.
-    target_width : int, default=1500
-        Approximate width of the image in pixels.
-
-    Returns
-    -------
-    str
-        A ``data:image/png;base64`` URI.
-    """
-    background = np.asarray(background, dtype=float)
-    labels = np.asarray(labels).astype(int)
-    if background.shape != labels.shape or background.ndim != 3:
-        raise ValueError(f"background {background.shape} and labels {labels.shape} differ")
-    mask_arr = None if mask is None else np.asarray(mask) > 0
-    if mask_arr is not None and mask_arr.shape != labels.shape:
-        raise ValueError(f"mask {mask_arr.shape} and labels {labels.shape} differ")
-    affine = np.eye(4) if affine is None else np.asarray(affine, dtype=float)
-    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
-    table = _label_colors(labels, colors)
-    extent_mask = labels > 0 if (labels > 0).any() else background > 0
-    inside = background[mask_arr] if mask_arr is not None and mask_arr.any() else background
-    finite = inside[np.isfinite(inside)]
-    vmin, vmax = np.percentile(finite, [2, 99.5]) if finite.size else (0.0, 1.0)
-    if vmax <= vmin:
-        vmax = vmin + 1.0
-    # Crop to the atlas and mask (plus a margin), then size the widest row near
-    # ``target_width`` pixels, with at least 2 pixels per voxel so outlines stay thinner
-    # than a voxel.
-    occupied = extent_mask | (mask_arr if mask_arr is not None else False)
-    box = []
-    for axis in range(3):
-        other = tuple(a for a in range(3) if a != axis)
-        present = np.flatnonzero(occupied.any(axis=other))
-        lo, hi = (present[0], present[-1]) if present.size else (0, labels.shape[axis] - 1)
-        box.append(slice(max(0, lo - 2), min(labels.shape[axis], hi + 3)))
-    extent_mm = [(b.stop - b.start) * z for b, z in zip(box, zooms, strict=True)]
-    row_mm = max(n_cuts * extent_mm[[a for a in range(3) if a != axis][0]] for axis in range(3))
-    px_per_mm = target_width / row_mm
-    gap = 6
-    rows: list[list[np.ndarray]] = []
-    titles: list[list[str]] = []
-    for axis in range(3):
-        plane = [a for a in range(3) if a != axis]
-        scale = tuple(max(2, int(round(zooms[a] * px_per_mm))) for a in plane)
-        panels, names = [], []
-        for cut in _cuts(extent_mask, axis, n_cuts):
-            index: list[Any] = list(box)
-            index[axis] = cut
-            sl = tuple(index)
-            panels.append(
-                _panel(
-                    background[sl],
-                    labels[sl],
-                    None if mask_arr is None else mask_arr[sl],
-                    table,
-                    (vmin, vmax),
-                    scale,
-                )
-            )
-            voxel = np.zeros(4)
-            voxel[axis], voxel[3] = cut, 1
-            names.append(f"{'xyz'[axis]} = {(affine @ voxel)[axis]:.0f} mm")
-        rows.append(panels)
-        titles.append(names)
-    title_h = 18
-    width = 48 + max(sum(p.shape[1] for p in r) + gap * (len(r) - 1) for r in rows)
-    height = sum(max(p.shape[0] for p in r) + title_h for r in rows) + gap * 2
-    mosaic = np.zeros((height, width, 3))
-    fig = _figure(width / PNG_DPI, height / PNG_DPI, facecolor="black")
-    fig.set_layout_engine(None)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.set_axis_off()
-    top = 0
-    positions = []
-    for r, panels in enumerate(rows):
-        row_h = max(p.shape[0] for p in panels)
-        left = (width - sum(p.shape[1] for p in panels) - gap * (len(panels) - 1)) // 2
-        for c, p in enumerate(panels):
-            y0 = top + title_h + (row_h - p.shape[0]) // 2
-            mosaic[y0 : y0 + p.shape[0], left : left + p.shape[1]] = p
-            positions.append((left + p.shape[1] / 2, top + title_h - 4, titles[r][c]))
-            if r > 0 and c == 0:
-                positions.append((left - 10, top + title_h + row_h / 2, "L"))
-            if r > 0 and c == len(panels) - 1:
-                positions.append((left + p.shape[1] + 10, top + title_h + row_h / 2, "R"))
-            left += p.shape[1] + gap
-        top += row_h + title_h + gap
-    ax.imshow(mosaic, interpolation="nearest", extent=(0, width, height, 0))
-    ax.set_xlim(0, width)
-    ax.set_ylim(height, 0)
-    for x, y, text in positions:
-        ax.text(
-            x,
-            y,
-            text,
-            color="white",
-            fontsize=8 if len(text) > 1 else 9,
-            ha="center",
-            va="bottom" if len(text) > 1 else "center",
-        )
-    return _to_data_uri(fig)
 
 
 # --------------------------------------------------------------------------------------

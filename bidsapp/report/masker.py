@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from bidsapp.report import html as H
+from bidsapp.report.contours import plot_atlas_contours
 
 __all__ = ["generate_masker_report"]
 
@@ -53,7 +54,6 @@ def _figure_arrays(data: dict[str, Any], lut: Any) -> str:
     import nibabel as nib
 
     from bidsapp.image import resample_to_img
-    from bidsapp.report import figures
 
     labels_img = data["labels_image"]
     mask_img = data.get("mask")
@@ -91,7 +91,7 @@ def _figure_arrays(data: dict[str, Any], lut: Any) -> str:
             for i, c in zip(lut["index"], lut["color"], strict=False)
             if isinstance(c, str)
         }
-    return figures.plot_atlas_contours(bg, label_data, mask, labels.affine, colors=colors)
+    return plot_atlas_contours(bg, label_data, mask, labels.affine, colors=colors)
 
 
 def generate_masker_report(masker: Any) -> H.HTMLReport:
