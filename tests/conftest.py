@@ -177,3 +177,55 @@ def _snapshot_tree(root: Path) -> dict[str, tuple[int, int]]:
         str(path.relative_to(root)): (path.stat().st_size, path.stat().st_mtime_ns)
         for path in root.rglob("*")
     }
+
+
+@pytest.fixture
+def run_and_atlas(make_dataset, templateflow_home):
+    """One fresh (writable) run of 40 volumes on a 6 mm grid, and the 100-parcel atlas."""
+    from support.runs import ATLAS, N_VOLUMES, SPACE, T_R
+
+    from bidsapp.dataset.atlas import get_atlas
+    from bidsapp.dataset.query import find_runs
+
+    bids = make_dataset(
+        subjects=("01",), runs=(1,), n_volumes=N_VOLUMES, t_r=T_R, voxel_size_mm=6.0,
+        templateflow_home=templateflow_home,
+    )  # fmt: skip
+    (run,) = find_runs(bids, participant_labels="01")
+    return run, get_atlas(ATLAS, space=SPACE, voxel_size_mm=6.0)
+
+
+@pytest.fixture(scope="session")
+def pristine_participant_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Participant outputs of three subjects, built once per test run: do not modify.
+
+    See :func:`support.participant_outputs.make_participant_outputs`. Tests that write
+    into the output dataset (reports, the group level) take a copy:
+    ``participant_outputs_copy``.
+    """
+    from support.participant_outputs import make_participant_outputs
+
+    return make_participant_outputs(tmp_path_factory.mktemp("participant-outputs"))
+
+
+@pytest.fixture(scope="module")
+def participant_outputs_copy(pristine_participant_outputs, tmp_path_factory) -> dict:
+    """A module's own copy of the session's participant output dataset (same inputs)."""
+    original = pristine_participant_outputs["output_dir"]
+    copy = tmp_path_factory.mktemp("participant-outputs-copy") / "out"
+    shutil.copytree(original, copy, symlinks=True)
+
+    def moved(value):
+        if isinstance(value, Path) and value.is_relative_to(original):
+            return copy / value.relative_to(original)
+        if isinstance(value, str) and value.startswith(f"{original}{os.sep}"):
+            return str(copy / Path(value).relative_to(original))
+        if isinstance(value, list):
+            return [moved(item) for item in value]
+        return value
+
+    records = [
+        {key: moved(value) for key, value in record.items()}
+        for record in pristine_participant_outputs["records"]
+    ]
+    return {**pristine_participant_outputs, "output_dir": copy, "records": records}

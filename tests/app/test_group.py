@@ -1,6 +1,6 @@
 """Tests for bidsapp.app.group: summary table, group connectivity, QC-FC, group report, exit codes.
 
-The participant outputs come from ``make_participant_outputs`` in ``test_report.py``: three
+The participant outputs are the session's (``participant_outputs_copy`` in conftest.py): three
 subjects x two runs x two denoising strategies, one failed run. Expected values are
 computed here directly with numpy from the participant timeseries TSVs.
 """
@@ -13,17 +13,14 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
-from test_report import (
+from support.html_page import assert_self_contained, decode_images, parse_page
+from support.participant_outputs import (
     ATLAS_LABEL,
     FAILED,
     RUNS,
     SPACE,
     STRATEGIES,
     SUBJECTS,
-    assert_self_contained,
-    decode_images,
-    make_participant_outputs,
-    parse_page,
 )
 
 from bidsapp.app.config import RunConfig
@@ -32,8 +29,8 @@ from bidsapp.app.group_stats import fisher_z_mean, qcfc
 
 
 @pytest.fixture(scope="module")
-def group_outputs(tmp_path_factory):
-    built = make_participant_outputs(tmp_path_factory.mktemp("group"))
+def group_outputs(participant_outputs_copy):
+    built = dict(participant_outputs_copy)
     config = RunConfig(built["bids_dir"], built["output_dir"], analysis_level="group")
     built["exit"] = run_group(config)
     return built

@@ -20,26 +20,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from support.cli_runs import LABEL, argv, paused_in_first_write, run_cli, set_of, spawn
 
-from bidsapp import cli
 from bidsapp.app import extract, resume, run_inputs
 from bidsapp.app.status import EXIT_TERMINATED
 from bidsapp.dataset import fileio, locking, query, run_outputs, status_tables, tsvio
 
 SPACE = "MNI152NLin2009cAsym"
-ATLAS = "Schaefer2018:100Parcels7Networks"
-LABEL = "Schaefer2018100Parcels7Networks"
 
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
 
 
 # ----------------------------------------------------------------------------- helpers
-
-
-def run_cli(capsys, *argv) -> tuple[int, str]:
-    code = cli.main([str(a) for a in argv])
-    captured = capsys.readouterr()
-    return code, captured.out + captured.err
 
 
 def inputs_of(bids: Path, subject="01", run=1) -> dict[str, Path]:
@@ -54,17 +46,8 @@ def inputs_of(bids: Path, subject="01", run=1) -> dict[str, Path]:
     }
 
 
-def set_of(out: Path, subject="01", run=1, *, res="2", desc="simple") -> run_outputs.RunOutputPaths:
-    entities = {"subject": subject, "task": "rest", "run": str(run), "space": SPACE, "res": res}
-    return run_outputs.output_paths(out, entities, LABEL, "mean", desc)
-
-
 def mtimes(paths: run_outputs.RunOutputPaths) -> dict[Path, int]:
     return {p: p.stat().st_mtime_ns for p in paths.all()}
-
-
-def argv(bids: Path, out: Path, *extra) -> list:
-    return [bids, out, "participant", "--atlas", ATLAS, "--no-reports", *extra]
 
 
 # ----------------------------------------------------------------------------- item 1
@@ -276,19 +259,6 @@ def test_two_inputs_for_one_output_name_both_fail(capsys, tmp_path, small, monke
 
 # ----------------------------------------------------------------------------- item 10
 
-_MAIN = "import sys; from bidsapp import cli; sys.exit(cli.main(sys.argv[1:]))"
-
-
-def _spawn(*args) -> subprocess.Popen:
-    env = {**os.environ, "TEMPLATEFLOW_AUTOUPDATE": "0"}
-    return subprocess.Popen(
-        [sys.executable, "-c", _MAIN, *[str(a) for a in args]],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        env=env,
-    )
-
 
 def _consistent(paths: run_outputs.RunOutputPaths) -> float:
     """Check one set is self-consistent; return the high-pass it was made with."""
@@ -304,9 +274,10 @@ def _consistent(paths: run_outputs.RunOutputPaths) -> float:
     return sidecar["Extraction"]["high_pass"]
 
 
+@pytest.mark.slow
 def test_concurrent_jobs_on_one_subject_take_turns(capsys, tmp_path, small):
     out = tmp_path / "out"
-    jobs = [_spawn(*argv(small, out, "--high-pass", hp)) for hp in ("0.01", "0.02")]
+    jobs = [spawn(*argv(small, out, "--high-pass", hp)) for hp in ("0.01", "0.02")]
     logs = [job.communicate(timeout=600)[0] for job in jobs]
     assert [job.returncode for job in jobs] == [0, 0], logs
     held = {_consistent(set_of(out, run=r)) for r in (1, 2)}
@@ -319,10 +290,11 @@ def test_concurrent_jobs_on_one_subject_take_turns(capsys, tmp_path, small):
     assert code == 0 and "2 written, 0 already done" in stdout
 
 
+@pytest.mark.slow
 def test_a_second_invocation_waits_for_the_subject_lock(tmp_path, small):
     out = tmp_path / "out"
     lock = locking.SubjectLock(out, "01").acquire()
-    job = _spawn(*argv(small, out))
+    job = spawn(*argv(small, out))
     try:
         assert job.stdout is not None
         seen = []
@@ -405,41 +377,6 @@ def test_leftover_temporary_files_are_removed(capsys, tmp_path, small):
         os.utime(path, (hours_ago, hours_ago))
     assert run_cli(capsys, *argv(small, out))[0] == 0
     assert [p for p in leftovers if p.exists()] == [] and kept.exists()
-
-
-# The first fsync (inside an atomic write, with its temporary file on disk) announces itself and
-# waits, so SIGTERM arrives at a known point: mid-write, like a scheduler's time limit.
-_PAUSE_IN_FIRST_WRITE = """
-import os, sys, time
-from bidsapp import cli
-real_fsync = os.fsync
-def fsync(fd):
-    os.fsync = real_fsync
-    print("WRITING", flush=True)
-    time.sleep(120)
-os.fsync = fsync
-sys.exit(cli.main(sys.argv[1:]))
-"""
-
-
-def paused_in_first_write(bids: Path, out: Path, stderr: int) -> tuple[subprocess.Popen, list]:
-    """Start the participant level and return once its first write is paused, mid-write.
-
-    Returns the job and the lines it printed up to then.
-    """
-    job = subprocess.Popen(
-        [sys.executable, "-c", _PAUSE_IN_FIRST_WRITE, *map(str, argv(bids, out))],
-        stdout=subprocess.PIPE, stderr=stderr, text=True,
-        env={**os.environ, "TEMPLATEFLOW_AUTOUPDATE": "0"},
-    )  # fmt: skip
-    assert job.stdout is not None
-    seen = []
-    for line in job.stdout:
-        seen.append(line)
-        if line.startswith("WRITING"):
-            break
-    assert [p for p in out.rglob("*.tmp")], "the paused write has its temporary file on disk"
-    return job, seen
 
 
 def test_sigterm_mid_write_leaves_no_temporary_file_and_says_so(capsys, tmp_path, small):

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from test_trust_resume import _MAIN, _spawn, argv, paused_in_first_write, run_cli, set_of
+from support.cli_runs import MAIN_CODE, argv, paused_in_first_write, run_cli, set_of, spawn
 
 from bidsapp.app import parallel
 from bidsapp.app.status import EXIT_INTERRUPTED
@@ -66,6 +66,7 @@ def _statuses(out: Path) -> dict[str, tuple[str, str]]:
 # ----------------------------------------------------------------------------- 1. dead worker
 
 
+@pytest.mark.slow
 def test_a_worker_killed_by_the_oom_killer_fails_only_its_run(tmp_path, small):
     out = tmp_path / "out"
     kill_run_2 = 'if "run-2" in inputs.name: os.kill(os.getpid(), 9)'
@@ -93,6 +94,7 @@ def _exit_abruptly(x: int, how: str) -> int:
     return x * 10
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     ("how", "reason"),
     [("exit", "exit code 3"), ("segfault", f"signal {int(signal.SIGSEGV)}: segmentation fault")],
@@ -141,6 +143,7 @@ def _gone(pid: int) -> bool:
     return state in ("Z", "X")  # a zombie runs nothing
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_with_two_jobs_stops_cleanly_and_leaves_no_worker(tmp_path, small, signum, code):
     out = tmp_path / "out"
@@ -170,11 +173,12 @@ def test_a_signal_with_two_jobs_stops_cleanly_and_leaves_no_worker(tmp_path, sma
 # ----------------------------------------------------------------------------- 3. stdout closed
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n_jobs", ["1", "2"])
 def test_a_closed_stdout_does_not_stop_or_lose_the_runs(tmp_path, small, n_jobs):
     out = tmp_path / "out"
     job = subprocess.Popen(
-        [sys.executable, "-c", _MAIN, *map(str, argv(small, out, "--n-jobs", n_jobs))],
+        [sys.executable, "-c", MAIN_CODE, *map(str, argv(small, out, "--n-jobs", n_jobs))],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "TEMPLATEFLOW_AUTOUPDATE": "0"},
     )  # fmt: skip
@@ -189,9 +193,10 @@ def test_a_closed_stdout_does_not_stop_or_lose_the_runs(tmp_path, small, n_jobs)
     assert set_of(out, run=1).timeseries.is_file() and set_of(out, run=2).timeseries.is_file()
 
 
+@pytest.mark.slow
 def test_the_spawned_cli_still_prints_every_line(tmp_path, small):
     # The guard against a closed stdout must not swallow output while the reader is there.
-    job = _spawn(*argv(small, tmp_path / "out"))
+    job = spawn(*argv(small, tmp_path / "out"))
     stdout = job.communicate(timeout=600)[0]
     assert job.returncode == 0 and stdout.count("\nok ") == 2 and "2 written" in stdout
 

@@ -16,7 +16,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_trust_resume import LABEL, argv, run_cli, set_of
+from support.cli_runs import LABEL, argv, run_cli, set_of
 
 from bidsapp.app import extract, group_inputs, group_outputs, run_inputs
 from bidsapp.dataset import run_outputs, status_tables, tsvio
@@ -349,6 +349,7 @@ def test_checked_timeseries_needs_the_recorded_hash(tmp_path, capsys, small):
 # ------------------------------------------------------------------ stale reports
 
 
+@pytest.mark.slow
 def test_a_report_of_earlier_results_is_removed_not_left_beside_new_ones(capsys, tmp_path, small):
     out = tmp_path / "out"
     with_reports = [a for a in argv(small, out) if a != "--no-reports"]

@@ -219,6 +219,7 @@ def test_a_subject_added_later_is_processed_with_the_same_work_dir(
     assert written_runs(out) == ["sub-01_task-rest_run-1", "sub-02_task-rest_run-1"]
 
 
+@pytest.mark.slow
 def test_concurrent_jobs_sharing_one_work_dir_all_succeed(
     tmp_path, make_dataset, templateflow_home
 ):

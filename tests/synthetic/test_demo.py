@@ -422,6 +422,7 @@ def test_dataset_rejects_bad_options(make_dataset, options, message):
         make_dataset(**options)
 
 
+@pytest.mark.slow
 def test_run_demo_builds_inputs_quickly_and_runs_both_levels(tmp_path, monkeypatch):
     import bidsapp.app.demo
     from bidsapp.app.config import DEFAULT_ATLAS

@@ -20,8 +20,8 @@ import pandas as pd
 import pytest
 
 # Reused helpers and fixtures (pytest puts tests/ on sys.path: it has no __init__.py).
-from test_stream import SHAPE, _write
-from test_trust_numerics import _extract, run_and_atlas  # noqa: F401 - a fixture
+from support.nifti import SHAPE, write_float32
+from support.runs import extract_one_run
 
 from bidsapp import image, maskers, stream
 from bidsapp.app.config import DenoiseConfig
@@ -91,7 +91,7 @@ def test_read_data_equals_nibabel(tmp_path, suffix, kind):
     rng = np.random.default_rng(21)
     path = tmp_path / f"img{suffix}"
     if kind == "float32":
-        img = _write(path, rng.standard_normal(SHAPE))
+        img = write_float32(path, rng.standard_normal(SHAPE))
     elif kind == "3d-uint8":
         nib.save(nib.Nifti1Image(rng.integers(0, 9, SHAPE[:3]).astype(np.uint8), np.eye(4)), path)
     else:
@@ -111,11 +111,11 @@ def test_read_data_equals_nibabel(tmp_path, suffix, kind):
 
 
 @pytest.mark.parametrize("how", ["crc32", "truncated"])
-def test_a_brain_mask_with_a_broken_gzip_trailer_fails_the_run(run_and_atlas, how):  # noqa: F811
+def test_a_brain_mask_with_a_broken_gzip_trailer_fails_the_run(run_and_atlas, how):
     run, atlas = run_and_atlas
     _break_trailer(run.brain_mask, how)
     with pytest.raises(ExtractionError, match=rf"{run.brain_mask.name}"):
-        _extract(run, atlas)
+        extract_one_run(run, atlas)
 
 
 # ----------------------------------------------------- 2. header data type / shape vs bytes
@@ -126,7 +126,7 @@ def test_a_brain_mask_with_a_broken_gzip_trailer_fails_the_run(run_and_atlas, ho
 def test_header_declaring_less_data_than_present_is_refused(tmp_path, suffix, lie):
     path = tmp_path / f"liar{suffix}"
     rng = np.random.default_rng(22)
-    _write(path, rng.standard_normal((20, 20, 12, 6)))  # float32
+    write_float32(path, rng.standard_normal((20, 20, 12, 6)))  # float32
     if lie == "dtype":  # int16 declared for float32 data: half the bytes left over
         _patch(path, DATATYPE, [4, 16], "<i2")
     elif lie == "one-volume-short":
@@ -164,7 +164,7 @@ def test_truncated_uncompressed_mask_is_refused(tmp_path):
         image.get_data(nib.load(path))
 
 
-def test_uncompressed_bold_with_a_wrong_dtype_fails_the_run(run_and_atlas):  # noqa: F811
+def test_uncompressed_bold_with_a_wrong_dtype_fails_the_run(run_and_atlas):
     run, _ = run_and_atlas
     bold = run.preproc_bold.with_name(run.preproc_bold.name.replace(".nii.gz", ".nii"))
     bold.write_bytes(_raw(run.preproc_bold))
@@ -233,7 +233,7 @@ def test_read_lut_refuses_repeated_indices_naming_them(tmp_path):
 )
 @pytest.mark.parametrize("which", ["preproc_bold", "brain_mask"])
 def test_unusable_geometry_fails_the_run_naming_the_file(
-    run_and_atlas,  # noqa: F811
+    run_and_atlas,
     which,
     field,
     offset,
@@ -248,7 +248,7 @@ def test_unusable_geometry_fails_the_run_naming_the_file(
         prepare_run(run, DenoiseConfig())
 
 
-def test_qform_only_affine_is_checked(run_and_atlas):  # noqa: F811
+def test_qform_only_affine_is_checked(run_and_atlas):
     """With sform_code 0 nibabel uses the qform (quaternion and pixdim): checked too."""
     run, _ = run_and_atlas
     for path in (run.preproc_bold, run.brain_mask):  # the two keep one grid
@@ -262,13 +262,13 @@ def test_qform_only_affine_is_checked(run_and_atlas):  # noqa: F811
 # ------------------------------------------------ own class: complex voxels, ignored scaling
 
 
-def test_complex_bold_fails_the_run_instead_of_losing_its_imaginary_part(run_and_atlas):  # noqa: F811
+def test_complex_bold_fails_the_run_instead_of_losing_its_imaginary_part(run_and_atlas):
     run, atlas = run_and_atlas
     img = nib.load(run.preproc_bold)
     data = np.asarray(img.dataobj, dtype=np.float32)
     nib.save(nib.Nifti1Image((data + 1j * data).astype(np.complex64), img.affine), run.preproc_bold)
     with pytest.raises(ExtractionError, match=rf"{run.preproc_bold.name}.*not real numbers"):
-        _extract(run, atlas)
+        extract_one_run(run, atlas)
 
 
 @pytest.mark.parametrize(
@@ -299,7 +299,7 @@ def test_int16_bold_scaling_equals_nilearn(tmp_path, slope, inter):
     np.testing.assert_allclose(np.asarray(ours), expected, rtol=1e-6, atol=1e-6)
 
 
-def test_nan_scl_inter_with_a_valid_slope_fails_the_run(run_and_atlas):  # noqa: F811
+def test_nan_scl_inter_with_a_valid_slope_fails_the_run(run_and_atlas):
     """nibabel (so nilearn) refuses to load it; the run fails naming the file."""
     run, _ = run_and_atlas
     img = nib.load(run.preproc_bold)
@@ -311,7 +311,7 @@ def test_nan_scl_inter_with_a_valid_slope_fails_the_run(run_and_atlas):  # noqa:
 
 
 @pytest.mark.parametrize("value", ["inf", "-inf"])
-def test_an_infinite_confound_is_named_at_its_own_volume(run_and_atlas, value):  # noqa: F811
+def test_an_infinite_confound_is_named_at_its_own_volume(run_and_atlas, value):
     # Demeaning spreads one infinity over the whole regressor: the message must still point
     # at the TSV's row, not at every volume.
     run, atlas = run_and_atlas
@@ -320,7 +320,7 @@ def test_an_infinite_confound_is_named_at_its_own_volume(run_and_atlas, value): 
     table.loc[7, "trans_x"] = value
     table.to_csv(run.confounds, sep="\t", index=False)
     with pytest.raises(ExtractionError) as raised:
-        _extract(run, atlas)
+        extract_one_run(run, atlas)
     message = str(raised.value)
     assert run.confounds.name in message
     assert "infinite values in column(s) trans_x (volume(s) 7)" in message

@@ -1,7 +1,7 @@
 """README.md says what the code does.
 
 - The option reference equals the table generated from ``bidsapp.cli.build_parser()`` (run
-  ``python tests/test_readme.py`` to print it), and every option states its default.
+  ``python tests/package/test_readme.py`` to print it), and every option states its default.
 - The set-up commands are there, and the test command is the one ``.ci/run`` runs.
 - Every ``bidsapp``, ``docker run`` and ``apptainer run`` example parses with the real parser.
 - The confound columns listed for each denoise strategy are the ones bidsapp selects.
@@ -26,7 +26,7 @@ import pytest
 
 from bidsapp import __version__, cli
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 README = REPO / "README.md"
 TABLE_MARKER = "<!-- options table: generated from bidsapp.cli.build_parser() -->"
 IMAGE = f"ghcr.io/bidsapp/bidsapp:{__version__}"
@@ -76,7 +76,7 @@ def test_options_table_matches_parser():
     assert TABLE_MARKER in text
     after = text.split(TABLE_MARKER, 1)[1].lstrip("\n")
     table = "".join(line + "\n" for line in after.splitlines()[: len(options_table().splitlines())])
-    assert table == options_table(), "run `python tests/test_readme.py` and paste its table"
+    assert table == options_table(), "run `python tests/package/test_readme.py` and paste its table"
 
 
 @pytest.mark.parametrize(

@@ -15,38 +15,15 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from support.cli_runs import ATLAS
+from support.runs import N_VOLUMES, T_R, extract_one_run
 
 from bidsapp import cli, image
 from bidsapp.app.config import DenoiseConfig, ExtractionConfig
 from bidsapp.app.extract import extract_run
 from bidsapp.app.run_inputs import ExtractionError, RunExcluded, prepare_run
 
-SPACE = "MNI152NLin2009cAsym"
-ATLAS = "Schaefer2018:100Parcels7Networks"
-N_VOLUMES = 40
-T_R = 2.0
-
 pytestmark = pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::FutureWarning")
-
-
-@pytest.fixture
-def run_and_atlas(make_dataset, templateflow_home):
-    """One fresh (writable) run of 40 volumes on a 6 mm grid, and the 100-parcel atlas."""
-    from bidsapp.dataset.atlas import get_atlas
-    from bidsapp.dataset.query import find_runs
-
-    bids = make_dataset(
-        subjects=("01",), runs=(1,), n_volumes=N_VOLUMES, t_r=T_R, voxel_size_mm=6.0,
-        templateflow_home=templateflow_home,
-    )  # fmt: skip
-    (run,) = find_runs(bids, participant_labels="01")
-    return run, get_atlas(ATLAS, space=SPACE, voxel_size_mm=6.0)
-
-
-def _extract(run, atlas, denoise=None, extraction=None):
-    denoise = denoise or DenoiseConfig()
-    extraction = extraction or ExtractionConfig()
-    return extract_run(prepare_run(run, denoise), [atlas], denoise, extraction)
 
 
 def _rewrite_bold(run, change) -> np.ndarray:
@@ -103,6 +80,7 @@ def _assert_equal_to(series, atlas, expected) -> int:
 # ----------------------------------------------------------------------------- item 5
 
 
+@pytest.mark.slow
 def test_non_finite_volumes_are_censored_and_the_rest_equals_nilearn(run_and_atlas):
     run, atlas = run_and_atlas
     labels = _labels_on_bold(run, atlas)
@@ -118,7 +96,7 @@ def test_non_finite_volumes_are_censored_and_the_rest_equals_nilearn(run_and_atl
         data[(*first, 5)] = np.nan  # a single voxel: zeroed, kept
 
     _rewrite_bold(run, spoil)
-    result = _extract(run, atlas)
+    result = extract_one_run(run, atlas)
     assert result.non_finite_volumes == [10, 25, 30]
     assert not {10, 25, 30} & set(result.retained)
     assert {10, 25, 30} <= set(result.censored)
@@ -136,7 +114,7 @@ def test_all_zero_bold_fails_naming_the_bold(run_and_atlas):
     run, atlas = run_and_atlas
     _rewrite_bold(run, lambda data: data.fill(0.0))
     with pytest.raises(ExtractionError, match=rf"{run.preproc_bold.name}.*no region .* signal"):
-        _extract(run, atlas)
+        extract_one_run(run, atlas)
 
 
 def test_region_with_constant_signal_is_written_as_na(run_and_atlas):
@@ -147,7 +125,7 @@ def test_region_with_constant_signal_is_written_as_na(run_and_atlas):
     dead = int(values[np.argmax(counts)])
     name = str(atlas.lut.set_index("index").loc[dead, "name"]).strip()
     _rewrite_bold(run, lambda data: data.__setitem__(labels == dead, 0.0))
-    result = _extract(run, atlas)
+    result = extract_one_run(run, atlas)
     (series,) = result.per_atlas
     assert series.timeseries[name].isna().all()
     assert name in series.below_coverage
@@ -164,7 +142,7 @@ def test_region_with_constant_signal_is_written_as_na(run_and_atlas):
 def test_filter_beyond_nyquist_fails_the_run(run_and_atlas, options):
     run, atlas = run_and_atlas
     with pytest.raises(ExtractionError) as caught:
-        _extract(run, atlas, extraction=ExtractionConfig(**options))
+        extract_one_run(run, atlas, extraction=ExtractionConfig(**options))
     message = str(caught.value)
     assert run.preproc_bold.name in message and "TR 2 s" in message
     assert "Nyquist" in message and "0.25 Hz" in message
@@ -177,12 +155,12 @@ def test_a_filter_adjusted_while_cleaning_fails_the_run(run_and_atlas, monkeypat
     run, atlas = run_and_atlas
     monkeypatch.setattr(extract, "_check_filters", lambda *args: None)
     with pytest.raises(ExtractionError, match=r"filter cannot be applied at TR 2 s.*Nyquist"):
-        _extract(run, atlas, extraction=ExtractionConfig(low_pass=0.3))
+        extract_one_run(run, atlas, extraction=ExtractionConfig(low_pass=0.3))
 
 
 def test_high_pass_below_the_kept_duration_is_a_warning(run_and_atlas):
     run, atlas = run_and_atlas
-    result = _extract(run, atlas, extraction=ExtractionConfig(high_pass=0.005))
+    result = extract_one_run(run, atlas, extraction=ExtractionConfig(high_pass=0.005))
     assert any("1/(kept duration)" in w for w in result.warnings)
 
 
@@ -195,7 +173,7 @@ def test_min_time_excludes_the_run_before_reading_the_bold(run_and_atlas, monkey
     run, atlas = run_and_atlas
     monkeypatch.setattr(maskers, "stream_labels_signals", None)  # must not be reached
     with pytest.raises(RunExcluded) as caught:
-        _extract(run, atlas, denoise=DenoiseConfig(min_time=100))
+        extract_one_run(run, atlas, denoise=DenoiseConfig(min_time=100))
     assert str(caught.value) == (
         f"{run.preproc_bold}: 76 s of data left after censoring (38 of 40 volumes, TR 2 s), "
         "below --min-time 100 s"
@@ -205,16 +183,16 @@ def test_min_time_excludes_the_run_before_reading_the_bold(run_and_atlas, monkey
 def test_no_degrees_of_freedom_excludes_the_run(run_and_atlas):
     run, atlas = run_and_atlas
     with pytest.raises(RunExcluded, match=r"no residual degrees of freedom: .*\(10 of 40"):
-        _extract(run, atlas, denoise=DenoiseConfig(dummy_scans=30))
+        extract_one_run(run, atlas, denoise=DenoiseConfig(dummy_scans=30))
 
 
 def test_min_time_is_checked_again_after_non_finite_censoring(run_and_atlas):
     run, atlas = run_and_atlas
     denoise = DenoiseConfig(min_time=70)
-    assert len(_extract(run, atlas, denoise=denoise).retained) == 38  # 76 s: kept
+    assert len(extract_one_run(run, atlas, denoise=denoise).retained) == 38  # 76 s: kept
     _rewrite_bold(run, lambda data: data.__setitem__((..., slice(20, 24)), np.nan))
     with pytest.raises(RunExcluded, match=r"68 s .*34 of 40 volumes, 4 censored for non-finite"):
-        _extract(run, atlas, denoise=denoise)
+        extract_one_run(run, atlas, denoise=denoise)
 
 
 # ----------------------------------------------------------------------------- items 13, 15
@@ -275,9 +253,9 @@ def test_extract_checks_the_header_before_sizing_anything(run_and_atlas):
 def test_coverage_table_is_unchanged_by_censoring(run_and_atlas):
     """Censoring volumes changes timeseries rows only, never the region coverage."""
     run, atlas = run_and_atlas
-    before = _extract(run, atlas).per_atlas[0].coverage
+    before = extract_one_run(run, atlas).per_atlas[0].coverage
     _rewrite_bold(run, lambda data: data.__setitem__((..., 7), np.nan))
-    after = _extract(run, atlas).per_atlas[0].coverage
+    after = extract_one_run(run, atlas).per_atlas[0].coverage
     pd.testing.assert_series_equal(before, after)
 
 
@@ -285,7 +263,7 @@ def test_all_non_finite_bold_fails_naming_the_bold(run_and_atlas):
     run, atlas = run_and_atlas
     _rewrite_bold(run, lambda data: data.fill(np.nan))
     with pytest.raises(ExtractionError, match=rf"{run.preproc_bold.name}: every volume has"):
-        _extract(run, atlas)
+        extract_one_run(run, atlas)
 
 
 def test_out_of_memory_names_the_bold_and_its_grid(run_and_atlas, monkeypatch):
@@ -301,7 +279,7 @@ def test_out_of_memory_names_the_bold_and_its_grid(run_and_atlas, monkeypatch):
     with pytest.raises(
         ExtractionError, match=rf"{run.preproc_bold.name}: not enough memory.*{shape}"
     ):
-        _extract(run, atlas)
+        extract_one_run(run, atlas)
 
 
 def test_a_series_too_large_for_this_machine_fails_before_allocating(run_and_atlas, monkeypatch):
@@ -312,7 +290,7 @@ def test_a_series_too_large_for_this_machine_fails_before_allocating(run_and_atl
     monkeypatch.setattr(engine, "physical_memory", lambda: 2**20)  # a 1 MiB machine
     monkeypatch.setattr(maskers, "stream_labels_signals", None)  # must not be reached
     with pytest.raises(ExtractionError, match=rf"{run.preproc_bold.name}: extracting .* GB"):
-        _extract(run, atlas)
+        extract_one_run(run, atlas)
 
 
 def test_non_finite_volumes_reach_the_sidecar_through_the_cli(

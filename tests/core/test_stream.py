@@ -5,17 +5,10 @@ import gzip
 import nibabel as nib
 import numpy as np
 import pytest
+from support.nifti import SHAPE, write_float32
 
 from bidsapp import stream
 from bidsapp.stream import StreamError, file_layout, iter_array_blocks, iter_file_blocks
-
-SHAPE = (6, 7, 5, 23)
-
-
-def _write(path, data):
-    img = nib.Nifti1Image(data.astype(np.float32), np.diag([2.0, 2.0, 2.0, 1.0]))
-    nib.save(img, path)
-    return nib.load(path)
 
 
 def _collect(blocks):
@@ -34,7 +27,7 @@ def _expected(img, select=None):
 @pytest.mark.parametrize("per_block", [1, 4, 23, 50])
 def test_blocks_equal_nibabel(tmp_path, suffix, per_block):
     rng = np.random.default_rng(0)
-    img = _write(tmp_path / f"bold{suffix}", rng.standard_normal(SHAPE))
+    img = write_float32(tmp_path / f"bold{suffix}", rng.standard_normal(SHAPE))
     select = np.sort(rng.choice(int(np.prod(SHAPE[:3])), 50, replace=False))
     starts, values = _collect(
         iter_file_blocks(file_layout(img), select, volumes_per_block=per_block)
@@ -47,7 +40,7 @@ def test_blocks_equal_nibabel(tmp_path, suffix, per_block):
 def test_inflaters_are_bit_identical(tmp_path, inflater):
     pytest.importorskip({"isal": "isal", "zlib-ng": "zlib_ng", "zlib": "zlib"}[inflater])
     rng = np.random.default_rng(1)
-    img = _write(tmp_path / "bold.nii.gz", rng.standard_normal(SHAPE))
+    img = write_float32(tmp_path / "bold.nii.gz", rng.standard_normal(SHAPE))
     _, values = _collect(iter_file_blocks(file_layout(img), inflater=inflater))
     np.testing.assert_array_equal(values, _expected(img))
 
@@ -72,7 +65,7 @@ def test_scaled_integers_and_big_endian(tmp_path):
 
 def test_array_blocks_equal_file_blocks(tmp_path):
     rng = np.random.default_rng(3)
-    img = _write(tmp_path / "bold.nii.gz", rng.standard_normal(SHAPE))
+    img = write_float32(tmp_path / "bold.nii.gz", rng.standard_normal(SHAPE))
     select = np.arange(0, int(np.prod(SHAPE[:3])), 3)
     _, from_file = _collect(iter_file_blocks(file_layout(img), select, volumes_per_block=5))
     _, from_array = _collect(
@@ -88,7 +81,7 @@ def test_in_memory_image_has_no_file_layout():
 
 def test_truncated_gzip_names_the_file(tmp_path):
     rng = np.random.default_rng(4)
-    _write(tmp_path / "bold.nii.gz", rng.standard_normal(SHAPE))
+    write_float32(tmp_path / "bold.nii.gz", rng.standard_normal(SHAPE))
     raw = gzip.decompress((tmp_path / "bold.nii.gz").read_bytes())
     truncated = tmp_path / "truncated.nii.gz"
     truncated.write_bytes(gzip.compress(raw[: len(raw) // 2]))
@@ -99,7 +92,7 @@ def test_truncated_gzip_names_the_file(tmp_path):
 
 def test_corrupt_gzip_names_the_file(tmp_path):
     rng = np.random.default_rng(5)
-    _write(tmp_path / "bold.nii.gz", rng.standard_normal(SHAPE))
+    write_float32(tmp_path / "bold.nii.gz", rng.standard_normal(SHAPE))
     compressed = bytearray((tmp_path / "bold.nii.gz").read_bytes())
     # Keep the header readable, break the deflate stream further on.
     middle = len(compressed) // 2
@@ -113,7 +106,7 @@ def test_corrupt_gzip_names_the_file(tmp_path):
 
 def test_stopping_early_releases_the_reader(tmp_path):
     rng = np.random.default_rng(6)
-    img = _write(tmp_path / "bold.nii.gz", rng.standard_normal(SHAPE))
+    img = write_float32(tmp_path / "bold.nii.gz", rng.standard_normal(SHAPE))
     blocks = iter_file_blocks(file_layout(img), volumes_per_block=1)
     first_start, _ = next(blocks)
     blocks.close()  # must not hang on the reader thread
@@ -148,7 +141,7 @@ _INFLATER_MODULES = {"isal": "isal", "zlib-ng": "zlib_ng", "zlib": "zlib"}
 
 def _gzip_series(tmp_path, name="bold.nii.gz"):
     rng = np.random.default_rng(11)
-    return _write(tmp_path / name, rng.standard_normal(SHAPE))
+    return write_float32(tmp_path / name, rng.standard_normal(SHAPE))
 
 
 @pytest.mark.parametrize("inflater", list(_INFLATER_MODULES))
@@ -214,8 +207,8 @@ def test_header_claiming_more_than_the_file_holds_is_refused(tmp_path, suffix, s
 def test_honest_headers_pass_the_size_check(tmp_path):
     rng = np.random.default_rng(12)
     for suffix in (".nii", ".nii.gz"):
-        img = _write(tmp_path / f"ok{suffix}", rng.standard_normal(SHAPE))
+        img = write_float32(tmp_path / f"ok{suffix}", rng.standard_normal(SHAPE))
         stream.check_data_size(img)
         # Highly compressible data (zeros) stay within deflate's ratio.
-        zeros = _write(tmp_path / f"zeros{suffix}", np.zeros((40, 40, 40, 20)))
+        zeros = write_float32(tmp_path / f"zeros{suffix}", np.zeros((40, 40, 40, 20)))
         stream.check_data_size(zeros)

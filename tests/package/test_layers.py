@@ -9,6 +9,7 @@ fake package, so a rule that silently stopped matching would be noticed.
 from __future__ import annotations
 
 import ast
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -203,6 +204,14 @@ def violations(root: Path, package: str) -> list[str]:
 def test_every_module_is_in_a_layer_and_every_import_follows_the_rules():
     problems = violations(PACKAGE_DIR, "bidsapp")
     assert not problems, "\n".join(problems)
+
+
+def test_every_module_has_its_line_in_the_architecture_document():
+    document = (PACKAGE_DIR.parent / "docs" / "ARCHITECTURE.md").read_text(encoding="utf-8")
+    listed = set(re.findall(r"^\| `([\w/]+\.py)` \|", document, flags=re.M))
+    modules = {str(p.relative_to(PACKAGE_DIR)) for p in PACKAGE_DIR.rglob("*.py")}
+    assert sorted(modules - listed) == [], "modules missing from docs/ARCHITECTURE.md"
+    assert sorted(listed - modules) == [], "docs/ARCHITECTURE.md lists modules that do not exist"
 
 
 def test_no_subpackage_shadows_a_standard_or_bids_package():

@@ -19,6 +19,7 @@ import nibabel as nib
 import numpy as np
 import pandas as pd
 import pytest
+from support.runs import extract_one_run
 
 import bidsapp
 from bidsapp import cli
@@ -185,18 +186,10 @@ def selection_dataset(tmp_path_factory, templateflow_home):
     return root
 
 
-def bidsapp_extract(run, atlas, denoise=None, extraction=None):
-    from bidsapp.app.extract import extract_run
-    from bidsapp.app.run_inputs import prepare_run
-
-    denoise = denoise or DenoiseConfig()
-    extraction = extraction or ExtractionConfig()
-    return extract_run(prepare_run(run, denoise), [atlas], denoise, extraction)
-
-
 # ----------------------------------------------------------------------------- parity
 
 
+@pytest.mark.slow
 def test_default_outputs_equal_nilearn_and_validate(
     capsys, tmp_path, fmriprep_dataset, templateflow_home, snapshot_tree
 ):
@@ -309,6 +302,7 @@ def test_multi_masker_of_a_subject_equals_the_outputs(
         assert assert_matches(timeseries, lut, expected) > 90
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "preset, options",
     [
@@ -326,7 +320,7 @@ def test_presets_and_extraction_options_equal_nilearn(one_run, templateflow_home
     from nilearn.interfaces.fmriprep import load_confounds_strategy
 
     run, atlas = one_run
-    result = bidsapp_extract(run, atlas, DenoiseConfig(name=preset), ExtractionConfig(**options))
+    result = extract_one_run(run, atlas, DenoiseConfig(name=preset), ExtractionConfig(**options))
     kwargs = {"fd_threshold": 0.5, "std_dvars_threshold": 1.5} if preset == "scrubbing" else {}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -345,6 +339,7 @@ def test_presets_and_extraction_options_equal_nilearn(one_run, templateflow_home
     assert assert_matches(series.timeseries, atlas.lut, expected) > 90
 
 
+@pytest.mark.slow
 def test_none_json_preset_and_explicit_columns(one_run, tmp_path):
     from nilearn.interfaces.fmriprep import load_confounds
 
@@ -353,7 +348,7 @@ def test_none_json_preset_and_explicit_columns(one_run, tmp_path):
     non_steady = list(range(2, 60))
 
     # none: no regression, fMRIPrep's non-steady-state volumes still dropped
-    result = bidsapp_extract(run, atlas, DenoiseConfig(name="none"))
+    result = extract_one_run(run, atlas, DenoiseConfig(name="none"))
     assert result.confound_columns == [] and result.retained == non_steady
     expected = nilearn_by_label(run.preproc_bold, atlas.dseg, run.brain_mask, None, non_steady)
     assert assert_matches(result.per_atlas[0].timeseries, atlas.lut, expected) > 90
@@ -363,7 +358,7 @@ def test_none_json_preset_and_explicit_columns(one_run, tmp_path):
     preset.write_text(
         json.dumps({"parameters": {"strategy": ["high_pass", "motion"], "motion": "basic"}})
     )
-    result = bidsapp_extract(run, atlas, DenoiseConfig(name=str(preset)))
+    result = extract_one_run(run, atlas, DenoiseConfig(name=str(preset)))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         confounds, mask = load_confounds(
@@ -377,7 +372,7 @@ def test_none_json_preset_and_explicit_columns(one_run, tmp_path):
 
     # explicit columns, regular expressions, in the order given
     denoise = DenoiseConfig(confounds_columns=("trans_[xyz]", "a_comp_cor_0[0-2]"))
-    result = bidsapp_extract(run, atlas, denoise)
+    result = extract_one_run(run, atlas, denoise)
     columns = ["trans_x", "trans_y", "trans_z", "a_comp_cor_00", "a_comp_cor_01", "a_comp_cor_02"]
     assert result.confound_columns == columns and result.retained == non_steady
     expected = nilearn_by_label(
@@ -388,7 +383,7 @@ def test_none_json_preset_and_explicit_columns(one_run, tmp_path):
     from bidsapp.app.run_inputs import ExtractionError
 
     with pytest.raises(ExtractionError, match="no column matching 'gsr_.*'"):
-        bidsapp_extract(run, atlas, DenoiseConfig(confounds_columns=("gsr_.*",)))
+        extract_one_run(run, atlas, DenoiseConfig(confounds_columns=("gsr_.*",)))
 
 
 def _expected_kept(table: pd.DataFrame, *, fd=np.inf, dvars=np.inf, first=2, segment=5):
@@ -427,7 +422,7 @@ def _expected_kept(table: pd.DataFrame, *, fd=np.inf, dvars=np.inf, first=2, seg
 def test_censoring_options_set_the_retained_volumes(one_run, denoise, thresholds):
     run, atlas = one_run
     table = pd.read_csv(run.confounds, sep="\t", na_values="n/a")
-    result = bidsapp_extract(run, atlas, DenoiseConfig(**denoise))
+    result = extract_one_run(run, atlas, DenoiseConfig(**denoise))
     expected = _expected_kept(table, **thresholds)
     assert result.retained == expected
     assert result.censored == sorted(set(range(60)) - set(expected))
@@ -436,11 +431,12 @@ def test_censoring_options_set_the_retained_volumes(one_run, denoise, thresholds
         assert len(expected) < 58  # the thresholds did censor something
 
 
+@pytest.mark.slow
 def test_fd_threshold_matches_nilearn_scrubbing(one_run):
     from nilearn.interfaces.fmriprep import load_confounds
 
     run, atlas = one_run
-    result = bidsapp_extract(run, atlas, DenoiseConfig(name="simple", fd_threshold=0.4))
+    result = extract_one_run(run, atlas, DenoiseConfig(name="simple", fd_threshold=0.4))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         confounds, sample_mask = load_confounds(
@@ -459,6 +455,7 @@ def test_fd_threshold_matches_nilearn_scrubbing(one_run):
 # ----------------------------------------------------------------------------- ICA-AROMA
 
 
+@pytest.mark.slow
 def test_ica_aroma_uses_the_aroma_image_its_space_and_mask(
     capsys, tmp_path, make_dataset, templateflow_home
 ):
@@ -527,6 +524,7 @@ def test_ica_aroma_without_aroma_image_says_so(
 # ----------------------------------------------------------------------------- atlases
 
 
+@pytest.mark.slow
 def test_min_coverage_writes_n_a_columns(capsys, tmp_path, make_dataset, templateflow_home):
     from bidsapp.image import resample_to_img
 
@@ -685,6 +683,7 @@ def test_nothing_to_do_is_a_message(capsys, tmp_path, selection_dataset, subject
     assert not out.exists()  # nothing was written
 
 
+@pytest.mark.slow
 def test_n_jobs_2_gives_the_same_files(capsys, tmp_path, fmriprep_dataset, templateflow_home):
     serial, parallel = tmp_path / "serial", tmp_path / "parallel"
     common = ["participant", "--atlas", ATLAS, "--no-reports", "--strategy", "median"]
@@ -781,6 +780,7 @@ def test_bad_inputs_fail_only_their_run(capsys, tmp_path, make_dataset, template
     assert (status.loc[status["status"] == "failed", "reason"].str.len() > 0).all()
 
 
+@pytest.mark.slow
 def test_resume_overwrite_and_changed_parameters(
     capsys, tmp_path, fmriprep_dataset, templateflow_home
 ):
@@ -859,6 +859,7 @@ def test_interrupted_write_leaves_no_finished_looking_tsv(
 # ----------------------------------------------------------------------------- reports
 
 
+@pytest.mark.slow
 def test_participant_report_is_written_and_its_failure_is_a_warning(
     capsys, tmp_path, fmriprep_dataset, templateflow_home, monkeypatch
 ):

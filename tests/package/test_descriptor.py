@@ -31,7 +31,7 @@ from bidsapp.app.status import (
     EXIT_USAGE,
 )
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DESCRIPTOR = REPO / "descriptor.json"
 EXAMPLE_INVOCATION = REPO / "examples" / "invocation.json"
 BIN = Path(sys.executable).parent

@@ -26,7 +26,7 @@ import pytest
 from bidsapp import __version__
 from bidsapp.app.config import DEFAULT_ATLAS, DEFAULT_SPACE
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "Dockerfile"
 BIN = Path(sys.executable).parent
 UID = GID = 12345  # the uid the bids-apps CI and our docker workflow run the image as
