@@ -37,6 +37,7 @@ from bidsapp.confounds.scrubbing import (
     DEFAULT_SCRUB,
     DEFAULT_STD_DVARS_THRESHOLD,
     censoring_thresholds,
+    motion_outliers,
 )
 
 __all__ = [
@@ -63,5 +64,6 @@ __all__ = [
     "load_confounds_strategy",
     "load_preset",
     "motion_measure_columns",
+    "motion_outliers",
     "non_steady_state_columns",
 ]
