@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from bidsapp.app.config import DenoiseConfig
+from bidsapp.app.confounds_options import apply_censoring_overrides, load_confounds_columns
 from bidsapp.app.run_inputs import ExtractionError, RunInputs, preset_of
 from bidsapp.app.status import one_line
 
@@ -38,13 +39,11 @@ def _numeric(table: pd.DataFrame, column: str) -> np.ndarray:
 
 def _preset_parameters(denoise: DenoiseConfig) -> dict[str, Any]:
     """``load_confounds`` parameters of the preset, with the censoring overrides applied."""
-    from bidsapp import confounds as conf
-
     if denoise.name == "none":
         parameters: dict[str, Any] = {"strategy": []}
     else:
         parameters = preset_of(denoise)["parameters"]
-    parameters = conf.apply_censoring_overrides(
+    parameters = apply_censoring_overrides(
         parameters,
         fd_threshold=denoise.fd_threshold,
         std_dvars_threshold=denoise.std_dvars_threshold,
@@ -144,7 +143,7 @@ def select_confounds(
             warnings.simplefilter("always")
             try:
                 if denoise.confounds_columns:
-                    confounds, sample_mask = conf.load_confounds_columns(
+                    confounds, sample_mask = load_confounds_columns(
                         str(run.preproc_bold),
                         denoise.confounds_columns,
                         fd_threshold=denoise.fd_threshold,
