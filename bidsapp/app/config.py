@@ -10,7 +10,6 @@ like the command-line options, so the CLI and Python callers share one path.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -595,42 +594,22 @@ def make_config(
     )
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Convert a config dataclass (or any nesting of them) to JSON-compatible values.
-
-    Parameters
-    ----------
-    obj : object
-        A dataclass instance, mapping, sequence, path or scalar.
-
-    Returns
-    -------
-    object
-        The same content made of dicts, lists, strings, numbers, booleans and None.
-    """
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def fingerprint(obj: Any) -> str:
     """Return a short stable hash of a JSON-compatible description of ``obj``.
 
     Parameters
     ----------
     obj : object
-        Anything :func:`to_jsonable` accepts.
+        Anything :func:`bidsapp.dataset.jsonio.json_value` accepts (settings dataclasses,
+        mappings, sequences, paths).
 
     Returns
     -------
     str
         16 hexadecimal characters; equal settings give equal fingerprints across runs.
     """
-    text = json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":"))
+    # Imported here: numpy comes with it, and the settings stay light to import.
+    from bidsapp.dataset.jsonio import json_value
+
+    text = json.dumps(json_value(obj), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
