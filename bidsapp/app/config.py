@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Any
 
 from bidsapp.dataset import filters
-from bidsapp.dataset.filters import bare_label
 from bidsapp.errors import BidsappError
 
 STRATEGIES = ("mean", "median", "sum", "minimum", "maximum", "variance", "standard_deviation")
@@ -54,50 +53,6 @@ def _optional_float(value: Any, option: str, *, zero_is_none: bool = False) -> f
     if not number >= 0 or number == float("inf"):
         raise ConfigError(f"{option}: expected a finite number >= 0, got {value!r}")
     return None if (zero_is_none and number == 0) else number
-
-
-def normalize_labels(
-    labels: str | Iterable[str] | None, prefix: str, option: str
-) -> tuple[str, ...] | None:
-    """Strip an optional BIDS prefix from labels and check that they are alphanumeric.
-
-    Parameters
-    ----------
-    labels : str or iterable of str or None
-        Labels such as ``"01"`` or ``"sub-01"``.
-    prefix : str
-        Entity key that may prefix the labels, e.g. ``"sub"``.
-    option : str
-        Option name for error messages, e.g. ``"--participant-label"``.
-
-    Returns
-    -------
-    tuple of str or None
-        Unique labels in the order given, without the prefix; None when ``labels`` is None.
-
-    Raises
-    ------
-    ConfigError
-        If a label is empty or has characters other than letters and digits (which also
-        rules out path escapes such as ``../x``).
-    """
-    if labels is None:
-        return None
-    if isinstance(labels, (str, os.PathLike)):
-        labels = [os.fspath(labels)]
-    cleaned: list[str] = []
-    for label in labels:
-        text = bare_label(label, prefix)
-        if text is None:
-            raise ConfigError(
-                f"{option}: invalid label {str(label)!r}; BIDS labels contain only letters "
-                f"and digits (with or without the '{prefix}-' prefix)"
-            )
-        if text not in cleaned:
-            cleaned.append(text)
-    if not cleaned:
-        raise ConfigError(f"{option}: give at least one label")
-    return tuple(cleaned)
 
 
 def denoise_label(name: str, confounds_columns: Iterable[str] | None = None) -> str:
@@ -356,14 +311,20 @@ class RunConfig:
         _set(
             self,
             "participant_labels",
-            normalize_labels(self.participant_labels, "sub", "--participant-label"),
+            filters.normalize_labels(
+                self.participant_labels, "sub", "--participant-label", error=ConfigError
+            ),
         )
         _set(
             self,
             "session_labels",
-            normalize_labels(self.session_labels, "ses", "--session-label"),
+            filters.normalize_labels(
+                self.session_labels, "ses", "--session-label", error=ConfigError
+            ),
         )
-        _set(self, "tasks", normalize_labels(self.tasks, "task", "--task"))
+        _set(
+            self, "tasks", filters.normalize_labels(self.tasks, "task", "--task", error=ConfigError)
+        )
         if self.bids_filters is not None and not isinstance(self.bids_filters, Mapping):
             raise ConfigError(
                 "--bids-filter-file: expected a JSON object of queries, e.g. "
