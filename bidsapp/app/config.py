@@ -22,7 +22,9 @@ from typing import Any
 from bidsapp.dataset import filters
 from bidsapp.errors import BidsappError
 
-STRATEGIES = ("mean", "median", "sum", "minimum", "maximum", "variance", "standard_deviation")
+#: Region reductions (``--strategy``): :data:`bidsapp.regions.REDUCTIONS`, repeated here so
+#: that the settings import no numpy (tests/test_config.py checks they agree).
+REDUCTIONS = ("mean", "median", "sum", "minimum", "maximum", "variance", "standard_deviation")
 STANDARDIZE_CHOICES = ("zscore_sample", "zscore", "psc", "none")
 PRESETS = ("simple", "scrubbing", "compcor", "ica_aroma", "none")
 ANALYSIS_LEVELS = ("participant", "group")
@@ -192,7 +194,7 @@ class ExtractionConfig:
     Raises
     ------
     ConfigError
-        For an unknown strategy or standardization, a negative value, a coverage outside
+        For an unknown reduction or standardization, a negative value, a coverage outside
         [0, 1], or a low-pass cutoff not above the high-pass cutoff.
     """
 
@@ -205,9 +207,9 @@ class ExtractionConfig:
     min_coverage: float = DEFAULT_MIN_COVERAGE
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
+        if self.strategy not in REDUCTIONS:
             raise ConfigError(
-                f"--strategy: expected one of {', '.join(STRATEGIES)}, got {self.strategy!r}"
+                f"--strategy: expected one of {', '.join(REDUCTIONS)}, got {self.strategy!r}"
             )
         standardize = self.standardize
         if standardize is False or standardize is None:

@@ -65,7 +65,7 @@ def apply_censoring_overrides(
     updated = dict(parameters)
     if fd_threshold is None and std_dvars_threshold is None:
         return updated
-    strategy = [c for c in updated.get("strategy", ()) if c != "scrub"]
+    components = [c for c in updated.get("strategy", ()) if c != "scrub"]
     scrubbing = "scrub" in updated.get("strategy", ())
     fd = (
         fd_threshold
@@ -82,9 +82,9 @@ def apply_censoring_overrides(
         fd = fd if fd_threshold is not None else 0
         dvars = dvars if std_dvars_threshold is not None else 0
     if fd == 0 and dvars == 0:
-        updated["strategy"] = strategy
+        updated["strategy"] = components
         return updated
-    updated["strategy"] = [*strategy, "scrub"]
+    updated["strategy"] = [*components, "scrub"]
     updated["scrub"] = updated.get("scrub", DEFAULT_SCRUB)
     updated["fd_threshold"] = float(fd) if fd else float("inf")
     updated["std_dvars_threshold"] = float(dvars) if dvars else float("inf")

@@ -17,7 +17,7 @@ from typing import Any, TypeAlias
 import numpy as np
 import pandas as pd
 
-from bidsapp.confounds.checks import ImageInput, as_image_list, check_parameters, check_strategy
+from bidsapp.confounds.checks import ImageInput, as_image_list, check_components, check_parameters
 from bidsapp.confounds.columns import (
     EMPTY_DESCRIPTIONS,
     OUTLIER_MARKERS,
@@ -148,7 +148,7 @@ def load_confounds(
     column(s), and invalid parameter values raise ``ValueError`` rather than ``KeyError``.
 
     """
-    check_strategy(strategy)
+    check_components(strategy)
     for component in strategy:
         if component == "non_steady_state":
             warn(

@@ -14,7 +14,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bidsapp.confounds.checks import ImageInput, check_parameters, check_strategy
+from bidsapp.confounds.checks import ImageInput, check_components, check_parameters
 from bidsapp.confounds.files import ConfoundsError, PathType
 from bidsapp.confounds.loading import ConfoundsOutput, SampleMaskOutput, load_confounds
 from bidsapp.errors import ParameterWarning, warn
@@ -230,7 +230,7 @@ def _check_preset_values(origin: str, parameters: dict[str, Any]) -> None:
     }
     merged = defaults | {k: v for k, v in parameters.items() if v is not None}
     try:
-        check_strategy(parameters["strategy"])
+        check_components(parameters["strategy"])
         check_parameters(parameters["strategy"], merged)
     except ValueError as err:
         raise ConfoundsError(f"Invalid {origin}: {err}") from err
