@@ -209,7 +209,7 @@ def _non_steady_state(table: pd.DataFrame | None, dummy_scans: int | None) -> li
     return sorted(volumes)
 
 
-def censoring_thresholds(
+def thresholds_in_force(
     denoise: DenoiseConfig, parameters: dict[str, Any] | None
 ) -> tuple[float | None, float | None]:
     """FD (mm) and standardized DVARS thresholds that censor, None for a measure that does not.
