@@ -20,8 +20,8 @@ from bidsapp.app.config import (
     DEFAULT_MIN_COVERAGE,
     DEFAULT_SPACE,
     PRESETS,
+    REDUCTIONS,
     STANDARDIZE_CHOICES,
-    STRATEGIES,
     ConfigError,
     RunConfig,
     make_config,
@@ -232,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     ext = parser.add_argument_group("extraction and cleaning")
     ext.add_argument(
         "--strategy",
-        choices=STRATEGIES,
+        choices=REDUCTIONS,
         default="mean",
         help="How a region's voxels are summarised at each volume (default: mean).",
     )

@@ -10,7 +10,6 @@ like the command-line options, so the CLI and Python callers share one path.
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import os
@@ -21,10 +20,11 @@ from pathlib import Path
 from typing import Any
 
 from bidsapp.dataset import filters
-from bidsapp.dataset.filters import bare_label
 from bidsapp.errors import BidsappError
 
-STRATEGIES = ("mean", "median", "sum", "minimum", "maximum", "variance", "standard_deviation")
+#: Region reductions (``--strategy``): :data:`bidsapp.regions.REDUCTIONS`, repeated here so
+#: that the settings import no numpy (tests/test_config.py checks they agree).
+REDUCTIONS = ("mean", "median", "sum", "minimum", "maximum", "variance", "standard_deviation")
 STANDARDIZE_CHOICES = ("zscore_sample", "zscore", "psc", "none")
 PRESETS = ("simple", "scrubbing", "compcor", "ica_aroma", "none")
 ANALYSIS_LEVELS = ("participant", "group")
@@ -55,50 +55,6 @@ def _optional_float(value: Any, option: str, *, zero_is_none: bool = False) -> f
     if not number >= 0 or number == float("inf"):
         raise ConfigError(f"{option}: expected a finite number >= 0, got {value!r}")
     return None if (zero_is_none and number == 0) else number
-
-
-def normalize_labels(
-    labels: str | Iterable[str] | None, prefix: str, option: str
-) -> tuple[str, ...] | None:
-    """Strip an optional BIDS prefix from labels and check that they are alphanumeric.
-
-    Parameters
-    ----------
-    labels : str or iterable of str or None
-        Labels such as ``"01"`` or ``"sub-01"``.
-    prefix : str
-        Entity key that may prefix the labels, e.g. ``"sub"``.
-    option : str
-        Option name for error messages, e.g. ``"--participant-label"``.
-
-    Returns
-    -------
-    tuple of str or None
-        Unique labels in the order given, without the prefix; None when ``labels`` is None.
-
-    Raises
-    ------
-    ConfigError
-        If a label is empty or has characters other than letters and digits (which also
-        rules out path escapes such as ``../x``).
-    """
-    if labels is None:
-        return None
-    if isinstance(labels, (str, os.PathLike)):
-        labels = [os.fspath(labels)]
-    cleaned: list[str] = []
-    for label in labels:
-        text = bare_label(label, prefix)
-        if text is None:
-            raise ConfigError(
-                f"{option}: invalid label {str(label)!r}; BIDS labels contain only letters "
-                f"and digits (with or without the '{prefix}-' prefix)"
-            )
-        if text not in cleaned:
-            cleaned.append(text)
-    if not cleaned:
-        raise ConfigError(f"{option}: give at least one label")
-    return tuple(cleaned)
 
 
 def denoise_label(name: str, confounds_columns: Iterable[str] | None = None) -> str:
@@ -238,7 +194,7 @@ class ExtractionConfig:
     Raises
     ------
     ConfigError
-        For an unknown strategy or standardization, a negative value, a coverage outside
+        For an unknown reduction or standardization, a negative value, a coverage outside
         [0, 1], or a low-pass cutoff not above the high-pass cutoff.
     """
 
@@ -251,9 +207,9 @@ class ExtractionConfig:
     min_coverage: float = DEFAULT_MIN_COVERAGE
 
     def __post_init__(self) -> None:
-        if self.strategy not in STRATEGIES:
+        if self.strategy not in REDUCTIONS:
             raise ConfigError(
-                f"--strategy: expected one of {', '.join(STRATEGIES)}, got {self.strategy!r}"
+                f"--strategy: expected one of {', '.join(REDUCTIONS)}, got {self.strategy!r}"
             )
         standardize = self.standardize
         if standardize is False or standardize is None:
@@ -357,14 +313,20 @@ class RunConfig:
         _set(
             self,
             "participant_labels",
-            normalize_labels(self.participant_labels, "sub", "--participant-label"),
+            filters.normalize_labels(
+                self.participant_labels, "sub", "--participant-label", error=ConfigError
+            ),
         )
         _set(
             self,
             "session_labels",
-            normalize_labels(self.session_labels, "ses", "--session-label"),
+            filters.normalize_labels(
+                self.session_labels, "ses", "--session-label", error=ConfigError
+            ),
         )
-        _set(self, "tasks", normalize_labels(self.tasks, "task", "--task"))
+        _set(
+            self, "tasks", filters.normalize_labels(self.tasks, "task", "--task", error=ConfigError)
+        )
         if self.bids_filters is not None and not isinstance(self.bids_filters, Mapping):
             raise ConfigError(
                 "--bids-filter-file: expected a JSON object of queries, e.g. "
@@ -595,42 +557,22 @@ def make_config(
     )
 
 
-def to_jsonable(obj: Any) -> Any:
-    """Convert a config dataclass (or any nesting of them) to JSON-compatible values.
-
-    Parameters
-    ----------
-    obj : object
-        A dataclass instance, mapping, sequence, path or scalar.
-
-    Returns
-    -------
-    object
-        The same content made of dicts, lists, strings, numbers, booleans and None.
-    """
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_jsonable(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
-    if isinstance(obj, Mapping):
-        return {str(k): to_jsonable(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_jsonable(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
-
 def fingerprint(obj: Any) -> str:
     """Return a short stable hash of a JSON-compatible description of ``obj``.
 
     Parameters
     ----------
     obj : object
-        Anything :func:`to_jsonable` accepts.
+        Anything :func:`bidsapp.dataset.jsonio.json_value` accepts (settings dataclasses,
+        mappings, sequences, paths).
 
     Returns
     -------
     str
         16 hexadecimal characters; equal settings give equal fingerprints across runs.
     """
-    text = json.dumps(to_jsonable(obj), sort_keys=True, separators=(",", ":"))
+    # Imported here: numpy comes with it, and the settings stay light to import.
+    from bidsapp.dataset.jsonio import json_value
+
+    text = json.dumps(json_value(obj), sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]

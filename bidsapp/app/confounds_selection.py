@@ -19,13 +19,11 @@ import numpy as np
 import pandas as pd
 
 from bidsapp.app.config import DenoiseConfig
+from bidsapp.app.confounds_options import apply_censoring_overrides, load_confounds_columns
 from bidsapp.app.run_inputs import ExtractionError, RunInputs, preset_of
 from bidsapp.app.status import one_line
 
 logger = logging.getLogger(__name__)
-
-
-_DEFAULT_SCRUB = {"scrub": 5, "fd_threshold": 0.5, "std_dvars_threshold": 1.5}
 
 
 def _read_confounds_table(path: Path) -> pd.DataFrame:
@@ -39,37 +37,13 @@ def _numeric(table: pd.DataFrame, column: str) -> np.ndarray:
     return pd.to_numeric(table[column], errors="coerce").to_numpy(dtype=float)
 
 
-def _outliers(table: pd.DataFrame, fd: float, dvars: float, min_segment: int) -> np.ndarray:
-    """Volumes censored by scrubbing, with nilearn's rule for short kept segments."""
-    from bidsapp.confounds import motion_measure_columns
-
-    # fMRIPrep 1.0/1.1 files name them FramewiseDisplacement and stdDVARS.
-    measures = motion_measure_columns(table.columns)
-    flagged = np.zeros(len(table), dtype=bool)
-    with np.errstate(invalid="ignore"):
-        if np.isfinite(fd) and measures["framewise_displacement"] is not None:
-            flagged |= _numeric(table, measures["framewise_displacement"]) > fd
-        if np.isfinite(dvars) and measures["std_dvars"] is not None:
-            flagged |= _numeric(table, measures["std_dvars"]) > dvars
-    if min_segment > 0 and flagged.any():
-        edges = np.diff(np.concatenate(([0], (~flagged).astype(np.int8), [0])))
-        for start, stop in zip(
-            np.flatnonzero(edges == 1), np.flatnonzero(edges == -1), strict=True
-        ):
-            if stop - start < min_segment:
-                flagged[start:stop] = True
-    return flagged
-
-
 def _preset_parameters(denoise: DenoiseConfig) -> dict[str, Any]:
     """``load_confounds`` parameters of the preset, with the censoring overrides applied."""
-    from bidsapp import confounds as conf
-
     if denoise.name == "none":
         parameters: dict[str, Any] = {"strategy": []}
     else:
         parameters = preset_of(denoise)["parameters"]
-    parameters = conf.apply_censoring_overrides(
+    parameters = apply_censoring_overrides(
         parameters,
         fd_threshold=denoise.fd_threshold,
         std_dvars_threshold=denoise.std_dvars_threshold,
@@ -81,13 +55,16 @@ def _preset_parameters(denoise: DenoiseConfig) -> dict[str, Any]:
 
 def _censoring(denoise: DenoiseConfig, parameters: dict[str, Any] | None) -> tuple:
     """(fd, std_dvars, min segment) thresholds in force; inf disables a measure."""
-    inf = float("inf")
+    from bidsapp import confounds as conf
+
     if parameters is None:  # explicit columns
-        return (denoise.fd_threshold or inf, denoise.std_dvars_threshold or inf, 5)
-    if "scrub" not in parameters["strategy"]:
-        return (inf, inf, 0)
-    merged = {**_DEFAULT_SCRUB, **parameters}
-    return (merged["fd_threshold"], merged["std_dvars_threshold"], merged["scrub"])
+        inf = float("inf")
+        return (
+            denoise.fd_threshold or inf,
+            denoise.std_dvars_threshold or inf,
+            conf.DEFAULT_SCRUB,
+        )
+    return conf.censoring_thresholds(parameters)
 
 
 @dataclass
@@ -166,7 +143,7 @@ def select_confounds(
             warnings.simplefilter("always")
             try:
                 if denoise.confounds_columns:
-                    confounds, sample_mask = conf.load_confounds_columns(
+                    confounds, sample_mask = load_confounds_columns(
                         str(run.preproc_bold),
                         denoise.confounds_columns,
                         fd_threshold=denoise.fd_threshold,
@@ -196,7 +173,14 @@ def select_confounds(
         keep = np.ones(inputs.n_volumes, dtype=bool)
         keep[: denoise.dummy_scans] = False
         if table is not None:
-            keep &= ~_outliers(table, fd, dvars, min_segment)
+            # fMRIPrep 1.0/1.1 files name the measures FramewiseDisplacement and stdDVARS.
+            keep &= ~conf.motion_outliers(
+                table,
+                conf.motion_measure_columns(table.columns),
+                fd_threshold=fd,
+                std_dvars_threshold=dvars,
+                scrub=min_segment,
+            )
         sample_mask = None if keep.all() else np.flatnonzero(keep)
     if confounds is not None:
         confounds = _check_finite(confounds, sample_mask, run.confounds, table)
@@ -225,7 +209,7 @@ def _non_steady_state(table: pd.DataFrame | None, dummy_scans: int | None) -> li
     return sorted(volumes)
 
 
-def censoring_thresholds(
+def thresholds_in_force(
     denoise: DenoiseConfig, parameters: dict[str, Any] | None
 ) -> tuple[float | None, float | None]:
     """FD (mm) and standardized DVARS thresholds that censor, None for a measure that does not.

@@ -22,7 +22,7 @@ import pandas as pd
 
 from bidsapp import stream
 from bidsapp.app.config import DenoiseConfig, ExtractionConfig
-from bidsapp.app.confounds_selection import censoring_thresholds, select_confounds
+from bidsapp.app.confounds_selection import select_confounds, thresholds_in_force
 from bidsapp.app.run_inputs import ExtractionError, RunExcluded, RunInputs
 from bidsapp.app.status import one_line
 from bidsapp.dataset.atlas import Atlas, region_ids, region_names
@@ -231,7 +231,7 @@ def extract_run(
         warnings=notes,
         fd=selection.fd,
         non_steady_state=selection.non_steady_state,
-        thresholds=censoring_thresholds(denoise, selection.parameters),
+        thresholds=thresholds_in_force(denoise, selection.parameters),
     )
     _extract_atlases(result, inputs, atlases, confounds, denoise, extraction, mean_image)
     result.seconds = time.perf_counter() - started

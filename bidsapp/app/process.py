@@ -16,7 +16,7 @@ import numpy as np
 
 from bidsapp import __version__
 from bidsapp.app.atlases import AtlasTarget
-from bidsapp.app.config import RunConfig, to_jsonable
+from bidsapp.app.config import RunConfig
 from bidsapp.app.connectivity import relmat
 from bidsapp.app.extract import RunExtraction
 from bidsapp.app.resume import (
@@ -30,20 +30,10 @@ from bidsapp.app.resume import (
 )
 from bidsapp.app.run_inputs import RunInputs
 from bidsapp.app.status import RunStatus, one_line
+from bidsapp.dataset.jsonio import json_value
 from bidsapp.report.sources import boldref_of
 
 logger = logging.getLogger(__name__)
-
-
-def _json_safe(value: Any) -> Any:
-    """Replace infinite thresholds (censoring disabled) by None for strict JSON."""
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, float) and not np.isfinite(value):
-        return None
-    return value
 
 
 def build_sidecar(
@@ -80,8 +70,9 @@ def build_sidecar(
     sources = [source_uri(inputs.bold, config.bids_dir)]
     sources += [source_uri(p, config.bids_dir) for p in (inputs.mask, inputs.run.confounds) if p]
     sources += list(target.node_files)
-    denoise = to_jsonable(config.denoise)
-    denoise["parameters"] = _json_safe(to_jsonable(extraction.preset))
+    denoise = json_value(config.denoise)
+    # Infinite thresholds (censoring disabled) become None for strict JSON.
+    denoise["parameters"] = json_value(extraction.preset, finite=True)
     return {
         "SamplingFrequency": 1.0 / inputs.t_r,
         "RepetitionTime": inputs.t_r,
@@ -97,7 +88,7 @@ def build_sidecar(
             "LookUpTable": target.node_files[1] if len(target.node_files) > 1 else None,
             "NumberOfRegions": int(result.timeseries.shape[1]),
         },
-        "Extraction": to_jsonable(config.extraction),
+        "Extraction": json_value(config.extraction),
         "Denoising": denoise,
         "ConfoundColumns": extraction.confound_columns,
         "NumberOfVolumes": inputs.n_volumes,

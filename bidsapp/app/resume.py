@@ -17,9 +17,10 @@ from typing import Any
 
 from bidsapp import __version__
 from bidsapp.app.atlases import AtlasTarget
-from bidsapp.app.config import RunConfig, fingerprint, to_jsonable
+from bidsapp.app.config import RunConfig, fingerprint
 from bidsapp.app.run_inputs import RunInputs
 from bidsapp.app.status import RunStatus
+from bidsapp.dataset.jsonio import json_value
 
 logger = logging.getLogger(__name__)
 
@@ -229,7 +230,7 @@ def run_fingerprint(inputs: RunInputs, target: AtlasTarget, config: RunConfig) -
     """
     from bidsapp import confounds as conf
 
-    denoise = to_jsonable(config.denoise)
+    denoise = json_value(config.denoise)
     if config.denoise.is_preset_file:
         try:
             denoise["preset"] = conf.load_preset(config.denoise.name)

@@ -204,7 +204,7 @@ def _check_grid(mask: Path, img, bold: Path) -> None:
             f"{mask}: brain mask shape {tuple(mask_img.shape[:3])} differs from the shape "
             f"{tuple(img.shape[:3])} of {bold.name}; they must share one voxel grid"
         )
-    if not np.allclose(mask_img.affine, img.affine, atol=1e-3):
+    if not image.same_affine(mask_img.affine, img.affine, atol=image.MASK_GRID_ATOL):
         shift = np.abs(mask_img.affine - img.affine).max()
         raise ExtractionError(
             f"{mask}: brain mask affine differs from that of {bold.name} (by up to "

@@ -5,7 +5,7 @@ The behaviour follows ``nilearn.interfaces.fmriprep`` 0.12.1 (``load_confounds``
 ``scrubbing``, ``compcor``, ``ica_aroma``) are JSON files in ``bidsapp/data/presets``; a
 user may pass the path of a JSON file in the same format. Part of the numerical core.
 
-Modules: :mod:`.loading` (:func:`load_confounds`, :func:`load_confounds_columns`),
+Modules: :mod:`.loading` (:func:`load_confounds`),
 :mod:`.presets` (presets and :func:`load_confounds_strategy`), :mod:`.checks` (argument
 checks), :mod:`.columns` (column selection per confound family), :mod:`.scrubbing`
 (censoring defaults and motion outliers), :mod:`.files` (the fMRIPrep file-naming rule,
@@ -22,11 +22,10 @@ from bidsapp.confounds.columns import (
     non_steady_state_columns,
 )
 from bidsapp.confounds.files import ConfoundsError, find_confounds_file, is_legacy_header
-from bidsapp.confounds.loading import load_confounds, load_confounds_columns
+from bidsapp.confounds.loading import load_confounds
 from bidsapp.confounds.presets import (
     PRESET_PARAMETERS,
     UnknownPresetError,
-    apply_censoring_overrides,
     list_presets,
     load_confounds_strategy,
     load_preset,
@@ -37,6 +36,7 @@ from bidsapp.confounds.scrubbing import (
     DEFAULT_SCRUB,
     DEFAULT_STD_DVARS_THRESHOLD,
     censoring_thresholds,
+    motion_outliers,
 )
 
 __all__ = [
@@ -53,15 +53,14 @@ __all__ = [
     "PRESET_PARAMETERS",
     "ConfoundsError",
     "UnknownPresetError",
-    "apply_censoring_overrides",
     "censoring_thresholds",
     "find_confounds_file",
     "is_legacy_header",
     "list_presets",
     "load_confounds",
-    "load_confounds_columns",
     "load_confounds_strategy",
     "load_preset",
     "motion_measure_columns",
+    "motion_outliers",
     "non_steady_state_columns",
 ]

@@ -39,7 +39,7 @@ COMPONENTS = (
 ICA_AROMA_CHOICES = ("full", "basic")
 
 
-def check_strategy(strategy: Any) -> None:
+def check_components(strategy: Any) -> None:
     """Raise ValueError unless ``strategy`` is a valid list of noise components."""
     if not isinstance(strategy, (tuple, list)):
         raise ValueError(

@@ -66,8 +66,8 @@ def motion_measure_columns(columns: Sequence[str]) -> dict[str, str | None]:
     """Find the framewise displacement and standardized DVARS columns of a confounds table.
 
     fMRIPrep >= 1.2 names them ``framewise_displacement`` and ``std_dvars``; fMRIPrep 1.0
-    and 1.1 (camel-case headers) ``FramewiseDisplacement`` and ``stdDVARS``. Censoring
-    thresholds (``--fd-threshold``, ``--std-dvars-threshold``) apply to these columns.
+    and 1.1 (camel-case headers) ``FramewiseDisplacement`` and ``stdDVARS``. Scrubbing
+    thresholds (``fd_threshold``, ``std_dvars_threshold``) apply to these columns.
 
     Parameters
     ----------

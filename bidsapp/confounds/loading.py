@@ -1,4 +1,4 @@
-""":func:`load_confounds` and :func:`load_confounds_columns`: regressors and kept volumes.
+""":func:`load_confounds`: regressors and kept volumes of a denoising strategy.
 
 The behaviour follows ``nilearn.interfaces.fmriprep.load_confounds`` 0.12.1 without
 depending on nilearn: the confounds TSV beside a preprocessed image is found, the columns a
@@ -10,7 +10,6 @@ the kept volumes. Part of the numerical core, confounds layer.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -18,21 +17,17 @@ from typing import Any, TypeAlias
 import numpy as np
 import pandas as pd
 
-from bidsapp.confounds.checks import ImageInput, as_image_list, check_parameters, check_strategy
+from bidsapp.confounds.checks import ImageInput, as_image_list, check_components, check_parameters
 from bidsapp.confounds.columns import (
     EMPTY_DESCRIPTIONS,
-    MOTION_MEASURES,
     OUTLIER_MARKERS,
     check_numeric,
     component_columns,
     missing_message,
-    motion_measure_columns,
-    non_steady_state_columns,
     required_nonempty,
 )
 from bidsapp.confounds.files import (
     ConfoundsError,
-    PathType,
     check_image_name,
     find_confounds_file,
     read_confounds_tsv,
@@ -153,7 +148,7 @@ def load_confounds(
     column(s), and invalid parameter values raise ``ValueError`` rather than ``KeyError``.
 
     """
-    check_strategy(strategy)
+    check_components(strategy)
     for component in strategy:
         if component == "non_steady_state":
             warn(
@@ -194,91 +189,6 @@ def load_confounds(
     return confounds_out, masks_out
 
 
-def load_confounds_columns(
-    img_file: PathType,
-    patterns: Sequence[str],
-    *,
-    fd_threshold: float | None = None,
-    std_dvars_threshold: float | None = None,
-    scrub: int = DEFAULT_SCRUB,
-    demean: bool = True,
-) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """Load an explicit list of confound columns, selected by regular expressions.
-
-    Non-steady-state volumes are censored as in :func:`load_confounds`; volumes above the
-    given motion thresholds are censored with the same minimum-segment rule.
-
-    Parameters
-    ----------
-    img_file : str or os.PathLike
-        Preprocessed BOLD image; its confounds TSV is found beside it.
-    patterns : sequence of str
-        Regular expressions matched against whole column names (``re.fullmatch``), e.g.
-        ``"trans_[xyz]"`` or ``"a_comp_cor_0[0-4]"``. Each must match at least one column.
-    fd_threshold : float, optional
-        Framewise displacement threshold in mm; None or 0 disables it.
-    std_dvars_threshold : float, optional
-        Standardized DVARS threshold; None or 0 disables it.
-    scrub : int, default=5
-        Kept segments shorter than this many volumes are censored too.
-    demean : bool, default=True
-        Subtract each regressor's mean over the kept volumes.
-
-    Returns
-    -------
-    confounds : pandas.DataFrame
-        The selected regressors, in the order the patterns match them.
-    sample_mask : numpy.ndarray or None
-        Indices of the kept volumes, or None when none is censored.
-
-    Raises
-    ------
-    ConfoundsError
-        When the confounds file is missing or malformed, or a pattern matches no column;
-        the message names the file.
-    """
-    confounds_file = find_confounds_file(img_file)
-    raw = read_confounds_tsv(confounds_file)
-    non_steady = non_steady_state_columns(raw.columns)
-    selected: list[str] = []
-    for pattern in patterns:
-        matched = [column for column in raw.columns if re.fullmatch(pattern, column)]
-        if not matched:
-            raise ConfoundsError(
-                f"Confounds file {confounds_file} has no column matching {pattern!r}."
-            )
-        # Non-steady-state columns censor their volumes (as with presets), never regress.
-        selected.extend(c for c in matched if c not in selected and c not in non_steady)
-    check_numeric(raw, selected + non_steady, confounds_file)
-    # _finalize recognises outlier columns by their fMRIPrep >= 1.2 names.
-    renamed = {c: c if "non_steady_state" in c else f"non_steady_state_{c}" for c in non_steady}
-    frames = [raw[selected], raw[non_steady].rename(columns=renamed)]
-    if fd_threshold or std_dvars_threshold:
-        measures = motion_measure_columns(raw.columns)
-        wanted = {"framewise_displacement": fd_threshold, "std_dvars": std_dvars_threshold}
-        absent = [
-            " or ".join(repr(n) for n in MOTION_MEASURES[measure])
-            for measure, threshold in wanted.items()
-            if threshold and measures[measure] is None
-        ]
-        if absent:
-            raise ConfoundsError(
-                f"Confounds file {confounds_file} has no column {' and no column '.join(absent)}"
-                f", needed by the censoring threshold(s) given."
-            )
-        present = [c for c in measures.values() if c is not None]
-        check_numeric(raw, present, confounds_file)
-        params = {
-            "scrub": scrub,
-            "fd_threshold": fd_threshold or float("inf"),
-            "std_dvars_threshold": std_dvars_threshold or float("inf"),
-        }
-        frames.append(scrub_regressors(raw, confounds_file, params, measures))
-    confounds, sample_mask = _finalize(pd.concat(frames, axis=1), demean, confounds_file)
-    # _finalize sorts columns like nilearn; an explicit list keeps the user's order.
-    return confounds.loc[:, [c for c in selected if c in confounds.columns]], sample_mask
-
-
 def _load_confounds_file(
     confounds_file: Path, components: Sequence[str], params: dict[str, Any], demean: bool
 ) -> tuple[pd.DataFrame, np.ndarray | None]:
@@ -314,13 +224,31 @@ def _load_confounds_file(
         elif component == "high_pass":
             logger.warning("Confounds file %s has no cosine (high-pass) column.", confounds_file)
     selected = pd.concat(frames, axis=1) if frames else pd.DataFrame()
-    return _finalize(selected, demean, confounds_file)
+    return finalize_confounds(selected, demean, confounds_file)
 
 
-def _finalize(
+def finalize_confounds(
     selected: pd.DataFrame, demean: bool, confounds_file: Path
 ) -> tuple[pd.DataFrame, np.ndarray | None]:
-    """Split outlier columns into a sample mask; fill and demean the regressors."""
+    """Split outlier columns into a sample mask; fill and demean the regressors.
+
+    Parameters
+    ----------
+    selected : pandas.DataFrame
+        The selected columns; those named ``motion_outlier*`` or ``non_steady_state*``
+        (fMRIPrep >= 1.2 names) flag censored volumes, the others are regressors.
+    demean : bool
+        Subtract each regressor's mean over the kept volumes.
+    confounds_file : pathlib.Path
+        The confounds TSV, named in warnings.
+
+    Returns
+    -------
+    confounds : pandas.DataFrame
+        The regressors, columns in alphabetical order (as nilearn's).
+    sample_mask : numpy.ndarray or None
+        Indices of the kept volumes, or None when no column flags a volume.
+    """
     outlier_columns = sorted(
         {c for c in selected.columns if any(marker in c for marker in OUTLIER_MARKERS)}
     )

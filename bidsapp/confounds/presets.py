@@ -14,14 +14,9 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from bidsapp.confounds.checks import ImageInput, check_parameters, check_strategy
+from bidsapp.confounds.checks import ImageInput, check_components, check_parameters
 from bidsapp.confounds.files import ConfoundsError, PathType
 from bidsapp.confounds.loading import ConfoundsOutput, SampleMaskOutput, load_confounds
-from bidsapp.confounds.scrubbing import (
-    DEFAULT_FD_THRESHOLD,
-    DEFAULT_SCRUB,
-    DEFAULT_STD_DVARS_THRESHOLD,
-)
 from bidsapp.errors import ParameterWarning, warn
 
 #: Keyword parameters of :func:`load_confounds` a preset may set (besides ``strategy``).
@@ -120,61 +115,6 @@ def load_confounds_strategy(
     ):
         strategy.append("global_signal")
     return load_confounds(img_files, strategy=tuple(strategy), **parameters)
-
-
-def apply_censoring_overrides(
-    parameters: dict[str, Any],
-    *,
-    fd_threshold: float | None = None,
-    std_dvars_threshold: float | None = None,
-) -> dict[str, Any]:
-    """Apply user censoring thresholds to a preset's :func:`load_confounds` parameters.
-
-    Like XCP-D's ``--fd-thresh``, a threshold given on the command line censors volumes
-    whatever the preset: it adds ``scrub`` to a preset without it. A threshold of 0
-    disables censoring on that measure; both at 0 remove scrubbing altogether.
-
-    Parameters
-    ----------
-    parameters : dict
-        A preset's ``parameters`` (see :func:`load_preset`); not modified.
-    fd_threshold : float, optional
-        Framewise displacement threshold in mm; None keeps the preset's value.
-    std_dvars_threshold : float, optional
-        Standardized DVARS threshold; None keeps the preset's value.
-
-    Returns
-    -------
-    dict
-        New parameters for :func:`load_confounds`.
-    """
-    updated = dict(parameters)
-    if fd_threshold is None and std_dvars_threshold is None:
-        return updated
-    strategy = [c for c in updated.get("strategy", ()) if c != "scrub"]
-    scrubbing = "scrub" in updated.get("strategy", ())
-    fd = (
-        fd_threshold
-        if fd_threshold is not None
-        else updated.get("fd_threshold", DEFAULT_FD_THRESHOLD)
-    )
-    dvars = (
-        std_dvars_threshold
-        if std_dvars_threshold is not None
-        else updated.get("std_dvars_threshold", DEFAULT_STD_DVARS_THRESHOLD)
-    )
-    if not scrubbing:
-        # A preset without scrubbing censors only on the measure the user named.
-        fd = fd if fd_threshold is not None else 0
-        dvars = dvars if std_dvars_threshold is not None else 0
-    if fd == 0 and dvars == 0:
-        updated["strategy"] = strategy
-        return updated
-    updated["strategy"] = [*strategy, "scrub"]
-    updated["scrub"] = updated.get("scrub", DEFAULT_SCRUB)
-    updated["fd_threshold"] = float(fd) if fd else float("inf")
-    updated["std_dvars_threshold"] = float(dvars) if dvars else float("inf")
-    return updated
 
 
 def list_presets() -> list[str]:
@@ -290,7 +230,7 @@ def _check_preset_values(origin: str, parameters: dict[str, Any]) -> None:
     }
     merged = defaults | {k: v for k, v in parameters.items() if v is not None}
     try:
-        check_strategy(parameters["strategy"])
+        check_components(parameters["strategy"])
         check_parameters(parameters["strategy"], merged)
     except ValueError as err:
         raise ConfoundsError(f"Invalid {origin}: {err}") from err

@@ -50,6 +50,52 @@ def scrub_regressors(
     ``measures`` maps ``framewise_displacement`` and ``std_dvars`` to the columns holding
     them (see :func:`motion_measure_columns`); a measure without a column censors nothing.
     """
+    flagged = motion_outliers(
+        raw,
+        measures,
+        fd_threshold=params["fd_threshold"],
+        std_dvars_threshold=params["std_dvars_threshold"],
+        scrub=params["scrub"],
+    )
+    outliers = np.flatnonzero(flagged)
+    logger.debug("Scrubbing censors %d volumes of %s", outliers.size, confounds_file)
+    one_hot = np.zeros((len(raw), outliers.size), dtype=np.int64)
+    one_hot[outliers, np.arange(outliers.size)] = 1
+    columns = [f"motion_outlier_{k}" for k in range(outliers.size)]
+    return pd.DataFrame(one_hot, columns=columns, index=raw.index)
+
+
+def motion_outliers(
+    raw: pd.DataFrame,
+    measures: dict[str, str | None],
+    *,
+    fd_threshold: float,
+    std_dvars_threshold: float,
+    scrub: int,
+) -> np.ndarray:
+    """Flag the volumes censored by scrubbing: motion outliers and short kept segments.
+
+    Parameters
+    ----------
+    raw : pandas.DataFrame
+        The confounds table, one row per volume.
+    measures : dict
+        Maps ``framewise_displacement`` and ``std_dvars`` to the columns holding them
+        (see :func:`~bidsapp.confounds.motion_measure_columns`); a measure without a
+        column censors nothing.
+    fd_threshold : float
+        Framewise displacement (mm) above which a volume is an outlier; inf disables it.
+    std_dvars_threshold : float
+        Standardized DVARS above which a volume is an outlier; inf disables it.
+    scrub : int
+        Minimum length, in volumes, of a kept segment (:func:`censor_short_segments`);
+        0 censors the outliers only.
+
+    Returns
+    -------
+    numpy.ndarray of bool
+        ``(n_volumes,)``: True for the censored volumes.
+    """
 
     def values(measure: str) -> np.ndarray:
         column = measures[measure]
@@ -57,18 +103,14 @@ def scrub_regressors(
             return np.full(len(raw), np.nan)
         return pd.to_numeric(raw[column], errors="coerce").to_numpy(dtype=float)
 
-    framewise = values("framewise_displacement")
-    dvars = values("std_dvars")
     # NaN (the first volume) compares False, so it is never an outlier.
-    flagged = (framewise > params["fd_threshold"]) | (dvars > params["std_dvars_threshold"])
-    if params["scrub"] > 0 and flagged.any():
-        flagged = censor_short_segments(flagged, params["scrub"])
-    outliers = np.flatnonzero(flagged)
-    logger.debug("Scrubbing censors %d volumes of %s", outliers.size, confounds_file)
-    one_hot = np.zeros((len(raw), outliers.size), dtype=np.int64)
-    one_hot[outliers, np.arange(outliers.size)] = 1
-    columns = [f"motion_outlier_{k}" for k in range(outliers.size)]
-    return pd.DataFrame(one_hot, columns=columns, index=raw.index)
+    with np.errstate(invalid="ignore"):
+        flagged = (values("framewise_displacement") > fd_threshold) | (
+            values("std_dvars") > std_dvars_threshold
+        )
+    if scrub > 0 and flagged.any():
+        flagged = censor_short_segments(flagged, scrub)
+    return flagged
 
 
 def censor_short_segments(flagged: np.ndarray, min_length: int) -> np.ndarray:

@@ -1,15 +1,20 @@
 """JSON sidecars: the one converter to JSON values, strict JSON text, writing and reading.
 
 Part of the dataset layer. Every JSON file bidsapp writes goes through :func:`json_text`
-(numpy values and paths converted by :func:`json_default`, no NaN); every JSON file it reads
-back from its own outputs goes through :func:`read_sidecar`, which never follows a link.
+(numpy values and paths converted by :func:`json_default`, no NaN); content built before
+it is written (settings, fingerprints) is converted by :func:`json_value`, with the same
+leaf rule; every JSON file it reads back from its own outputs goes through
+:func:`read_sidecar`, which never follows a link.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
+import math
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +55,41 @@ def json_default(obj: Any) -> Any:
     if isinstance(obj, (set, frozenset)):
         return sorted(obj)
     raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable: {obj!r}")
+
+
+def json_value(obj: Any, *, finite: bool = False) -> Any:
+    """Convert nested content to plain JSON values (dicts, lists, str, numbers, None).
+
+    Dataclass instances become the dict of their fields (in field order), mappings dicts
+    with string keys, lists and tuples lists; numpy values, paths and sets are converted
+    as by :func:`json_default`.
+
+    Parameters
+    ----------
+    obj : object
+        A dataclass instance, mapping, sequence, path, numpy value or scalar.
+    finite : bool, default=False
+        Replace infinite and NaN floats by None (strict JSON: an infinite threshold means
+        "disabled"); otherwise they are kept.
+
+    Returns
+    -------
+    object
+        The same content made of dicts, lists, strings, numbers, booleans and None.
+    """
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {
+            f.name: json_value(getattr(obj, f.name), finite=finite) for f in dataclasses.fields(obj)
+        }
+    if isinstance(obj, Mapping):
+        return {str(k): json_value(v, finite=finite) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_value(v, finite=finite) for v in obj]
+    if isinstance(obj, (np.generic, np.ndarray, os.PathLike, set, frozenset)):
+        return json_value(json_default(obj), finite=finite)
+    if finite and isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
 
 
 def json_text(data: Any, *, indent: int = 2) -> str:

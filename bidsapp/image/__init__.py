@@ -11,6 +11,8 @@ tolerance), :mod:`.resampling` (onto another grid, whole images or volume by vol
 """
 
 from bidsapp.image.loading import (
+    AFFINE_ATOL,
+    MASK_GRID_ATOL,
     DimensionError,
     HeaderError,
     NiimgLike,
@@ -39,6 +41,8 @@ from bidsapp.image.resampling import (
 from bidsapp.image.smoothing import smooth_array
 
 __all__ = [
+    "AFFINE_ATOL",
+    "MASK_GRID_ATOL",
     "INTERPOLATION_ORDERS",
     "BoundingBoxError",
     "DimensionError",

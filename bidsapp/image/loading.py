@@ -412,21 +412,35 @@ def concat_imgs(imgs: Sequence[Any], dtype: Any = None, name: str = "imgs") -> S
     return new_img_like(first, data, first.affine, copy_header=True)
 
 
-def same_affine(affine_a: np.ndarray, affine_b: np.ndarray) -> bool:
-    """Tell whether two affines describe the same voxel grid: the one affine tolerance.
+#: Absolute tolerance (mm) of :func:`same_affine` by default: :func:`numpy.allclose`'s
+#: (relative tolerance 1e-5 on top), what nilearn 0.12.1's field-of-view checks use, and
+#: so what decides whether a masker resamples.
+AFFINE_ATOL = 1e-8
+
+#: Looser absolute tolerance (mm) for refusing a brain mask on another grid than its BOLD
+#: series. The two are separate files, and NIfTI stores the affine in float32, so the same
+#: grid written twice may differ by rounding; 1e-3 mm absorbs that while still refusing
+#: any grid really shifted or scaled (a thousandth of a voxel).
+MASK_GRID_ATOL = 1e-3
+
+
+def same_affine(affine_a: np.ndarray, affine_b: np.ndarray, *, atol: float = AFFINE_ATOL) -> bool:
+    """Tell whether two affines describe the same voxel grid: the one affine comparison.
 
     Parameters
     ----------
     affine_a, affine_b : numpy.ndarray of shape (4, 4)
         Voxel-to-world affines.
+    atol : float, default=AFFINE_ATOL
+        Absolute tolerance (mm); :data:`MASK_GRID_ATOL` for the brain-mask check.
 
     Returns
     -------
     bool
-        True when they are equal within :func:`numpy.allclose` default tolerances, what
-        nilearn 0.12.1's field-of-view checks use (and so whether a masker resamples).
+        True when they are equal within :func:`numpy.allclose` tolerances (relative 1e-5,
+        absolute ``atol``).
     """
-    return bool(np.allclose(affine_a, affine_b))
+    return bool(np.allclose(affine_a, affine_b, atol=atol))
 
 
 def same_fov(img_a: SpatialImage, img_b: SpatialImage) -> bool:

@@ -99,7 +99,7 @@ def stream_signals(
             mask_img,
             reference=reference,
             background_label=background_label,
-            strategy=strategy,
+            reduction=strategy,
             keep_masked_labels=keep_masked_labels,
         )
         for labels_img, mask_img in atlases

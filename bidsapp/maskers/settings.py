@@ -120,7 +120,7 @@ def check_parameters(params: Mapping[str, Any]) -> None:
         raise TypeError(
             f"'{name}' should be {description}; got {value!r} ({type(value).__name__})."
         )
-    regions.check_strategy(params["strategy"])
+    regions.check_reduction(params["strategy"])
     if params["resampling_target"] not in ("data", "labels", None):
         raise ValueError(
             "invalid value for 'resampling_target' parameter: "

@@ -1,6 +1,6 @@
 """Region reduction: where voxel signals become region signals.
 
-Modules: :mod:`.reducer` (:class:`RegionReducer` and the strategies), :mod:`.labels`
+Modules: :mod:`.reducer` (:class:`RegionReducer` and the reductions), :mod:`.labels`
 (labels images: checks, masking, building a reducer, signals to and from images),
 :mod:`.coverage` (how much of each region a mask keeps). Part of the numerical core.
 """
@@ -13,13 +13,13 @@ from bidsapp.regions.labels import (
     masked_labels,
     signals_to_img,
 )
-from bidsapp.regions.reducer import STRATEGIES, RegionReducer, check_strategy
+from bidsapp.regions.reducer import REDUCTIONS, RegionReducer, check_reduction
 
 __all__ = [
-    "STRATEGIES",
+    "REDUCTIONS",
     "RegionReducer",
     "check_labels_values",
-    "check_strategy",
+    "check_reduction",
     "img_to_signals",
     "labels_reducer",
     "masked_labels",

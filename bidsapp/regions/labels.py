@@ -21,7 +21,7 @@ from bidsapp.image import (
     safe_get_data,
     same_affine,
 )
-from bidsapp.regions.reducer import RegionReducer, check_strategy
+from bidsapp.regions.reducer import RegionReducer, check_reduction
 
 
 def check_labels_values(labels: np.ndarray, name: str = "labels_img") -> None:
@@ -129,7 +129,7 @@ def img_to_signals(
     background_label : number, default=0
         Label value meaning "no region".
     strategy : str, default="mean"
-        One of :data:`STRATEGIES`.
+        Region reduction, one of :data:`~bidsapp.regions.REDUCTIONS`.
     keep_masked_labels : bool, default=True
         If True, regions entirely outside the mask are kept as all-zero
         columns; if False they are dropped.
@@ -145,7 +145,7 @@ def img_to_signals(
         The labels image after masking (integer dtype), on the data grid.
 
     """
-    check_strategy(strategy)
+    check_reduction(strategy)
     labels_img = check_niimg(labels_img, ndim=3, name="labels_img")
     imgs = check_niimg(imgs, atleast_4d=True, name="imgs")
     reducer, region_ids, atlas = labels_reducer(
@@ -153,7 +153,7 @@ def img_to_signals(
         mask_img,
         reference=imgs,
         background_label=background_label,
-        strategy=strategy,
+        reduction=strategy,
         keep_masked_labels=keep_masked_labels,
     )
     data = safe_get_data(imgs, ensure_finite=True)
@@ -167,7 +167,7 @@ def labels_reducer(
     *,
     reference: Any = None,
     background_label: float = 0,
-    strategy: str = "mean",
+    reduction: str = "mean",
     keep_masked_labels: bool = True,
 ) -> tuple[RegionReducer, list, nib.Nifti1Image]:
     """Build the reducer of a labels image (and mask), as :func:`img_to_signals` uses it.
@@ -183,8 +183,8 @@ def labels_reducer(
         share its shape and affine.
     background_label : number, default=0
         Label value meaning "no region".
-    strategy : str, default="mean"
-        One of :data:`STRATEGIES`.
+    reduction : str, default="mean"
+        One of :data:`~bidsapp.regions.REDUCTIONS` (a masker's ``strategy``).
     keep_masked_labels : bool, default=True
         If True, regions entirely outside the mask are kept as all-zero columns; if False
         they are dropped.
@@ -203,7 +203,7 @@ def labels_reducer(
     ValueError
         If labels, mask and reference do not share a grid.
     """
-    check_strategy(strategy)
+    check_reduction(reduction)
     labels_img = check_niimg(labels_img, ndim=3, name="labels_img")
     if reference is not None:
         check_grid(reference, labels_img, "imgs", "labels_img")
@@ -213,7 +213,7 @@ def labels_reducer(
             check_grid(reference, mask_img, "imgs", "mask_img")
     labels_data, before, after = masked_labels(labels_img, mask_img, background_label)
     region_ids = before if keep_masked_labels else after
-    reducer = RegionReducer(labels_data, region_ids, strategy=strategy)
+    reducer = RegionReducer(labels_data, region_ids, reduction=reduction)
     atlas = nib.Nifti1Image(labels_data.astype(_atlas_dtype(labels_data)), labels_img.affine)
     return reducer, list(region_ids), atlas
 

@@ -7,7 +7,7 @@ a few vectorised numpy calls per region (never a Python loop over voxels). A blo
 order (see :meth:`RegionReducer.take`), so data can be streamed through it a few volumes
 at a time. It is the engine's reducer for labels images (:class:`bidsapp.engine.Reducer`).
 
-The strategies give the same numbers as ``scipy.ndimage`` measurements (``mean``,
+The reductions give the same numbers as ``scipy.ndimage`` measurements (``mean``,
 ``median``, ``sum``, ``minimum``, ``maximum``, ``variance``, ``standard_deviation``),
 which is what nilearn 0.12.1's ``img_to_signals_labels`` uses, volume by volume. Part of
 the numerical core.
@@ -20,7 +20,8 @@ from typing import Any
 
 import numpy as np
 
-STRATEGIES = (
+#: Region reductions (a masker's ``strategy``), named as ``scipy.ndimage`` measurements.
+REDUCTIONS = (
     "mean",
     "median",
     "sum",
@@ -31,30 +32,30 @@ STRATEGIES = (
 )
 
 
-def check_strategy(strategy: Any) -> str:
-    """Return ``strategy`` if it is a known reduction strategy.
+def check_reduction(reduction: Any) -> str:
+    """Return ``reduction`` if it is a known region reduction (a masker's ``strategy``).
 
     Parameters
     ----------
-    strategy : str
-        One of :data:`STRATEGIES`.
+    reduction : str
+        One of :data:`REDUCTIONS`.
 
     Returns
     -------
     str
-        The strategy, unchanged.
+        The reduction, unchanged.
 
     Raises
     ------
     ValueError
-        If the strategy is unknown.
+        If the reduction is unknown (the message names the masker's ``strategy``).
 
     """
-    if not isinstance(strategy, str) or strategy not in STRATEGIES:
+    if not isinstance(reduction, str) or reduction not in REDUCTIONS:
         raise ValueError(
-            f"Invalid strategy {strategy!r}: 'strategy' must be one of {list(STRATEGIES)}."
+            f"Invalid strategy {reduction!r}: 'strategy' must be one of {list(REDUCTIONS)}."
         )
-    return strategy
+    return reduction
 
 
 class RegionReducer:
@@ -73,8 +74,8 @@ class RegionReducer:
         voxel (e.g. entirely outside ``mask``) give all-zero columns.
         Default: the sorted label values present inside the mask, minus
         ``background_label``.
-    strategy : str, default="mean"
-        One of :data:`STRATEGIES`.
+    reduction : str, default="mean"
+        One of :data:`REDUCTIONS` (a masker's ``strategy``).
     mask : numpy.ndarray, optional
         3D array, same shape as ``labels``; only voxels where it is nonzero
         are used.
@@ -102,11 +103,11 @@ class RegionReducer:
         self,
         labels: np.ndarray,
         region_ids: Sequence[float] | None = None,
-        strategy: str = "mean",
+        reduction: str = "mean",
         mask: np.ndarray | None = None,
         background_label: float = 0,
     ) -> None:
-        self.strategy = check_strategy(strategy)
+        self.reduction = check_reduction(reduction)
         labels = np.asarray(labels)
         if labels.ndim != 3:
             raise ValueError(f"'labels' must be a 3D array; got shape {labels.shape}.")
@@ -214,7 +215,7 @@ class RegionReducer:
         out = np.zeros((block.shape[0], self.n_regions), dtype=out_dtype)
         filled = self.counts > 0
         if filled.any() and block.shape[0]:
-            kernel = _KERNELS[self.strategy]
+            kernel = _KERNELS[self.reduction]
             out[:, filled] = kernel(block.T, self._starts[filled], self.counts[filled]).T
         return out[0] if one_volume else out
 

@@ -53,7 +53,7 @@ def _empty(masker: Any, messages: list[str]) -> H.HTMLReport:
 def _figure_arrays(data: dict[str, Any], lut: Any) -> str:
     import nibabel as nib
 
-    from bidsapp.image import resample_to_img
+    from bidsapp.image import resample_to_img, same_fov
 
     labels_img = data["labels_image"]
     mask_img = data.get("mask")
@@ -62,14 +62,9 @@ def _figure_arrays(data: dict[str, Any], lut: Any) -> str:
         background = nib.Nifti1Image(
             np.asarray(background.dataobj, dtype=np.float32), background.affine
         )
-        if background.shape[:3] != labels_img.shape[:3] or not np.allclose(
-            background.affine, labels_img.affine
-        ):
+        if not same_fov(background, labels_img):
             background = resample_to_img(background, labels_img, interpolation="continuous")
-    if mask_img is not None and (
-        mask_img.shape[:3] != labels_img.shape[:3]
-        or not np.allclose(mask_img.affine, labels_img.affine)
-    ):
+    if mask_img is not None and not same_fov(mask_img, labels_img):
         mask_img = resample_to_img(mask_img, labels_img, interpolation="nearest")
     labels = nib.as_closest_canonical(
         nib.Nifti1Image(np.asarray(labels_img.dataobj).astype(np.int32), labels_img.affine)

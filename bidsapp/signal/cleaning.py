@@ -44,11 +44,11 @@ from bidsapp.signal.inputs import (
 )
 from bidsapp.signal.scaling import (
     EPS64,
-    Strategy,
+    Standardization,
     detrend_signal,
     mean_was_removed,
+    standardization_of,
     standardize_signal,
-    standardize_strategy,
     zscore,
 )
 
@@ -167,7 +167,7 @@ def clean(
     check_flag("extrapolate", extrapolate)
     if not isinstance(ensure_finite, bool):
         raise ValueError(f"ensure_finite must be True or False, got {ensure_finite!r}.")
-    strategy = standardize_strategy(standardize)
+    standardization = standardization_of(standardize)
     check_cutoff("low_pass", low_pass)
     check_cutoff("high_pass", high_pass)
     check_t_r(t_r)
@@ -197,7 +197,7 @@ def clean(
 
     settings = {
         "detrend": detrend,
-        "strategy": strategy,
+        "standardization": standardization,
         "filter_type": filter_type,
         "low_pass": low_pass,
         "high_pass": high_pass,
@@ -273,7 +273,7 @@ def _clean_run(
     kept: np.ndarray | None,
     *,
     detrend: bool,
-    strategy: Strategy | None,
+    standardization: Standardization | None,
     standardize_confounds: bool,
     filter_type: str | None,
     low_pass: float | None,
@@ -308,12 +308,12 @@ def _clean_run(
     if confounds is not None and confounds.shape[1] > 0:
         signals = _project_out(signals, confounds, standardize_confounds)
 
-    if strategy is None:
+    if standardization is None:
         return signals
-    if strategy == "psc" and mean_was_removed(signals, original_mean):
+    if standardization == "psc" and mean_was_removed(signals, original_mean):
         # Detrending or high-pass filtering zeroed the mean that psc divides by.
         signals = signals + original_mean
-    return standardize_signal(signals, standardize=strategy)
+    return standardize_signal(signals, standardize=standardization)
 
 
 def _project_out(

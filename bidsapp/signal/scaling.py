@@ -23,14 +23,14 @@ logger = logging.getLogger(__name__)
 EPS64 = np.finfo(np.float64).eps
 
 
-_STRATEGIES = ("zscore", "zscore_sample", "psc")
+_STANDARDIZATIONS = ("zscore", "zscore_sample", "psc")
 
 
 # Below this ratio of |mean| after / before cleaning, psc restores the original mean first.
 _PSC_MEAN_RATIO = 0.1
 
 
-Strategy = Literal["zscore", "zscore_sample", "psc"]
+Standardization = Literal["zscore", "zscore_sample", "psc"]
 
 
 def detrend_signal(
@@ -103,10 +103,10 @@ def standardize_signal(
         point is returned unscaled, with a warning.
 
     """
-    strategy = standardize_strategy(standardize)
+    standardization = standardization_of(standardize)
     check_flag("detrend", detrend)
     out = detrend_signal(signals) if detrend else float_copy(signals, "signals")
-    if strategy is None:
+    if standardization is None:
         return out
     if out.shape[0] == 1:
         warn(
@@ -115,9 +115,9 @@ def standardize_signal(
             DataWarning,
         )
         return out
-    if strategy == "psc":
+    if standardization == "psc":
         return _percent_signal_change(out)
-    if strategy == "zscore":
+    if standardization == "zscore":
         warn(
             "standardize='zscore' (and standardize=True) divide by the population standard "
             "deviation (ddof=0); nilearn deprecated this in favour of 'zscore_sample', "
@@ -125,7 +125,7 @@ def standardize_signal(
             "standardize='zscore_sample' to use it.",
             ParameterDeprecationWarning,
         )
-    return zscore(out, ddof=1 if strategy == "zscore_sample" else 0, centered=detrend)
+    return zscore(out, ddof=1 if standardization == "zscore_sample" else 0, centered=detrend)
 
 
 def high_variance_confounds(
@@ -221,13 +221,13 @@ def _percent_signal_change(signals: np.ndarray) -> np.ndarray:
     return out
 
 
-def standardize_strategy(standardize: Any) -> Strategy | None:
-    """Map a ``standardize`` value to a strategy name, or None for no scaling."""
+def standardization_of(standardize: Any) -> Standardization | None:
+    """Map a ``standardize`` value to a standardization name, or None for no scaling."""
     if standardize is None or standardize is False or standardize is np.False_:
         return None
     if standardize is True or standardize is np.True_:
         return "zscore"
-    if isinstance(standardize, str) and standardize in _STRATEGIES:
+    if isinstance(standardize, str) and standardize in _STANDARDIZATIONS:
         return standardize  # type: ignore[return-value]
     raise ValueError(
         "standardize must be 'zscore_sample', 'zscore', 'psc', True, False or None, "

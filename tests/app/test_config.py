@@ -10,8 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from bidsapp import regions
 from bidsapp.app.config import (
     DEFAULT_ATLAS,
+    REDUCTIONS,
     ConfigError,
     DenoiseConfig,
     ExtractionConfig,
@@ -20,6 +22,10 @@ from bidsapp.app.config import (
     fingerprint,
     make_config,
 )
+
+
+def test_settings_offer_the_core_region_reductions():
+    assert REDUCTIONS == regions.REDUCTIONS
 
 
 def test_make_config_defaults_match_the_documented_ones(tmp_path):

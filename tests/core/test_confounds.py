@@ -20,6 +20,7 @@ from nilearn.interfaces import fmriprep as nilearn_fmriprep
 from nilearn.interfaces.fmriprep.load_confounds_strategy import preset_strategies
 
 from bidsapp import confounds as bc
+from bidsapp.app.confounds_options import apply_censoring_overrides, load_confounds_columns
 
 NILEARN_DATA = Path(nilearn_fmriprep.__file__).parent / "data"
 SOURCES = {
@@ -984,11 +985,11 @@ def test_empty_strategy_with_a_list_gives_a_list_of_none(run_1x):
 
 def test_censoring_overrides_leave_preset_alone_without_thresholds():
     params = bc.load_preset("simple")["parameters"]
-    assert bc.apply_censoring_overrides(params) == params
+    assert apply_censoring_overrides(params) == params
 
 
 def test_fd_threshold_adds_scrubbing_to_a_preset_without_it(run_1x):
-    params = bc.apply_censoring_overrides(bc.load_preset("simple")["parameters"], fd_threshold=0.1)
+    params = apply_censoring_overrides(bc.load_preset("simple")["parameters"], fd_threshold=0.1)
     assert "scrub" in params["strategy"]
     assert params["std_dvars_threshold"] == float("inf")
     params["strategy"] = tuple(params["strategy"])
@@ -1000,7 +1001,7 @@ def test_fd_threshold_adds_scrubbing_to_a_preset_without_it(run_1x):
 
 
 def test_zero_thresholds_remove_scrubbing_from_the_scrubbing_preset():
-    params = bc.apply_censoring_overrides(
+    params = apply_censoring_overrides(
         bc.load_preset("scrubbing")["parameters"], fd_threshold=0, std_dvars_threshold=0
     )
     assert "scrub" not in params["strategy"]
@@ -1009,7 +1010,7 @@ def test_zero_thresholds_remove_scrubbing_from_the_scrubbing_preset():
 def test_explicit_columns_by_regex(run_1x):
     table = source_table("1x")
     conf, mask = quietly(
-        bc.load_confounds_columns, run_1x.preproc, ["trans_[xyz]", "csf"], demean=False
+        load_confounds_columns, run_1x.preproc, ["trans_[xyz]", "csf"], demean=False
     )
     assert list(conf.columns) == ["trans_x", "trans_y", "trans_z", "csf"]
     np.testing.assert_allclose(conf["csf"].to_numpy(), table["csf"].to_numpy())
@@ -1020,7 +1021,7 @@ def test_explicit_columns_by_regex(run_1x):
 
 def test_explicit_column_pattern_matching_nothing_names_file_and_pattern(run_1x):
     with pytest.raises(bc.ConfoundsError, match=r"no column matching 'nope_.\*'") as err:
-        bc.load_confounds_columns(run_1x.preproc, ["nope_.*"])
+        load_confounds_columns(run_1x.preproc, ["nope_.*"])
     assert "desc-confounds" in str(err.value)
 
 
@@ -1116,12 +1117,12 @@ def test_legacy_header_is_recognised(legacy_pair):
 )
 def test_legacy_file_with_explicit_columns_matches_the_modern_file(legacy_pair, thresholds):
     modern, legacy = legacy_pair
-    ours, ours_mask = bc.load_confounds_columns(
+    ours, ours_mask = load_confounds_columns(
         legacy.preproc,
         ["X", "Y", "Z", "Rot[XYZ]", "CSF", "WhiteMatter", "aCompCor0[0-4]"],
         **thresholds,
     )
-    expected, expected_mask = bc.load_confounds_columns(
+    expected, expected_mask = load_confounds_columns(
         modern.preproc,
         ["trans_[xyz]", "rot_[xyz]", "csf", "white_matter", "a_comp_cor_0[0-4]"],
         **thresholds,
@@ -1137,7 +1138,7 @@ def test_legacy_file_with_explicit_columns_matches_the_modern_file(legacy_pair, 
 
 def test_legacy_non_steady_state_column_selected_by_a_pattern_censors(legacy_pair):
     _, legacy = legacy_pair
-    confounds, mask = bc.load_confounds_columns(legacy.preproc, ["X", "NonSteady.*"])
+    confounds, mask = load_confounds_columns(legacy.preproc, ["X", "NonSteady.*"])
     assert list(confounds.columns) == ["X"]
     assert 0 not in mask
 
@@ -1147,10 +1148,10 @@ def test_legacy_file_without_fd_column_names_both_names(legacy_pair):
     table = pd.read_csv(legacy.tsv, sep="\t").drop(columns="FramewiseDisplacement")
     table.to_csv(legacy.tsv, sep="\t", index=False, na_rep="n/a")
     with pytest.raises(bc.ConfoundsError, match="FramewiseDisplacement") as info:
-        bc.load_confounds_columns(legacy.preproc, ["X"], fd_threshold=0.5)
+        load_confounds_columns(legacy.preproc, ["X"], fd_threshold=0.5)
     assert str(legacy.tsv) in str(info.value)
     # Without a threshold on it, the missing measure does not matter.
-    bc.load_confounds_columns(legacy.preproc, ["X"], std_dvars_threshold=1.5)
+    load_confounds_columns(legacy.preproc, ["X"], std_dvars_threshold=1.5)
 
 
 @pytest.mark.parametrize("preset", ["simple", "scrubbing", "compcor"])

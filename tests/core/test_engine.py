@@ -38,8 +38,8 @@ def reducers(rng):
     mask = rng.random(SHAPE) > 0.25
     return [
         RegionReducer(labels_a),
-        RegionReducer(labels_b, mask=mask, strategy="median"),
-        RegionReducer(labels_a, region_ids=[5, 1, 42], mask=mask, strategy="standard_deviation"),
+        RegionReducer(labels_b, mask=mask, reduction="median"),
+        RegionReducer(labels_a, region_ids=[5, 1, 42], mask=mask, reduction="standard_deviation"),
     ]
 
 
@@ -162,7 +162,7 @@ def test_resampling_per_volume_equals_4d_resampling(tmp_path, series, rng, with_
     target_affine[:3, 3] = (-11.3, -12.7, -8.1)
     target_shape = (12, 14, 11)
     labels = rng.integers(0, 7, target_shape)
-    targets = [RegionReducer(labels), RegionReducer(labels, strategy="maximum")]
+    targets = [RegionReducer(labels), RegionReducer(labels, reduction="maximum")]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         resampled = image.resample_img(
@@ -191,7 +191,7 @@ def test_resampling_clips_to_the_range_of_the_whole_series(tmp_path, rng):
     target_affine[:3, 3] += 1.1
     labels = np.ones(SHAPE, dtype=int)
     labels[4:, :, :] = 2
-    targets = [RegionReducer(labels, strategy=s) for s in ("mean", "maximum", "minimum")]
+    targets = [RegionReducer(labels, reduction=s) for s in ("mean", "maximum", "minimum")]
     img = nib.Nifti1Image(data, AFFINE)
     resampled = image.resample_img(
         img, target_affine=target_affine, target_shape=SHAPE, interpolation="continuous"

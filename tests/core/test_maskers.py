@@ -254,7 +254,7 @@ def _build_case(data, case):
 
 
 AXES = {
-    "strategy": list(regions.STRATEGIES),
+    "strategy": list(regions.REDUCTIONS),
     "standardize": STANDARDIZE,
     "resampling_target": ["data", "labels", None],
     "confounds": ["none", "standardized", "raw"],
@@ -320,7 +320,7 @@ def test_parity_all_pairs(data, case):
     ("mask", "keep_masked_labels"), [(False, True), (True, True), (True, False)]
 )
 @pytest.mark.parametrize("resampling_target", ["data", "labels", None])
-@pytest.mark.parametrize("strategy", regions.STRATEGIES)
+@pytest.mark.parametrize("strategy", regions.REDUCTIONS)
 def test_parity_extraction_axes_full_product(
     data, strategy, resampling_target, mask, keep_masked_labels
 ):

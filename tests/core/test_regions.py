@@ -73,9 +73,9 @@ def _direct(strategy, data4d, labels, region_ids, mask=None):
     return out
 
 
-@pytest.mark.parametrize("strategy", regions.STRATEGIES)
+@pytest.mark.parametrize("strategy", regions.REDUCTIONS)
 def test_each_strategy_equals_direct_numpy(strategy, labels, series):
-    reducer = regions.RegionReducer(labels, strategy=strategy)
+    reducer = regions.RegionReducer(labels, reduction=strategy)
     assert_array_equal(reducer.region_ids, [1, 2, 5, 9, 12, 30, 31])
     got = reducer.reduce(reducer.take(series))
     expected = _direct(strategy, series, labels, reducer.region_ids)
@@ -83,10 +83,10 @@ def test_each_strategy_equals_direct_numpy(strategy, labels, series):
     assert_allclose(got, expected, rtol=1e-10, atol=1e-9)
 
 
-@pytest.mark.parametrize("strategy", regions.STRATEGIES)
+@pytest.mark.parametrize("strategy", regions.REDUCTIONS)
 def test_each_strategy_with_mask_and_empty_region(strategy, labels, mask, series):
     ids = [31, 2, 30, 1, 12, 5, 9]  # unsorted: output columns follow this order
-    reducer = regions.RegionReducer(labels, ids, strategy=strategy, mask=mask)
+    reducer = regions.RegionReducer(labels, ids, reduction=strategy, mask=mask)
     got = reducer.reduce(reducer.take(series))
     expected = _direct(strategy, series, labels, ids, mask=mask)
     assert_allclose(got, expected, rtol=1e-10, atol=1e-9)
@@ -95,10 +95,10 @@ def test_each_strategy_with_mask_and_empty_region(strategy, labels, mask, series
 
 
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")
-@pytest.mark.parametrize("strategy", regions.STRATEGIES)
+@pytest.mark.parametrize("strategy", regions.REDUCTIONS)
 def test_each_strategy_equals_scipy_ndimage_float32(strategy, labels, series):
     data = series.astype(np.float32)
-    reducer = regions.RegionReducer(labels, strategy=strategy)
+    reducer = regions.RegionReducer(labels, reduction=strategy)
     got = reducer.reduce(reducer.take(data))
     reference = getattr(ndimage, strategy)
     expected = np.array(
@@ -108,9 +108,9 @@ def test_each_strategy_equals_scipy_ndimage_float32(strategy, labels, series):
     assert_allclose(got, expected, rtol=RTOL, atol=ATOL)
 
 
-@pytest.mark.parametrize("strategy", regions.STRATEGIES)
+@pytest.mark.parametrize("strategy", regions.REDUCTIONS)
 def test_blockwise_reduction_equals_whole_array(strategy, labels, mask, series):
-    reducer = regions.RegionReducer(labels, strategy=strategy, mask=mask)
+    reducer = regions.RegionReducer(labels, reduction=strategy, mask=mask)
     block = reducer.take(series)
     whole = reducer.reduce(block)
     pieces = np.vstack([reducer.reduce(block[start : start + 7]) for start in range(0, 25, 7)])
@@ -127,7 +127,7 @@ def test_blockwise_reduction_equals_whole_array(strategy, labels, mask, series):
 
 def test_integer_block_is_reduced_in_float64(labels, rng):
     data = rng.integers(-50, 50, size=(*SHAPE, 4)).astype(np.int16)
-    reducer = regions.RegionReducer(labels, strategy="median")
+    reducer = regions.RegionReducer(labels, reduction="median")
     got = reducer.reduce(reducer.take(data))
     assert got.dtype == np.float64
     assert_allclose(got, _direct("median", data.astype(float), labels, reducer.region_ids))
@@ -195,7 +195,7 @@ def test_region_ids_missing_from_labels_give_zero_columns(labels, series):
 @pytest.mark.parametrize(
     ("kwargs", "error", "message"),
     [
-        ({"strategy": "mode"}, ValueError, "Invalid strategy 'mode'"),
+        ({"reduction": "mode"}, ValueError, "Invalid strategy 'mode'"),
         ({"region_ids": [1, 1]}, ValueError, "duplicates"),
         ({"mask": np.ones((3, 3, 3))}, ValueError, r"'mask' has shape \(3, 3, 3\)"),
     ],
@@ -273,7 +273,7 @@ def _images(labels, mask, series):
 
 
 @pytest.mark.parametrize("keep_masked_labels", [True, False])
-@pytest.mark.parametrize("strategy", regions.STRATEGIES)
+@pytest.mark.parametrize("strategy", regions.REDUCTIONS)
 def test_img_to_signals_matches_nilearn(strategy, keep_masked_labels, labels, mask, series):
     img, labels_img, mask_img = _images(labels, mask, series)
     ours, ids, atlas = regions.img_to_signals(

@@ -21,8 +21,8 @@ from bidsapp.app.config import DenoiseConfig
 from bidsapp.app.confounds_selection import (
     _non_steady_state,
     _preset_parameters,
-    censoring_thresholds,
     preset_description,
+    thresholds_in_force,
 )
 from bidsapp.dataset import atlas_copy, dataset_description, naming, run_outputs, status_tables
 from bidsapp.image import resample_to_img
@@ -206,7 +206,7 @@ def make_participant_outputs(root: Path) -> dict:
                 )
                 # What the app records for the report from its one pass (logs/report/).
                 denoise = DenoiseConfig(name=strategy)
-                thresholds = censoring_thresholds(denoise, _preset_parameters(denoise))
+                thresholds = thresholds_in_force(denoise, _preset_parameters(denoise))
                 data = RunReportData(
                     non_steady_state=_non_steady_state(confounds, None),
                     fd=fd,
