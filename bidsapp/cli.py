@@ -74,7 +74,7 @@ def _dummy_scans(text: str) -> int | None:
     return value
 
 
-def _denoise_strategy(text: str) -> str:
+def _denoise_preset(text: str) -> str:
     if text in PRESETS or text.endswith(".json"):
         return text
     raise argparse.ArgumentTypeError(
@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
     den = parser.add_argument_group("denoising")
     den.add_argument(
         "--denoise-strategy",
-        type=_denoise_strategy,
+        type=_denoise_preset,
         default="simple",
         metavar="{" + ",".join(PRESETS) + "} or FILE.json",
         help="Confound preset (nilearn's load_confounds_strategy) or a JSON file of "

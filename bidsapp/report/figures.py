@@ -33,7 +33,7 @@ __all__ = [
     "plot_distributions",
     "plot_framewise_displacement",
     "plot_message",
-    "plot_strategy_boxes",
+    "plot_denoising_boxes",
 ]
 
 PNG_DPI = 96
@@ -556,7 +556,7 @@ def plot_distributions(
     return _to_data_uri(fig)
 
 
-def plot_strategy_boxes(panels: Mapping[str, Mapping[str, Sequence[float]]]) -> str:
+def plot_denoising_boxes(panels: Mapping[str, Mapping[str, Sequence[float]]]) -> str:
     """Box plots with every run as a dot: one panel per measure, one box per strategy.
 
     Parameters

@@ -49,7 +49,7 @@ TYPE_MAP = {
     cli._non_negative_float: {"Number"},
     cli._fraction: {"Number"},
     cli._dummy_scans: {"String"},
-    cli._denoise_strategy: {"String"},
+    cli._denoise_preset: {"String"},
 }
 
 
