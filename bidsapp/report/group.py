@@ -90,7 +90,9 @@ def _comparison(cells: Sequence[Any], summaries: Sequence[Mapping[str, Any]], mi
             kind="qcfc",
         ),
         H.figure(
-            figures.plot_denoising_boxes({"volumes kept (%)": kept, "degrees of freedom lost": dof}),
+            figures.plot_denoising_boxes(
+                {"volumes kept (%)": kept, "degrees of freedom lost": dof}
+            ),
             "Volumes kept and degrees of freedom lost per denoising strategy",
             "Left: share of each run's volumes kept after non-steady-state removal and "
             "censoring. Right: confound regressors plus removed volumes, the temporal degrees "
