@@ -20,11 +20,9 @@ import pandas as pd
 
 from bidsapp.app.group_compute import GroupCell, GroupResult
 from bidsapp.app.group_stats import MIN_RUNS_QCFC, upper_triangle
+from bidsapp.dataset.naming import RUN_KEY_ENTITIES
 from bidsapp.errors import BidsappError
-from bidsapp.report.records import (
-    RUN_KEYS,
-    RunRecord,
-)
+from bidsapp.report.records import RunRecord
 
 GROUP_DIR = "group"
 
@@ -69,7 +67,7 @@ def summary_table(records: Sequence[RunRecord], output_dir: Path) -> pd.DataFram
     pandas.DataFrame
         Entity columns present in any record (pybids names), then :data:`SUMMARY_COLUMNS`.
     """
-    entity_cols = [k for k in RUN_KEYS if any(k in r.entities for r in records)]
+    entity_cols = [k for k in RUN_KEY_ENTITIES if any(k in r.entities for r in records)]
     rows = []
     for r in records:
         row: dict[str, Any] = {k: r.entities.get(k) for k in entity_cols}
