@@ -667,6 +667,12 @@ def test_bidsignore_merges_and_is_idempotent(tmp_path):
     assert path.read_text().splitlines() == lines
 
 
+def test_a_first_bidsignore_write_lists_the_one_pattern_list_in_order(tmp_path):
+    # The participant level, the group level and the report all write this same list.
+    path = dataset_description.write_bidsignore(tmp_path)
+    assert path.read_text() == "".join(f"{p}\n" for p in dataset_description.BIDSIGNORE_PATTERNS)
+
+
 def _add_pattern(output_dir, pattern, barrier):
     barrier.wait()
     dataset_description.write_bidsignore(
