@@ -26,7 +26,7 @@ and ``OUTPUT_DIR/group.html``, the group report, beside the ``sub-<label>.html``
 Matrices keep the participant-level names (minus subject and run), so tools that parse
 XCP-D-style ``relmat`` names read them the same way; BIDS has no group-level naming, and
 the validator ignores the folder through ``.bidsignore``
-(:data:`bidsapp.app.group_outputs.BIDSIGNORE_PATTERNS`).
+(:data:`bidsapp.dataset.dataset_description.BIDSIGNORE_PATTERNS`).
 """
 
 from __future__ import annotations

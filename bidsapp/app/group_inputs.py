@@ -100,11 +100,9 @@ def select_records(records: list[RunRecord], config: Any) -> list[RunRecord]:
 
 def _run_identity(entities: dict[str, Any]) -> tuple:
     """Return the entities that name one BOLD acquisition across spaces and resolutions."""
-    from bidsapp.dataset.naming import RUN_ENTITIES
+    from bidsapp.dataset.naming import RUN_ACQUISITION_ENTITIES
 
-    # ICA-AROMA outputs are in another space and resolution than the run's query.
-    keys = [k for k in RUN_ENTITIES if k not in ("space", "res", "den", "cohort")]
-    return tuple(str(entities.get(k) or "") for k in keys)
+    return tuple(str(entities.get(k) or "") for k in RUN_ACQUISITION_ENTITIES)
 
 
 def pending_runs(config: Any, records: Sequence[RunRecord]) -> tuple[int, list[str]] | None:

@@ -4,7 +4,8 @@ Part of the app layer. Every file (and the group report, drawn by :mod:`bidsapp.
 is staged before any is replaced, and files of cells that no longer exist are removed, so
 ``group/`` never mixes two invocations' results. Matrices keep the participant-level names
 (minus subject and run), so tools parsing XCP-D-style ``relmat`` names read them the same way;
-the validator ignores the folder through ``.bidsignore`` (:data:`BIDSIGNORE_PATTERNS`).
+the validator ignores the folder through ``.bidsignore``
+(:data:`bidsapp.dataset.dataset_description.BIDSIGNORE_PATTERNS`).
 """
 
 from __future__ import annotations
@@ -20,22 +21,14 @@ import pandas as pd
 
 from bidsapp.app.group_compute import GroupCell, GroupResult
 from bidsapp.app.group_stats import MIN_RUNS_QCFC, upper_triangle
+from bidsapp.dataset.naming import RUN_KEY_ENTITIES
 from bidsapp.errors import BidsappError
-from bidsapp.report.records import (
-    RUN_KEYS,
-    RunRecord,
-)
+from bidsapp.report.records import RunRecord
 
 GROUP_DIR = "group"
 
 
 REPORT_NAME = "group.html"
-
-
-#: Patterns for ``.bidsignore``: the group folder and the HTML reports at the root. Checked
-#: with bids-validator-deno 3.0.2: ``/group`` silences the folder and its files; ``group/`` or
-#: ``/group/`` leave a NOT_INCLUDED error on the folder itself.
-BIDSIGNORE_PATTERNS = ("/group", "*.html")
 
 
 #: Columns of ``runs.tsv`` after the entity columns, with their descriptions.
@@ -69,7 +62,7 @@ def summary_table(records: Sequence[RunRecord], output_dir: Path) -> pd.DataFram
     pandas.DataFrame
         Entity columns present in any record (pybids names), then :data:`SUMMARY_COLUMNS`.
     """
-    entity_cols = [k for k in RUN_KEYS if any(k in r.entities for r in records)]
+    entity_cols = [k for k in RUN_KEY_ENTITIES if any(k in r.entities for r in records)]
     rows = []
     for r in records:
         row: dict[str, Any] = {k: r.entities.get(k) for k in entity_cols}
@@ -276,7 +269,7 @@ def write_group_outputs(
         return GroupWriteError(err.errno, f"cannot write {err.filename or target}: {reason}")
 
     try:
-        dataset_description.write_bidsignore(output_dir, BIDSIGNORE_PATTERNS)
+        dataset_description.write_bidsignore(output_dir)
         fileio.ensure_directory(output_dir, GROUP_DIR)
         fileio.remove_stale_temp_files(group_dir)  # of killed group runs
         old = _old_group_outputs(group_dir)

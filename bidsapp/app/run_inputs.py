@@ -134,17 +134,14 @@ def _load_header(path: Path) -> nib.spatialimages.SpatialImage:
     if not stat.S_ISREG(mode):
         raise ExtractionError(f"{path}: not a regular file, so not a NIfTI image")
     try:
-        img = nib.load(str(path))
-    except Exception as err:  # nibabel raises many types for broken files
-        raise ExtractionError(f"{path}: cannot read the NIfTI header ({one_line(err)})") from err
-    # Before anything (the printed memory bound included) is sized from the header's shape;
-    # then the geometry every resampling and grid comparison relies on.
-    try:
-        stream.check_data_size(img)
-        image.check_header(img)
+        return image.load_checked_header(path)
+    except image.ImageReadError as err:
+        cause = err.__cause__
+        raise ExtractionError(
+            f"{path}: cannot read the NIfTI header ({one_line(cause)})"
+        ) from cause
     except (stream.StreamError, image.HeaderError) as err:
         raise ExtractionError(one_line(err)) from err
-    return img
 
 
 def _header_repetition_time(img) -> float:

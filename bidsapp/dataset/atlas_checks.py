@@ -12,7 +12,6 @@ import logging
 import os
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pandas as pd
 
@@ -123,14 +122,14 @@ def check_labels_image(path: str | os.PathLike) -> np.ndarray:
     from bidsapp import stream
 
     try:
-        img = nib.load(str(path))
-    except Exception as exc:  # nibabel raises many types for broken files
-        raise AtlasError(f"Labels image {path} cannot be read as NIfTI: {exc}") from exc
-    try:
-        # The checked reader of every image: header claims against the file, gzip read to
-        # its end (CRC32, length), then the geometry resampling onto the BOLD relies on.
+        # The checked opening of every image (header claims against the file, the geometry
+        # resampling onto the BOLD relies on), then its data read, gzip to its end (CRC32,
+        # length).
+        img = _image.load_checked_header(path)
         data = stream.read_data(img)
-        _image.check_header(img)
+    except _image.ImageReadError as err:
+        exc = err.__cause__
+        raise AtlasError(f"Labels image {path} cannot be read as NIfTI: {exc}") from exc
     except (stream.StreamError, _image.HeaderError) as exc:
         raise AtlasError(f"Labels image {exc}") from exc
     except Exception as exc:  # nibabel's fallback reader (other formats)

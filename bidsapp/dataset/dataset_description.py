@@ -40,7 +40,9 @@ BIDSIGNORE_PATTERNS: tuple[str, ...] = (
     "*_timeseries.*",
     "*_relmat.*",
     "*_stat-coverage_bold.*",
-    # HTML reports and the group level's folder: the schema has no place for them.
+    # HTML reports and the group level's folder: the schema has no place for them. Checked
+    # with bids-validator-deno 3.0.2: ``/group`` silences the folder and its files;
+    # ``group/`` or ``/group/`` leave a NOT_INCLUDED error on the folder itself.
     "*.html",
     "/group",
 )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bidsapp.dataset.input_files import QueryError, read_json
-from bidsapp.dataset.naming import BOLD_ENTITIES, BOLD_KEYS, LABEL_RE, index_value
+from bidsapp.dataset.naming import BOLD_ENTITIES, BOLD_NAMES, LABEL_RE, index_value
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +31,7 @@ FIXED_FILTERS = {
 }
 
 # Filter keys: file-name keys, long names and pybids's ``resolution``/``density`` spellings.
-_LONG_NAMES = {key: name for name, key in BOLD_KEYS.items()}
-_LONG_NAMES.update({"resolution": "res", "density": "den"})
+_LONG_NAMES = {**BOLD_NAMES, "resolution": "res", "density": "den"}
 
 
 # ------------------------------------------------------------------ arguments

@@ -4,7 +4,8 @@ Part of the dataset layer. It holds the entity table every module names files wi
 (:data:`ENTITY_ORDER`, with the aliases pybids and the schema use) and the tables derived
 from it for inputs (:data:`BOLD_ENTITIES`), the checks of labels and index values,
 :func:`bids_name` (entities -> file name), :func:`parse_name` (file name -> entities,
-strict, for inputs), :func:`loose_entities` (atlas file names) and :func:`bids_uri`. Plain
+strict, for inputs), :func:`name_entities` (the names bidsapp wrote, as written),
+:func:`loose_entities` (atlas file names) and :func:`bids_uri`. Plain
 Python: no pybids, numpy or pandas.
 
 The names are built and split here rather than by pybids's ``build_path`` and
@@ -70,12 +71,15 @@ ENTITY_ORDER: tuple[tuple[str, str], ...] = (
     ("stat", "stat"),
     ("desc", "desc"),
 )
-_ENTITY_KEYS = dict(ENTITY_ORDER)
+#: Name -> file-name key of each entity of :data:`ENTITY_ORDER` (``subject`` -> ``sub``).
+ENTITY_KEYS: dict[str, str] = dict(ENTITY_ORDER)
+#: File-name key -> name of each entity of :data:`ENTITY_ORDER` (``sub`` -> ``subject``).
+ENTITY_NAMES: dict[str, str] = {key: name for name, key in ENTITY_ORDER}
 INDEX_ENTITIES = frozenset({"run", "echo", "flip", "inversion", "split", "chunk"})
 #: Other spellings of an entity (pybids config names, schema long names, file-name keys)
 #: -> the name used in :data:`ENTITY_ORDER`; entity dicts from pybids use the first kind.
 ENTITY_ALIASES: dict[str, str] = {
-    **{key: name for name, key in ENTITY_ORDER},
+    **ENTITY_NAMES,
     **{name: name for name, _ in ENTITY_ORDER},
     "staining": "stain",
     "proc": "processing",
@@ -94,6 +98,9 @@ ENTITY_ALIASES: dict[str, str] = {
 RUN_ENTITIES: tuple[str, ...] = tuple(
     name for name, _ in ENTITY_ORDER if name not in {"template", "space", "atlas", "stat", "desc"}
 )
+#: Entities identifying a run's outputs: :data:`RUN_ENTITIES`, then ``space`` (the order of
+#: the status table's key and of the report's run records).
+RUN_KEY_ENTITIES: tuple[str, ...] = (*RUN_ENTITIES, "space")
 #: Keys of a pybids entity dict that are deliberately not carried into output names.
 DROPPED_ENTITIES = frozenset({"desc", "description", "suffix", "extension", "datatype"})
 
@@ -121,11 +128,18 @@ BOLD_ENTITIES: tuple[str, ...] = (
 )
 #: Entities naming the output grid of a run (the others name the acquisition).
 GRID_ENTITIES: tuple[str, ...] = ("space", "cohort", "res", "den")
+#: Entities of :data:`RUN_ENTITIES` naming one BOLD acquisition whatever its grid (how the
+#: group level matches an outcome to a run: ICA-AROMA outputs are in another space and
+#: resolution than the run's query).
+RUN_ACQUISITION_ENTITIES: tuple[str, ...] = tuple(
+    name for name in RUN_ENTITIES if name not in GRID_ENTITIES
+)
 #: Entities naming a run whatever its grid (``BoldRun.name``).
 RUN_NAME_ENTITIES: tuple[str, ...] = tuple(k for k in BOLD_ENTITIES if k not in GRID_ENTITIES)
 #: File-name key of each BOLD entity and of ``desc`` (from :data:`ENTITY_ORDER`).
-BOLD_KEYS: dict[str, str] = {name: _ENTITY_KEYS[name] for name in (*BOLD_ENTITIES, "desc")}
-_BOLD_LONG_NAMES = {key: name for name, key in BOLD_KEYS.items()}
+BOLD_KEYS: dict[str, str] = {name: ENTITY_KEYS[name] for name in (*BOLD_ENTITIES, "desc")}
+#: File-name key -> name of each BOLD entity and of ``desc`` (inverse of :data:`BOLD_KEYS`).
+BOLD_NAMES: dict[str, str] = {key: name for name, key in BOLD_KEYS.items()}
 
 #: Where the atlas dataset lives, relative to the output directory (BIDS ``sourcedata/`` is
 
@@ -243,7 +257,7 @@ def bids_name(entities: Mapping[str, Any], *, suffix: str, extension: str) -> st
 
     """
     entities = canonical_entities(entities)
-    unknown = sorted(set(entities) - set(_ENTITY_KEYS))
+    unknown = sorted(set(entities) - set(ENTITY_KEYS))
     if unknown:
         raise ValueError(
             f"Unknown BIDS entities {unknown}; bids_name accepts {[n for n, _ in ENTITY_ORDER]}."
@@ -351,12 +365,12 @@ class ParsedName:
     @property
     def entities(self) -> dict[str, str]:
         """Entities of :data:`BOLD_KEYS` by long name (other keys are left out)."""
-        return {_BOLD_LONG_NAMES[k]: v for k, v in self.pairs if k in _BOLD_LONG_NAMES}
+        return {BOLD_NAMES[k]: v for k, v in self.pairs if k in BOLD_NAMES}
 
     @property
     def unknown(self) -> list[str]:
         """``key-value`` pairs whose key bidsapp cannot carry into output names."""
-        return [f"{k}-{v}" for k, v in self.pairs if k not in _BOLD_LONG_NAMES]
+        return [f"{k}-{v}" for k, v in self.pairs if k not in BOLD_NAMES]
 
     def key(self, drop: Iterable[str] = ()) -> tuple:
         """Hashable identity: known entities but ``desc`` and those in ``drop``."""
@@ -387,18 +401,53 @@ def parse_name(path: str | Path) -> ParsedName:
         letters and digits (such parts are left out of ``pairs``).
     """
     path = Path(path)
-    stem, dot, rest = path.name.partition(".")
-    extension = dot + rest
-    parts = stem.split("_")
+    parts, suffix, extension = _split_name(path.name)
     pairs = []
     error = None
-    for part in parts[:-1]:
+    for part in parts:
         key, dash, value = part.partition("-")
         if not dash or not LABEL_RE.fullmatch(key) or not LABEL_RE.fullmatch(value):
             error = f"{path}: {part!r} is not a BIDS key-value entity"
             continue
         pairs.append((key, value))
-    return ParsedName(path, tuple(pairs), parts[-1], extension, error)
+    return ParsedName(path, tuple(pairs), suffix, extension, error)
+
+
+def _split_name(name: str) -> tuple[list[str], str, str]:
+    """Split a file name into its parts before the suffix, its suffix and its extension."""
+    stem, dot, rest = name.partition(".")
+    parts = stem.split("_")
+    return parts[:-1], parts[-1], dot + rest
+
+
+def name_entities(name: str) -> dict[str, str]:
+    """Read the entities of a file name bidsapp wrote, by name, values as written.
+
+    The reading of output names (the report's and the group level's): split as
+    :func:`parse_name` splits, but without its checks, since bidsapp wrote these names
+    (:func:`bids_name` checked them) and a stray file is read as the others are: every part
+    before the suffix with a dash counts, with its value as written (``desc-a-b`` gives
+    ``{"desc": "a-b"}``, ``sub-`` gives ``{"subject": ""}``), and a key given twice keeps
+    its last value.
+
+    Parameters
+    ----------
+    name : str
+        A file name (no folder), e.g.
+        ``sub-01_task-rest_atlas-X_stat-mean_desc-simple_timeseries.tsv``.
+
+    Returns
+    -------
+    dict of str to str
+        Entities under the names of :data:`ENTITY_ORDER` (``subject``, ``task``, ``atlas``,
+        ``stat``...); unknown keys are kept as written. The suffix is not among them.
+    """
+    entities = {}
+    for part in _split_name(name)[0]:
+        key, dash, value = part.partition("-")
+        if dash:
+            entities[ENTITY_NAMES.get(key, key)] = value
+    return entities
 
 
 def loose_entities(filename: str) -> dict[str, str]:

@@ -26,7 +26,7 @@ from bidsapp.dataset.naming import (
     INDEX_ENTITIES,
     INDEX_RE,
     LABEL_RE,
-    RUN_ENTITIES,
+    RUN_KEY_ENTITIES,
     RUN_NAME_ENTITIES,
     check_label,
     is_missing,
@@ -59,7 +59,7 @@ STATUS_COLUMNS: tuple[str, ...] = (
 )
 #: Columns identifying one row: re-running a run replaces the row with the same key. Every
 #: entity of the input is part of it, so rows of two resolutions (or parts) never merge.
-STATUS_KEY: tuple[str, ...] = (*RUN_ENTITIES, "space", "atlas", "stat", "denoise")
+STATUS_KEY: tuple[str, ...] = (*RUN_KEY_ENTITIES, "atlas", "stat", "denoise")
 #: Allowed values of the ``status`` column.
 STATUS_VALUES = frozenset({"ok", "failed", "skipped", "excluded"})
 _STATUS_INT_COLUMNS = ("volumes_total", "volumes_kept", "regions_below_coverage")
@@ -168,7 +168,7 @@ def _status_row_problem(row: Mapping[str, Any], subject: str) -> str | None:
         return f"is for subject {row.get('subject')!r}, not {subject!r}"
     if row.get("status") not in STATUS_VALUES:
         return f"has status {row.get('status')!r}"
-    for key in (*RUN_ENTITIES, "space", "atlas"):  # stat and denoise are free text
+    for key in (*RUN_KEY_ENTITIES, "atlas"):  # stat and denoise are free text
         value = row.get(key)
         pattern = INDEX_RE if key in INDEX_ENTITIES else LABEL_RE
         if value is not None and not pattern.fullmatch(value):

@@ -5,9 +5,9 @@ the same region signals, but no function here modifies an image passed in by the
 Images are "niimg-like": a path (``str`` or :class:`pathlib.Path`) to a NIfTI file, a
 nibabel spatial image, or, where stated, a list of those. Part of the numerical core.
 
-Modules: :mod:`.loading` (niimg-like inputs, headers, data, grids and the one affine
-tolerance), :mod:`.resampling` (onto another grid, whole images or volume by volume),
-:mod:`.smoothing` (Gaussian, nilearn's semantics).
+Modules: :mod:`.loading` (niimg-like inputs, the checked opening of a file, headers, data,
+grids and the one affine tolerance), :mod:`.resampling` (onto another grid, whole images
+or volume by volume), :mod:`.smoothing` (Gaussian, nilearn's semantics).
 """
 
 from bidsapp.image.loading import (
@@ -15,6 +15,7 @@ from bidsapp.image.loading import (
     MASK_GRID_ATOL,
     DimensionError,
     HeaderError,
+    ImageReadError,
     NiimgLike,
     check_header,
     check_niimg,
@@ -23,6 +24,7 @@ from bidsapp.image.loading import (
     get_data,
     img_data_dtype,
     index_img,
+    load_checked_header,
     load_img,
     new_img_like,
     safe_get_data,
@@ -47,6 +49,7 @@ __all__ = [
     "BoundingBoxError",
     "DimensionError",
     "HeaderError",
+    "ImageReadError",
     "NiimgLike",
     "VolumeResampler",
     "check_header",
@@ -57,6 +60,7 @@ __all__ = [
     "get_data",
     "img_data_dtype",
     "index_img",
+    "load_checked_header",
     "load_img",
     "new_img_like",
     "resample_img",

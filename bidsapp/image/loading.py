@@ -9,6 +9,7 @@ list of those. Part of the numerical core.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,10 @@ class DimensionError(BidsappError, ValueError, TypeError):
 
 class HeaderError(BidsappError, ValueError):
     """A NIfTI header whose geometry or data type cannot be used; the message names the file."""
+
+
+class ImageReadError(BidsappError, ValueError):
+    """nibabel cannot open a file as an image; ``__cause__`` is nibabel's exception."""
 
 
 def _describe(img: Any) -> str:
@@ -133,6 +138,45 @@ def check_header(img: SpatialImage) -> None:
             f"{name}: voxels of type {dtype} are not real numbers (complex or RGB data); "
             "an image of real values is needed"
         )
+
+
+def load_checked_header(path: str | os.PathLike[str]) -> SpatialImage:
+    """Open a NIfTI file and check its header, before anything is sized from it.
+
+    The checked opening of every input image (BOLD series, brain masks, labels images):
+    nibabel reads the header, :func:`bidsapp.stream.check_data_size` checks its shape and
+    data type against the file's size (before the caller allocates anything, a printed
+    memory bound included), then :func:`check_header` checks the geometry every resampling
+    and grid comparison relies on. The data are not read. The caller checks first that the
+    path is a regular file: nibabel would block on a FIFO or a device.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A ``.nii`` or ``.nii.gz`` file.
+
+    Returns
+    -------
+    nibabel.spatialimages.SpatialImage
+        The image, its data not loaded.
+
+    Raises
+    ------
+    ImageReadError
+        If nibabel cannot open the file (its exception is the ``__cause__``), so that each
+        caller words the failure for its own input.
+    bidsapp.stream.StreamError
+        If the header's shape and data type disagree with the file's size.
+    HeaderError
+        If the voxel sizes, affine or data type cannot be used.
+    """
+    try:
+        img = nib.load(os.fspath(path))
+    except Exception as err:  # nibabel raises many types for broken files
+        raise ImageReadError(f"{path}: nibabel cannot open it ({err})") from err
+    stream.check_data_size(img)
+    check_header(img)
+    return img
 
 
 def img_data_dtype(img: SpatialImage) -> np.dtype:

@@ -47,9 +47,6 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["section_anchor", "write_participant_report"]
 
-#: ``.bidsignore`` pattern for the reports at the output root (the schema has no HTML).
-REPORT_BIDSIGNORE = ("*.html",)
-
 
 # --------------------------------------------------------------------------------------
 # Computations
@@ -564,7 +561,8 @@ def build_participant_report(
 def write_participant_report(output_dir: Path, subject: str, bids_dir: Path | None = None) -> Path:
     """Write ``OUTPUT_DIR/sub-<label>.html`` from the subject's outputs on disk.
 
-    Also makes sure ``.bidsignore`` lists ``*.html``.
+    Also makes sure ``.bidsignore`` lists ``*.html`` (with every pattern of
+    :data:`bidsapp.dataset.dataset_description.BIDSIGNORE_PATTERNS`).
 
     Parameters
     ----------
@@ -585,5 +583,5 @@ def write_participant_report(output_dir: Path, subject: str, bids_dir: Path | No
     subject = subject[4:] if subject.startswith("sub-") else subject
     report = build_participant_report(output_dir, subject, bids_dir)
     path = report.save_as_html(Path(output_dir) / f"sub-{subject}.html")
-    dataset_description.write_bidsignore(output_dir, REPORT_BIDSIGNORE)
+    dataset_description.write_bidsignore(output_dir)
     return path

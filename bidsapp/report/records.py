@@ -16,16 +16,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from bidsapp.dataset.naming import ENTITY_ORDER, RUN_ENTITIES
+from bidsapp.dataset.naming import ENTITY_KEYS, RUN_KEY_ENTITIES, name_entities
 
 logger = logging.getLogger(__name__)
-
-#: Filename keys -> pybids entity names, for the entities bidsapp writes in output names.
-_LONG_NAMES = {short: long for long, short in ENTITY_ORDER}
-
-
-#: Entities identifying a run (in BIDS order), as in the status table.
-RUN_KEYS = (*RUN_ENTITIES, "space")
 
 
 #: Latest outcomes whose outputs are never used, even if older files remain on disk.
@@ -35,36 +28,6 @@ LEFT_OUT_STATUSES = frozenset({"failed", "excluded"})
 #: Status values of older versions and what they mean now: a rerun that found the outputs
 #: complete wrote ``skipped`` (today the original outcome is kept).
 _LEGACY_STATUSES = {"skipped": "ok"}
-
-
-_SHORT_NAMES = {v: k for k, v in _LONG_NAMES.items()}
-
-
-#: ``.bidsignore`` pattern for the reports at the output root (the schema has no HTML).
-
-
-def parse_bids_name(name: str) -> dict[str, str]:
-    """Split a BIDS file name into entities (pybids names), suffix and extension.
-
-    Parameters
-    ----------
-    name : str
-        A file name such as ``sub-01_task-rest_atlas-X_stat-mean_desc-simple_timeseries.tsv``.
-
-    Returns
-    -------
-    dict of str to str
-        Entities under their pybids names (``subject``, ``task``, ``atlas``, ``stat``...;
-        unknown keys are kept as written), plus ``suffix`` and ``extension``.
-    """
-    stem, _, extension = name.partition(".")
-    parts = stem.split("_")
-    out: dict[str, str] = {"suffix": parts[-1], "extension": f".{extension}" if extension else ""}
-    for part in parts[:-1]:
-        key, sep, value = part.partition("-")
-        if sep:
-            out[_LONG_NAMES.get(key, key)] = value
-    return out
 
 
 def run_label(entities: dict[str, Any]) -> str:
@@ -80,8 +43,8 @@ def run_label(entities: dict[str, Any]) -> str:
     str
         BIDS-style ``key-value`` pairs joined by underscores.
     """
-    keys = [k for k in RUN_KEYS if k not in ("subject", "space")]
-    parts = [f"{_SHORT_NAMES[k]}-{entities[k]}" for k in keys if present(entities.get(k))]
+    keys = [k for k in RUN_KEY_ENTITIES if k not in ("subject", "space")]
+    parts = [f"{ENTITY_KEYS[k]}-{entities[k]}" for k in keys if present(entities.get(k))]
     return "_".join(parts) or "run"
 
 
@@ -155,7 +118,7 @@ class RunRecord:
 
     def key(self) -> tuple[str, ...]:
         """Identity of the record: run entities, atlas and denoising label."""
-        return (*(self.entities.get(k, "") for k in RUN_KEYS), self.atlas, self.denoise)
+        return (*(self.entities.get(k, "") for k in RUN_KEY_ENTITIES), self.atlas, self.denoise)
 
     def sibling(self, stat: str, desc: str | None, suffix: str) -> Path | None:
         """Path of another output of this run (coverage, relmat), or None without outputs.
@@ -215,10 +178,10 @@ def read_sidecar(path: Path) -> dict[str, Any]:
 
 
 def _record_from_file(path: Path) -> RunRecord | None:
-    parts = parse_bids_name(path.name)
+    parts = name_entities(path.name)
     if "subject" not in parts or "atlas" not in parts:
         return None
-    entities = {k: parts[k] for k in RUN_KEYS if k in parts}
+    entities = {k: parts[k] for k in RUN_KEY_ENTITIES if k in parts}
     sidecar = read_sidecar(path.with_name(path.name[: -len(".tsv")] + ".json"))
     retained = sidecar.get("RetainedVolumes")
     below = sidecar.get("RegionsBelowCoverage")
@@ -371,7 +334,7 @@ def collect_runs(
                 )
                 records.append(found)
     for row in rows:
-        entities = {k: _text(row.get(k)) for k in RUN_KEYS if present(row.get(k))}
+        entities = {k: _text(row.get(k)) for k in RUN_KEY_ENTITIES if present(row.get(k))}
         base = RunRecord(
             entities=entities,
             atlas=_text(row.get("atlas")),

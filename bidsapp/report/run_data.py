@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from bidsapp.report.records import RUN_KEYS, parse_bids_name, present
+from bidsapp.dataset.naming import ENTITY_KEYS, ENTITY_ORDER, RUN_KEY_ENTITIES, name_entities
+from bidsapp.report.records import present
 
 #: Folder of the report data, relative to the output dataset.
 REPORT_DATA_DIR = Path("logs") / "report"
@@ -77,12 +78,9 @@ def report_data_path(
     Path
         ``OUTPUT_DIR/logs/report/sub-<s>/sub-<s>_<entities>_desc-<denoise>_reportdata.npz``.
     """
-    from bidsapp.dataset.naming import ENTITY_ORDER
-
-    entities = parse_bids_name(Path(timeseries).name)
-    short = dict(ENTITY_ORDER)
-    keys = [k for k, _ in ENTITY_ORDER if k in (*RUN_KEYS, "desc")]  # BIDS order
-    parts = [f"{short.get(k, k)}-{entities[k]}" for k in keys if present(entities.get(k))]
+    entities = name_entities(Path(timeseries).name)
+    keys = [k for k, _ in ENTITY_ORDER if k in (*RUN_KEY_ENTITIES, "desc")]  # BIDS order
+    parts = [f"{ENTITY_KEYS[k]}-{entities[k]}" for k in keys if present(entities.get(k))]
     name = "_".join([*parts, "reportdata"]) + ".npz"
     return Path(output_dir) / REPORT_DATA_DIR / f"sub-{entities['subject']}" / name
 

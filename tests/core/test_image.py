@@ -440,3 +440,27 @@ def test_index_img(bold):
     out = image.index_img(bold, 3)
     assert out.shape == SHAPE
     assert_array_equal(image.get_data(out), image.get_data(bold)[..., 3])
+
+
+def test_load_checked_header_opens_checks_and_says_what_failed(tmp_path):
+    from bidsapp import stream
+
+    good = tmp_path / "good.nii"
+    nib.save(nib.Nifti1Image(np.zeros((2, 3, 4), np.float32), np.eye(4)), good)
+    img = image.load_checked_header(good)
+    assert img.shape == (2, 3, 4) and not img.in_memory
+    junk = tmp_path / "junk.nii"
+    junk.write_bytes(b"not a nifti")
+    with pytest.raises(image.ImageReadError) as info:
+        image.load_checked_header(junk)
+    assert info.value.__cause__ is not None  # nibabel's error, for the caller's message
+    short = tmp_path / "short.nii"
+    short.write_bytes(good.read_bytes()[:-8])
+    with pytest.raises(stream.StreamError):
+        image.load_checked_header(short)
+    flat = tmp_path / "flat.nii"
+    raw = bytearray(good.read_bytes())
+    raw[80:84] = np.float32(np.nan).tobytes()  # pixdim[1], the first voxel size
+    flat.write_bytes(bytes(raw))
+    with pytest.raises(image.HeaderError, match="voxel sizes"):
+        image.load_checked_header(flat)

@@ -42,3 +42,25 @@ def test_parse_name_is_strict_and_loose_entities_is_not():
     assert naming.loose_entities("tpl-X_atlas-a-b_dseg.nii.gz") == {"tpl": "X", "atlas": "a-b"}
     tf = "tpl-MNI152NLin2009cAsym_res-02_atlas-Schaefer2018_desc-100Parcels7Networks_dseg.tsv"
     assert naming.loose_entities(tf) == dict(naming.parse_name(tf).pairs)
+
+
+def test_name_entities_reads_what_bids_name_builds_and_stray_names_as_written():
+    entities = {"subject": "01", "session": "2", "task": "rest", "processing": "x",
+                "space": "MNI", "atlas": "X", "stat": "mean", "desc": "simple"}  # fmt: skip
+    name = naming.bids_name(entities, suffix="timeseries", extension=".tsv")
+    assert naming.name_entities(name) == entities
+    parsed = naming.parse_name(name)
+    assert naming.name_entities(name) == {naming.ENTITY_NAMES[k]: v for k, v in parsed.pairs}
+    # Values as written, no check, last value of a repeated key; unknown keys kept; a part
+    # without a dash is no entity; the stem ends at the first dot, so "atlas-X" is the suffix.
+    stray = "sub-_bad_desc-a-b_foo-1_desc-c_atlas-X.v2_timeseries.tsv"
+    assert naming.name_entities(stray) == {"subject": "", "desc": "c", "foo": "1"}
+
+
+def test_run_tables_derive_from_the_entity_table():
+    assert naming.RUN_KEY_ENTITIES == (*naming.RUN_ENTITIES, "space")
+    assert naming.RUN_ACQUISITION_ENTITIES == tuple(
+        name for name in naming.RUN_ENTITIES if name not in {"space", "res", "den", "cohort"}
+    )
+    assert naming.ENTITY_NAMES == {key: name for name, key in naming.ENTITY_ORDER}
+    assert naming.BOLD_NAMES == {key: name for name, key in naming.BOLD_KEYS.items()}

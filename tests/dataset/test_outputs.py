@@ -39,6 +39,18 @@ def _context():
     return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
 
 
+def _run_together(target, arguments: list[tuple]) -> None:
+    """Run ``target(*args, barrier)`` in one process per item, all released at once."""
+    ctx = _context()
+    barrier = ctx.Barrier(len(arguments))
+    workers = [ctx.Process(target=target, args=(*args, barrier)) for args in arguments]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join()
+        assert worker.exitcode == 0
+
+
 def _leftovers(directory: Path) -> list[str]:
     """Temporary files left behind anywhere under ``directory``."""
     return sorted(p.name for p in directory.rglob("*.tmp"))
@@ -603,7 +615,7 @@ def test_dataset_description_identical_content_is_not_rewritten(tmp_path, caplog
     assert "GeneratedBy" in caplog.text
 
 
-def _describe_many_times(output_dir, version, barrier, n_writes):
+def _describe_many_times(output_dir, version, n_writes, barrier):
     barrier.wait()
     for _ in range(n_writes):
         _describe(Path(output_dir), version=version)
@@ -615,7 +627,7 @@ def test_concurrent_dataset_description_writers(tmp_path):
     barrier = ctx.Barrier(n_processes + 1)  # the parent starts reading with the writers
     # Two different versions make every call a real replace (identical ones would be skipped).
     workers = [
-        ctx.Process(target=_describe_many_times, args=(str(tmp_path), f"0.{i % 2}.0", barrier, 25))
+        ctx.Process(target=_describe_many_times, args=(str(tmp_path), f"0.{i % 2}.0", 25, barrier))
         for i in range(n_processes)
     ]
     for worker in workers:
@@ -638,17 +650,7 @@ def test_concurrent_dataset_description_writers(tmp_path):
 
 
 def test_concurrent_identical_writers_leave_one_file(tmp_path):
-    ctx = _context()
-    barrier = ctx.Barrier(8)
-    workers = [
-        ctx.Process(target=_describe_many_times, args=(str(tmp_path), "1.0.0", barrier, 5))
-        for _ in range(8)
-    ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-        assert worker.exitcode == 0
+    _run_together(_describe_many_times, [(str(tmp_path), "1.0.0", 5)] * 8)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["dataset_description.json"]
     assert json.loads((tmp_path / "dataset_description.json").read_text())["Name"]
 
@@ -667,6 +669,12 @@ def test_bidsignore_merges_and_is_idempotent(tmp_path):
     assert path.read_text().splitlines() == lines
 
 
+def test_a_first_bidsignore_write_lists_the_one_pattern_list_in_order(tmp_path):
+    # The participant level, the group level and the report all write this same list.
+    path = dataset_description.write_bidsignore(tmp_path)
+    assert path.read_text() == "".join(f"{p}\n" for p in dataset_description.BIDSIGNORE_PATTERNS)
+
+
 def _add_pattern(output_dir, pattern, barrier):
     barrier.wait()
     dataset_description.write_bidsignore(
@@ -675,17 +683,7 @@ def _add_pattern(output_dir, pattern, barrier):
 
 
 def test_concurrent_bidsignore_writers_lose_no_pattern(tmp_path):
-    ctx = _context()
-    barrier = ctx.Barrier(8)
-    workers = [
-        ctx.Process(target=_add_pattern, args=(str(tmp_path), f"extra{i}/", barrier))
-        for i in range(8)
-    ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-        assert worker.exitcode == 0
+    _run_together(_add_pattern, [(str(tmp_path), f"extra{i}/") for i in range(8)])
     lines = (tmp_path / ".bidsignore").read_text().splitlines()
     assert sorted(lines) == sorted(
         [*dataset_description.BIDSIGNORE_PATTERNS, *(f"extra{i}/" for i in range(8))]
@@ -905,17 +903,7 @@ def _write_status_row(output_dir, run, barrier):
 
 
 def test_concurrent_status_writers_lose_no_row(tmp_path):
-    ctx = _context()
-    barrier = ctx.Barrier(8)
-    workers = [
-        ctx.Process(target=_write_status_row, args=(str(tmp_path), run, barrier))
-        for run in range(1, 9)
-    ]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
-        assert worker.exitcode == 0
+    _run_together(_write_status_row, [(str(tmp_path), run) for run in range(1, 9)])
     table = status_tables.read_subject_status(tmp_path, "01")
     assert sorted(table["run"].astype(int)) == list(range(1, 9))
     assert _leftovers(tmp_path) == []
