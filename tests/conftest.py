@@ -197,7 +197,7 @@ def run_and_atlas(make_dataset, templateflow_home):
 
 @pytest.fixture(scope="session")
 def pristine_participant_outputs(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    """Participant outputs of three subjects, built once per test run: do not modify.
+    """Participant outputs of three subjects, built once per test process: do not modify.
 
     See :func:`support.participant_outputs.make_participant_outputs`. Tests that write
     into the output dataset (reports, the group level) take a copy:

@@ -4,7 +4,7 @@ A synthetic fMRIPrep dataset (``bidsapp.synthetic``) with real BOLD, brain masks
 and atlas images; a small numpy stand-in for the extraction (region means, motion/WM/CSF
 regression, censoring); and the real writers of the dataset layer (names, sidecars, status
 tables, the report data). The report and group-level tests read it, so they test those
-layers apart from the extraction. Built once per test run (``conftest.py``).
+layers apart from the extraction. Built once per test process (``conftest.py``).
 """
 
 from __future__ import annotations
