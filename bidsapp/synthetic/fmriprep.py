@@ -139,7 +139,7 @@ def _dataset_description(version: str) -> dict:
                 "CodeURL": f"https://github.com/nipreps/fmriprep/archive/{version}.tar.gz",
             }
         ],
-        "HowToAcknowledge": "Synthetic data written by bidsapp demo; not real fMRIPrep output.",
+        "HowToAcknowledge": "Synthetic data written by bidsapp.demo; not real fMRIPrep output.",
     }
 
 
