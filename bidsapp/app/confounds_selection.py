@@ -19,9 +19,9 @@ import numpy as np
 import pandas as pd
 
 from bidsapp.app.config import DenoiseConfig
-from bidsapp.app.confounds_options import apply_censoring_overrides, load_confounds_columns
 from bidsapp.app.run_inputs import ExtractionError, RunInputs, preset_of
 from bidsapp.app.status import one_line
+from bidsapp.confounds import apply_censoring_overrides, load_confounds_columns
 
 logger = logging.getLogger(__name__)
 

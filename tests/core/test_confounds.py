@@ -20,7 +20,7 @@ from nilearn.interfaces import fmriprep as nilearn_fmriprep
 from nilearn.interfaces.fmriprep.load_confounds_strategy import preset_strategies
 
 from bidsapp import confounds as bc
-from bidsapp.app.confounds_options import apply_censoring_overrides, load_confounds_columns
+from bidsapp.confounds import apply_censoring_overrides, load_confounds_columns
 
 NILEARN_DATA = Path(nilearn_fmriprep.__file__).parent / "data"
 SOURCES = {

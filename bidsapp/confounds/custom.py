@@ -1,9 +1,10 @@
-"""The command line's confound options: censoring overrides and explicit columns.
+"""Denoising beyond the presets: user censoring thresholds, and columns chosen by pattern.
 
-Part of the app layer, over :mod:`bidsapp.confounds`: what ``--fd-threshold`` and
-``--std-dvars-threshold`` do to a preset (:func:`apply_censoring_overrides`), and the
-``--confounds-columns`` selection of confounds by regular expressions
-(:func:`load_confounds_columns`), both built on the core's loading and scrubbing rules.
+:func:`apply_censoring_overrides` says what thresholds given by a user (the CLI's
+``--fd-threshold`` and ``--std-dvars-threshold``) do to a preset's parameters;
+:func:`load_confounds_columns` selects confounds by regular expressions (``--confounds-columns``),
+with the same loading and scrubbing rules as :func:`~bidsapp.confounds.load_confounds`.
+Part of the numerical core: plain values in, regressors and kept volumes out.
 """
 
 from __future__ import annotations
