@@ -22,15 +22,9 @@ from bidsapp.app.config import DenoiseConfig
 from bidsapp.app.run_inputs import ExtractionError, RunInputs, preset_of
 from bidsapp.app.status import one_line
 from bidsapp.confounds import apply_censoring_overrides, load_confounds_columns
+from bidsapp.confounds.files import ConfoundsError, read_confounds_tsv
 
 logger = logging.getLogger(__name__)
-
-
-def _read_confounds_table(path: Path) -> pd.DataFrame:
-    try:
-        return pd.read_csv(path, sep="\t", na_values=["n/a"])
-    except Exception as err:  # pandas raises several types for malformed files
-        raise ExtractionError(f"{path}: cannot read the confounds TSV ({one_line(err)})") from err
 
 
 def _numeric(table: pd.DataFrame, column: str) -> np.ndarray:
@@ -160,7 +154,10 @@ def select_confounds(
             text = str(warning.message)
             if "strategy is empty" not in text and "motion outliers" not in text:
                 notes.append(one_line(text))
-        table = _read_confounds_table(run.confounds)
+        try:
+            table = read_confounds_tsv(Path(run.confounds))
+        except ConfoundsError as err:
+            raise ExtractionError(one_line(err)) from err
         if len(table) != inputs.n_volumes:
             raise ExtractionError(
                 f"{run.confounds}: {len(table)} rows but {inputs.bold.name} has "
