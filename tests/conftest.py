@@ -12,6 +12,7 @@ from __future__ import annotations
 import gc
 import os
 import shutil
+import signal
 import stat
 import tempfile
 from collections.abc import Callable
@@ -34,7 +35,14 @@ _TF_KEY = pytest.StashKey[tuple[Path, str | None]]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """Point TEMPLATEFLOW_HOME at an empty temporary folder for the whole session."""
+    """Point TEMPLATEFLOW_HOME at an empty temporary folder; let children be interrupted.
+
+    A shell starts a background job (``pytest &``) with SIGINT ignored, and children
+    inherit that: the CLI run by the interruption tests would then never see their SIGINT.
+    A handler (unlike an ignore) is reset to the default action in every child at exec.
+    """
+    if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
     home = Path(tempfile.mkdtemp(prefix="bidsapp-templateflow-"))
     config.stash[_TF_KEY] = (home, os.environ.get("TEMPLATEFLOW_HOME"))
     os.environ["TEMPLATEFLOW_HOME"] = str(home)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,16 +32,6 @@ def argv(bids: Path, out: Path, *extra) -> list:
 MAIN_CODE = "import sys; from bidsapp import cli; sys.exit(cli.main(sys.argv[1:]))"
 
 
-def interruptible() -> None:
-    """``preexec_fn`` giving a child SIGINT's default action, as a terminal's foreground job.
-
-    A shell starts background jobs (``pytest &``) with SIGINT ignored, the child inherits
-    that, and Python then installs no KeyboardInterrupt handler: without this, the tests
-    that interrupt the CLI would wait for a child that cannot be interrupted.
-    """
-    signal.signal(signal.SIGINT, signal.SIG_DFL)
-
-
 def spawn(*args) -> subprocess.Popen:
     env = {**os.environ, "TEMPLATEFLOW_AUTOUPDATE": "0"}
     return subprocess.Popen(
@@ -62,7 +51,7 @@ def paused_in_first_write(bids: Path, out: Path, stderr: int) -> tuple[subproces
     job = subprocess.Popen(
         [sys.executable, "-c", PAUSE_IN_FIRST_WRITE, *map(str, argv(bids, out))],
         stdout=subprocess.PIPE, stderr=stderr, text=True,
-        env={**os.environ, "TEMPLATEFLOW_AUTOUPDATE": "0"}, preexec_fn=interruptible,
+        env={**os.environ, "TEMPLATEFLOW_AUTOUPDATE": "0"},
     )  # fmt: skip
     assert job.stdout is not None
     seen = []

@@ -17,15 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
-from support.cli_runs import (
-    MAIN_CODE,
-    argv,
-    interruptible,
-    paused_in_first_write,
-    run_cli,
-    set_of,
-    spawn,
-)
+from support.cli_runs import MAIN_CODE, argv, paused_in_first_write, run_cli, set_of, spawn
 
 from bidsapp.app import parallel
 from bidsapp.app.status import EXIT_INTERRUPTED
@@ -63,7 +55,6 @@ def _start_patched(tmp_path: Path, body: str, *args) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-c", _PATCHED_MAIN, *map(str, args)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        preexec_fn=interruptible,
     )  # fmt: skip
 
 
