@@ -155,7 +155,7 @@ def select_confounds(
             if "strategy is empty" not in text and "motion outliers" not in text:
                 notes.append(one_line(text))
         try:
-            table = read_confounds_tsv(Path(run.confounds))
+            table = read_confounds_tsv(run.confounds)
         except ConfoundsError as err:
             raise ExtractionError(one_line(err)) from err
         if len(table) != inputs.n_volumes:
