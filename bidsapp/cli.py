@@ -295,6 +295,15 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: none; the pybids index is kept in memory).",
     )
     run.add_argument(
+        "--bids-database-dir",
+        type=Path,
+        default=None,
+        help="Folder of one pybids index of the whole dataset, read by every job at once "
+        "(as fMRIPrep's option): the first job that finds none builds it, the others wait; "
+        "a job whose participants' files changed since indexes them itself. Remove the "
+        "folder to rebuild it (default: none; each job indexes only its participants).",
+    )
+    run.add_argument(
         "--overwrite",
         action="store_true",
         help="Recompute outputs that already exist with the same parameters.",

@@ -270,6 +270,9 @@ class RunConfig:
         Runs processed in parallel.
     work_dir : Path or None
         Scratch space (pybids database, caches); None keeps the pybids index in memory.
+    bids_database_dir : Path or None
+        Folder of one pybids index of the whole dataset, shared by many jobs (fMRIPrep's
+        ``--bids-database-dir``); built by the first job that finds none.
     overwrite : bool
         Recompute outputs even when they exist with the same parameters.
     reports : bool
@@ -298,6 +301,7 @@ class RunConfig:
     extraction: ExtractionConfig = field(default_factory=ExtractionConfig)
     n_jobs: int = 1
     work_dir: Path | None = None
+    bids_database_dir: Path | None = None
     overwrite: bool = False
     reports: bool = True
     dask_scheduler: str | None = None
@@ -352,8 +356,9 @@ class RunConfig:
                 f"--atlas-space: invalid space {self.atlas_space!r} (letters and digits only, "
                 "e.g. MNI152NLin2009cAsym)"
             )
-        if self.work_dir is not None:
-            _set(self, "work_dir", Path(self.work_dir).expanduser().absolute())
+        for name in ("work_dir", "bids_database_dir"):
+            if getattr(self, name) is not None:
+                _set(self, name, Path(getattr(self, name)).expanduser().absolute())
         if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int) or self.n_jobs < 1:
             raise ConfigError(f"--n-jobs: expected an integer >= 1, got {self.n_jobs!r}")
 
@@ -429,6 +434,7 @@ def make_config(
     min_coverage: float = DEFAULT_MIN_COVERAGE,
     n_jobs: int = 1,
     work_dir: str | os.PathLike[str] | None = None,
+    bids_database_dir: str | os.PathLike[str] | None = None,
     overwrite: bool = False,
     reports: bool = True,
     dask_scheduler: str | None = None,
@@ -487,6 +493,8 @@ def make_config(
         Runs processed in parallel.
     work_dir : str or os.PathLike, optional
         Scratch directory (pybids database, caches).
+    bids_database_dir : str or os.PathLike, optional
+        Shared pybids index of the whole dataset (built when missing).
     overwrite : bool
         Recompute existing outputs.
     reports : bool
@@ -551,6 +559,7 @@ def make_config(
         extraction=extraction,
         n_jobs=n_jobs,
         work_dir=None if work_dir is None else Path(work_dir),
+        bids_database_dir=None if bids_database_dir is None else Path(bids_database_dir),
         overwrite=bool(overwrite),
         reports=bool(reports),
         dask_scheduler=dask_scheduler,

@@ -17,7 +17,8 @@ def find_selected_runs(config: RunConfig) -> list:
     ----------
     config : RunConfig
         The invocation's settings: BIDS_DIR, space, participants, sessions, tasks, BIDS
-        filters and ``--work-dir`` (where the pybids index is kept).
+        filters, ``--work-dir`` (where the pybids index of every participant is kept) and
+        ``--bids-database-dir`` (a shared index of the whole dataset).
 
     Returns
     -------
@@ -42,4 +43,5 @@ def find_selected_runs(config: RunConfig) -> list:
         tasks=config.tasks,
         bids_filters=config.bids_filters,
         database_dir=work_dir / "pybids_db" if work_dir else None,
+        bids_database_dir=config.bids_database_dir,
     )

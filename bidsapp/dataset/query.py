@@ -29,7 +29,14 @@ from bidsapp.dataset.filters import (
     normalize_labels,
 )
 from bidsapp.dataset.input_files import QueryError, regular_file_problem
-from bidsapp.dataset.layout import describe_preproc_bold, names_of, open_layout, preproc_bold
+from bidsapp.dataset.layout import (
+    IndexedDataset,
+    listed_preproc_bold,
+    names_of,
+    open_layout,
+    preproc_bold,
+    summarize_preproc_bold,
+)
 from bidsapp.dataset.naming import (
     BOLD_ENTITIES,
     BOLD_KEYS,
@@ -182,6 +189,7 @@ def find_runs(
     tasks: str | Iterable[str] | None = None,
     bids_filters: Mapping | str | Path | None = None,
     database_dir: str | Path | None = None,
+    bids_database_dir: str | Path | None = None,
 ) -> list[BoldRun]:
     """Find the preprocessed BOLD runs of an fMRIPrep derivatives folder.
 
@@ -206,8 +214,14 @@ def find_runs(
         fMRIPrep ``--bids-filter-file`` document or path; its ``"bold"`` query
         narrows the runs (see :func:`~bidsapp.dataset.filters.load_bids_filters`).
     database_dir : str or pathlib.Path or None, optional
-        Folder for pybids's index, reused by later calls (see
-        :func:`~bidsapp.dataset.layout.make_layout`).
+        Folder for pybids's index of every participant, reused by later calls (see
+        :func:`~bidsapp.dataset.layout.make_layout`); with ``participant_labels``, only
+        those participants are indexed, in memory.
+    bids_database_dir : str or pathlib.Path or None, optional
+        Folder of one pybids index of the whole dataset shared by many jobs
+        (fMRIPrep's ``--bids-database-dir``), built by the first job that finds none;
+        each job checks it against its participants' files (see
+        :func:`~bidsapp.dataset.layout.open_layout`).
 
     Returns
     -------
@@ -240,9 +254,11 @@ def find_runs(
         if values is not None
     }
 
-    layout, folders = open_layout(bids_dir, database_dir)
-    root = Path(layout.root)
-    every_bold = preproc_bold(layout, folders)
+    dataset = open_layout(
+        bids_dir, database_dir, subjects=participants, bids_database_dir=bids_database_dir
+    )
+    root = dataset.root
+    every_bold = preproc_bold(dataset)
     spaces = _spaces_by_subject(every_bold)
     selected = [
         name
@@ -259,18 +275,15 @@ def find_runs(
             "tasks": task_labels,
             "bids_filters": _describe_filters(bids_filters),
         }
+        # With participant labels only they were indexed: say what the whole dataset holds.
+        everything = every_bold if dataset.subjects is None else listed_preproc_bold(root)
+        available = summarize_preproc_bold(everything)
+        all_spaces = _spaces_by_subject(everything)
         raise NoRunsFoundError(
-            _no_runs_message(
-                root,
-                space,
-                criteria,
-                describe_preproc_bold(layout),
-                sorted(str(s) for s in layout.get_subjects()),
-                spaces,
-            )
+            _no_runs_message(root, space, criteria, available, dataset.subject_folders, all_spaces)
         )
 
-    runs = _assemble_runs(layout, folders, root, selected)
+    runs = _assemble_runs(dataset, selected)
     _warn_missing_participants(participants, runs, spaces, space)
     return runs
 
@@ -335,19 +348,18 @@ def _pick(
     return candidate.path
 
 
-def _assemble_runs(
-    layout, folders: Sequence[ParsedName], root: Path, bold_files: list[ParsedName]
-) -> list[BoldRun]:
+def _assemble_runs(dataset: IndexedDataset, bold_files: list[ParsedName]) -> list[BoldRun]:
     """Match masks, confounds, AROMA images and sidecars to each BOLD file."""
+    root = dataset.root
     masks = _group(
         n
-        for n in names_of(layout, folders, "mask", IMAGE_EXTENSIONS)
+        for n in names_of(dataset, "mask", IMAGE_EXTENSIONS)
         if n.suffix == "mask" and n.entities.get("desc") == "brain"
     )
     confounds = _group(
         (
             n
-            for n in names_of(layout, folders, ["timeseries", "regressors"], ".tsv")
+            for n in names_of(dataset, ["timeseries", "regressors"], ".tsv")
             if n.extension == ".tsv" and n.entities.get("desc") == "confounds"
         ),
         GRID_ENTITIES,
@@ -355,7 +367,7 @@ def _assemble_runs(
     aroma = _group(
         (
             n
-            for n in names_of(layout, folders, "bold", IMAGE_EXTENSIONS)
+            for n in names_of(dataset, "bold", IMAGE_EXTENSIONS)
             if n.suffix == "bold" and n.entities.get("desc") == "smoothAROMAnonaggr"
         ),
         GRID_ENTITIES,
