@@ -7,18 +7,44 @@ added to the cell's Fisher-z mean and QC-FC (:mod:`bidsapp.app.group_stats`).
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
 
-from bidsapp.app.connectivity import relmat
+from bidsapp.app.connectivity import pearson
 from bidsapp.app.group_inputs import checked_timeseries
 from bidsapp.app.group_stats import QCFC, FisherZMean, upper_triangle
+from bidsapp.app.progress import progress
+from bidsapp.blas import one_blas_thread
 from bidsapp.report.records import (
     RunRecord,
 )
+
+#: Groups of at least this many runs print a progress line at every tenth of them.
+PROGRESS_MIN_RUNS = 100
+
+
+class _ReadProgress:
+    """The progress line of a long group level: runs read so far, of how many, since when."""
+
+    def __init__(self, total: int) -> None:
+        self.total = total
+        self.done = 0
+        self.step = max(1, -(-total // 10)) if total >= PROGRESS_MIN_RUNS else 0
+        self.start = time.monotonic()
+
+    def tick(self) -> None:
+        """Count one run read (used or left out)."""
+        self.done += 1
+        if self.step and (self.done % self.step == 0 or self.done == self.total):
+            seconds = time.monotonic() - self.start
+            progress.info(
+                f"bidsapp group: read {self.done}/{self.total} runs "
+                f"({100 * self.done // self.total} %, {seconds:.0f} s)"
+            )
 
 
 @dataclass
@@ -108,48 +134,63 @@ def compute_group(
             by_key.setdefault(_group_key(record), []).append(record)
     problems: list[str] = []
     cells: list[GroupCell] = []
-    for key in sorted(by_key):
-        task, space, atlas, stat, denoise = key
-        used: list[RunRecord] = []
-        skipped: list[str] = []
-        regions: list[str] | None = None
-        fds = [r.mean_fd for r in by_key[key] if r.mean_fd is not None]
-        mean_acc: FisherZMean | None = None
-        qc_acc: QCFC | None = None
-        for record in by_key[key]:
-            try:
-                timeseries = checked_timeseries(record, output_dir)
-            except (OSError, ValueError, pd.errors.ParserError) as err:
-                skipped.append(f"{record.timeseries}: left out, {' '.join(str(err).split())}")
-                continue
-            names = [str(c) for c in timeseries.columns]
-            if regions is None:
-                regions = names
-                shape = (len(names), len(names))
-                mean_acc = FisherZMean(shape)
-                qc_acc = QCFC(shape, float(np.mean(fds)) if fds else 0.0)
-            elif names != regions:
-                skipped.append(
-                    f"{record.timeseries}: its regions differ from the other runs of atlas "
-                    f"{atlas} (different atlas versions under one label?)"
-                )
-                continue
-            matrix = relmat(timeseries).to_numpy()
-            mean_acc.add(matrix)
-            qc_acc.add(matrix, record.mean_fd)
-            used.append(record)
-        problems.extend(skipped)
-        if not used or regions is None or mean_acc is None or qc_acc is None:
-            continue
-        mean, count = mean_acc.result()
-        qc, p, n = qc_acc.result()
-        cells.append(
-            GroupCell(
-                task, space, atlas, stat, denoise, regions, used, mean, count, qc, p, n, skipped
-            )
-        )
+    counter = _ReadProgress(sum(len(runs) for runs in by_key.values()))
+    # One BLAS thread, entered once (each entry costs ~2 ms): the bytes do not depend on it.
+    with one_blas_thread():
+        for key in sorted(by_key):
+            cell, skipped = _cell(key, by_key[key], output_dir, counter)
+            problems.extend(skipped)
+            if cell is not None:
+                cells.append(cell)
     _disambiguate(cells)
     return GroupResult(list(records), cells, problems)
+
+
+def _cell(
+    key: tuple[str, ...],
+    records: Sequence[RunRecord],
+    output_dir: str | os.PathLike[str] | None,
+    counter: _ReadProgress,
+) -> tuple[GroupCell | None, list[str]]:
+    """One cell from its runs, read one at a time; None when no run is usable."""
+    task, space, atlas, stat, denoise = key
+    used: list[RunRecord] = []
+    skipped: list[str] = []
+    regions: list[str] | None = None
+    fds = [r.mean_fd for r in records if r.mean_fd is not None]
+    mean_acc: FisherZMean | None = None
+    qc_acc: QCFC | None = None
+    for record in records:
+        counter.tick()
+        try:
+            timeseries = checked_timeseries(record, output_dir)
+        except (OSError, ValueError, pd.errors.ParserError) as err:
+            skipped.append(f"{record.timeseries}: left out, {' '.join(str(err).split())}")
+            continue
+        names = timeseries.columns.tolist()  # text: the header of the TSV
+        if regions is None:
+            regions = names
+            shape = (len(names), len(names))
+            mean_acc = FisherZMean(shape)
+            qc_acc = QCFC(shape, float(np.mean(fds)) if fds else 0.0)
+        elif names != regions:
+            skipped.append(
+                f"{record.timeseries}: its regions differ from the other runs of atlas "
+                f"{atlas} (different atlas versions under one label?)"
+            )
+            continue
+        matrix = pearson(timeseries.to_numpy())
+        mean_acc.add(matrix)
+        qc_acc.add(matrix, record.mean_fd)
+        used.append(record)
+    if not used or regions is None or mean_acc is None or qc_acc is None:
+        return None, skipped
+    mean, count = mean_acc.result()
+    qc, p, n = qc_acc.result()
+    cell = GroupCell(
+        task, space, atlas, stat, denoise, regions, used, mean, count, qc, p, n, skipped
+    )
+    return cell, skipped
 
 
 def _disambiguate(cells: list[GroupCell]) -> None:

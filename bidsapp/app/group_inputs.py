@@ -39,8 +39,6 @@ def checked_timeseries(
     OSError
         If the file cannot be read.
     """
-    import io
-
     from bidsapp.dataset import fileio, run_outputs, tsvio
 
     path = record.timeseries
@@ -70,13 +68,12 @@ def checked_timeseries(
             f"({run_outputs.OUTPUT_FILES_KEY}): it changed after the participant level wrote it; "
             "run the participant level again"
         )
-    table = tsvio.read_tsv(io.StringIO(text))
-    if len(table) == 0:
-        raise ValueError("it has no rows")
     try:
-        table = table.astype(float)
+        table = tsvio.numeric_table(text)
     except ValueError as err:
         raise ValueError(f"it holds a value that is not a number ({err})") from err
+    if len(table) == 0:
+        raise ValueError("it has no rows")
     retained = record.sidecar.get("RetainedVolumes")
     if isinstance(retained, list) and len(retained) != len(table):
         raise ValueError(

@@ -14,8 +14,21 @@ import numpy as np
 MIN_RUNS_QCFC = 3
 
 
+def _symmetric(upper: np.ndarray, size: int, diagonal: float | np.ndarray) -> np.ndarray:
+    """Build the square matrix whose edges (upper triangle, mirrored) are ``upper``."""
+    full = np.empty((size, size), dtype=upper.dtype)
+    rows, cols = np.triu_indices(size, k=1)
+    full[rows, cols] = upper
+    full[cols, rows] = upper
+    np.fill_diagonal(full, diagonal)
+    return full
+
+
 class FisherZMean:
     """Running Fisher-z average of correlation matrices, one run at a time.
+
+    Only the edges (upper triangle) are kept: a correlation matrix is symmetric, and this
+    halves the work per run.
 
     Parameters
     ----------
@@ -24,8 +37,10 @@ class FisherZMean:
     """
 
     def __init__(self, shape: tuple[int, ...]) -> None:
-        self.total = np.zeros(shape)
-        self.count = np.zeros(shape, dtype=int)
+        self.size = int(shape[0])
+        self._edges = np.triu_indices(self.size, k=1)
+        self.total = np.zeros(self._edges[0].size)
+        self.count = np.zeros(self._edges[0].size, dtype=int)
 
     def add(self, matrix: np.ndarray) -> None:
         """Add one run's Pearson correlation matrix (NaN for edges without data).
@@ -35,12 +50,11 @@ class FisherZMean:
         matrix : numpy.ndarray
             Square matrix of the accumulator's shape.
         """
-        r = np.array(matrix, dtype=float)
-        np.fill_diagonal(r, np.nan)
         with np.errstate(divide="ignore", invalid="ignore"):
-            z = np.arctanh(r)
+            z = np.arctanh(np.asarray(matrix, dtype=float)[self._edges])
         finite = ~np.isnan(z)
-        self.total += np.where(finite, z, 0.0)
+        np.copyto(z, 0.0, where=~finite)
+        self.total += z
         self.count += finite
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
@@ -52,20 +66,21 @@ class FisherZMean:
             ``tanh(mean(arctanh(r)))``; NaN where no run has the edge; 1 on the diagonal of
             regions with data in some run.
         count : numpy.ndarray of int
-            Runs averaged for each edge.
+            Runs averaged for each edge (0 on the diagonal).
         """
         with np.errstate(divide="ignore", invalid="ignore"):
             mean = np.tanh(np.where(self.count > 0, self.total / np.maximum(self.count, 1), np.nan))
-        has_data = self.count.any(axis=0) | self.count.any(axis=1)
-        np.fill_diagonal(mean, np.where(has_data, 1.0, np.nan))
-        return mean, self.count.copy()
+        count = _symmetric(self.count, self.size, 0)
+        has_data = count.any(axis=0)
+        return _symmetric(mean, self.size, np.where(has_data, 1.0, np.nan)), count
 
 
 class QCFC:
     """Running QC-FC: per edge, correlation across runs of mean FD and connectivity.
 
-    Sums of x, y, x², y², xy are kept per edge, so memory is a few matrices whatever the
-    number of runs; mean FD is centred on ``center`` first for numerical accuracy.
+    Sums of x, y, x², y², xy are kept per edge (upper triangle: the matrices are
+    symmetric), so memory is a few matrices whatever the number of runs; mean FD is
+    centred on ``center`` first for numerical accuracy.
 
     Parameters
     ----------
@@ -77,8 +92,11 @@ class QCFC:
 
     def __init__(self, shape: tuple[int, ...], center: float = 0.0) -> None:
         self.center = center
-        self.sums = {k: np.zeros(shape) for k in ("x", "y", "xx", "yy", "xy")}
-        self.n = np.zeros(shape, dtype=int)
+        self.size = int(shape[0])
+        self._edges = np.triu_indices(self.size, k=1)
+        self.sums = {k: np.zeros(self._edges[0].size) for k in ("x", "y", "xx", "yy", "xy")}
+        self.n = np.zeros(self._edges[0].size, dtype=int)
+        self.n_regions = np.zeros(self.size, dtype=int)
 
     def add(self, matrix: np.ndarray, mean_fd: float | None) -> None:
         """Add one run; runs without mean FD are ignored.
@@ -92,13 +110,15 @@ class QCFC:
         """
         if mean_fd is None or not np.isfinite(mean_fd):
             return
-        y = np.array(matrix, dtype=float)
+        matrix = np.asarray(matrix, dtype=float)
+        y = matrix[self._edges]
         ok = np.isfinite(y)
         x = float(mean_fd) - self.center
         y0 = np.where(ok, y, 0.0)
         self.n += ok
-        self.sums["x"] += np.where(ok, x, 0.0)
-        self.sums["xx"] += np.where(ok, x * x, 0.0)
+        self.n_regions += np.isfinite(np.diagonal(matrix))
+        self.sums["x"] += x * ok
+        self.sums["xx"] += (x * x) * ok
         self.sums["y"] += y0
         self.sums["yy"] += y0 * y0
         self.sums["xy"] += x * y0
@@ -114,9 +134,10 @@ class QCFC:
         p : numpy.ndarray
             Two-sided uncorrected p-value (t test with n - 2 degrees of freedom).
         n : numpy.ndarray of int
-            Runs used for each edge.
+            Runs used for each edge (on the diagonal: runs where the region has data).
         """
-        from scipy import stats
+        # scipy.special, not scipy.stats (whose import alone is ~1 s): t.sf is stdtr(dof, -t).
+        from scipy.special import stdtr
 
         s, n = self.sums, self.n
         with np.errstate(divide="ignore", invalid="ignore"):
@@ -128,12 +149,15 @@ class QCFC:
         r = np.clip(
             np.where((n >= MIN_RUNS_QCFC) & (var_x > tiny) & (var_y > tiny), r, np.nan), -1.0, 1.0
         )
-        np.fill_diagonal(r, np.nan)
         dof = np.maximum(n - 2, 1)
         with np.errstate(divide="ignore", invalid="ignore"):
             t = r * np.sqrt(dof / np.maximum(1.0 - r**2, 1e-300))
-        p = np.where(np.isfinite(r), 2.0 * stats.t.sf(np.abs(t), dof), np.nan)
-        return r, p, n.copy()
+        p = np.where(np.isfinite(r), 2.0 * stdtr(dof, -np.abs(t)), np.nan)
+        return (
+            _symmetric(r, self.size, np.nan),
+            _symmetric(p, self.size, np.nan),
+            _symmetric(n, self.size, self.n_regions),
+        )
 
 
 def fisher_z_mean(matrices: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:

@@ -15,7 +15,6 @@ from pathlib import Path
 
 from bidsapp.app.checks import UsageProblem
 from bidsapp.app.config import RunConfig
-from bidsapp.app.participant import run_participant
 
 logger = logging.getLogger(__name__)
 
@@ -70,4 +69,7 @@ def run(config: RunConfig) -> int:
         from bidsapp.app.group import run_group
 
         return run_group(config)
+    # Imported here: the group level never loads the extraction machinery (~2 s of imports).
+    from bidsapp.app.participant import run_participant
+
     return run_participant(config)

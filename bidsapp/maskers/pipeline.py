@@ -11,16 +11,15 @@ numerical core, maskers layer.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 from nibabel.spatialimages import SpatialImage
-from threadpoolctl import threadpool_limits
 
 from bidsapp import engine, image, regions
+from bidsapp.blas import one_blas_thread
 from bidsapp.errors import RegionWarning, warn
 from bidsapp.maskers.base import cached
 from bidsapp.maskers.fitting import FittedLabels, extraction_grid, log
@@ -28,19 +27,7 @@ from bidsapp.maskers.inputs import NIIMG_TYPES, header_img
 from bidsapp.maskers.settings import LabelsSettings
 from bidsapp.signal import clean
 
-__all__ = ["StreamedLabels", "clean_streamed", "one_blas_thread", "stream_fitted", "stream_signals"]
-
-
-@contextmanager
-def one_blas_thread() -> Iterator[None]:
-    """Run BLAS/LAPACK single-threaded (region signals are small matrices).
-
-    On a busy machine a multi-threaded BLAS is much slower on ``(n_volumes x n_regions)``
-    matrices than one thread (pivoted QR of 300 x 37: ~130 ms against 0.2 ms measured on
-    two shared cores).
-    """
-    with threadpool_limits(limits=1, user_api="blas"):
-        yield
+__all__ = ["StreamedLabels", "clean_streamed", "stream_fitted", "stream_signals"]
 
 
 def stream_signals(

@@ -258,3 +258,56 @@ def test_group_with_only_failures_exits_non_zero(tmp_path, capsys):
     summary = _read(tmp_path / "group" / "runs.tsv")
     assert summary["status"].tolist() == ["failed"]
     assert "every run failed" in capsys.readouterr().err
+
+
+def test_group_results_are_symmetric_with_counts_on_the_diagonal():
+    rng = np.random.default_rng(7)
+    fd = rng.uniform(0.05, 0.6, 6)
+    mats = []
+    for _ in fd:
+        m = np.corrcoef(rng.normal(size=(30, 4)), rowvar=False)
+        m[3, :] = m[:, 3] = np.nan  # region 3 has no data in any run
+        mats.append(m)
+    mats[0][1, 2] = mats[0][2, 1] = np.nan  # one run misses one edge
+    mean, count = fisher_z_mean(mats)
+    r, p, n = qcfc(mats, fd)
+    for matrix in (mean, count, r, p, n):
+        assert np.array_equal(matrix, matrix.T, equal_nan=True)
+    assert np.isnan(mean[3, 3]) and np.diag(mean)[:3].tolist() == [1.0, 1.0, 1.0]
+    assert count[1, 2] == 5 and count[0, 1] == 6 and np.diag(count).tolist() == [0, 0, 0, 0]
+    assert np.diag(n).tolist() == [6, 6, 6, 0] and n[1, 2] == 5 and n[0, 3] == 0
+    expected = stats.pearsonr(fd, [m[0, 2] for m in mats])
+    assert r[2, 0] == pytest.approx(expected.statistic)
+    assert p[2, 0] == pytest.approx(expected.pvalue)
+
+
+def test_long_group_runs_print_a_progress_line(tmp_path, participant_outputs_copy, monkeypatch):
+    import logging
+
+    from bidsapp.app import group_compute
+
+    monkeypatch.setattr(group_compute, "PROGRESS_MIN_RUNS", 2)
+    lines: list[str] = []
+    handler = logging.Handler()
+    handler.emit = lambda record: lines.append(record.getMessage())
+    logger = logging.getLogger("bidsapp.progress")
+    logger.addHandler(handler)
+    old_level = logger.level
+    logger.setLevel(logging.INFO)
+    try:
+        config = RunConfig(
+            participant_outputs_copy["bids_dir"],
+            participant_outputs_copy["output_dir"],
+            analysis_level="group",
+            reports=False,
+        )
+        assert run_group(config) == 0
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+    reads = [line for line in lines if line.startswith("bidsapp group: read ")]
+    assert reads, lines
+    total = int(reads[-1].split()[3].split("/")[1])
+    assert reads[-1].startswith(f"bidsapp group: read {total}/{total} runs (100 %")
+    counts = [int(line.split()[3].split("/")[0]) for line in reads]
+    assert counts == sorted(counts) and len(counts) <= 10
