@@ -127,8 +127,10 @@ def main() -> None:
         rows.append((n, own, build, reader, every))
         print(f"  {n} subjects ready (tree {made:.0f} s)", flush=True)
 
-    print("\n| subjects | one participant, CLI s | peak RSS MB | shared index: build s "
-          "| one participant with it, CLI s | all participants: query s | runs | peak RSS MB |")
+    print(
+        "\n| subjects | one participant, CLI s | peak RSS MB | shared index: build s "
+        "| one participant with it, CLI s | all participants: query s | runs | peak RSS MB |"
+    )
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for n, own, build, reader, every in rows:
         all_cells = (
@@ -170,6 +172,7 @@ def main() -> None:
                 f"{last['runs']} / {first['runs']} runs: "
                 f"**{last['peak_rss_mb'] / first['peak_rss_mb']:.2f}x** [flat]."
             )
+
 
 if __name__ == "__main__":
     main()

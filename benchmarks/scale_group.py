@@ -345,7 +345,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(results) >= 2:
         first, last = results[0], results[-1]
         print(
-            f"\n{last['runs']} / {first['runs']} runs: time x{last['seconds'] / first['seconds']:.2f}"
+            f"\n{last['runs']} / {first['runs']} runs: "
+            f"time x{last['seconds'] / first['seconds']:.2f}"
             f", ms per run x{last['ms_per_run'] / first['ms_per_run']:.2f}, peak RSS "
             f"x{last['peak_rss_mb'] / first['peak_rss_mb']:.2f}"
         )
