@@ -25,6 +25,7 @@ LAYERS = {
     "signal": "core",
     "image": "core",
     "stream": "core",
+    "blas": "core",
     "regions": "core",
     "engine": "core",
     "maskers": "core",
