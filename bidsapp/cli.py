@@ -16,6 +16,7 @@ from pathlib import Path
 
 from bidsapp import __version__
 from bidsapp.app.config import (
+    CONNECTIVITY_CHOICES,
     DEFAULT_ATLAS,
     DEFAULT_MIN_COVERAGE,
     DEFAULT_SPACE,
@@ -275,6 +276,33 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_MIN_COVERAGE,
         help="Regions with a smaller fraction of voxels inside the brain mask are n/a "
         f"(default: {DEFAULT_MIN_COVERAGE}).",
+    )
+
+    con = parser.add_argument_group("connectivity")
+    con.add_argument(
+        "--connectivity",
+        action="extend",
+        nargs="+",
+        choices=CONNECTIVITY_CHOICES,
+        metavar="MEASURE",
+        default=None,
+        help="Connectivity matrices to write, of: "
+        f"{', '.join(CONNECTIVITY_CHOICES)}. correlation is Pearson's r; partialcorrelation, "
+        "covariance and precision use a Ledoit-Wolf covariance (as nilearn's "
+        "ConnectivityMeasure); tangent is group level only: the geometric mean of the runs' "
+        "covariances (default: correlation).",
+    )
+    con.add_argument(
+        "--fisher-z",
+        action="store_true",
+        help="Also write the Fisher z-transform (arctanh) of the correlation and partial "
+        "correlation matrices, with 'Fisherz' added to their desc- label.",
+    )
+    con.add_argument(
+        "--concatenate-runs",
+        action="store_true",
+        help="Also write per-subject matrices of each task (and session) from the "
+        "timeseries of its runs concatenated, as written (participant level).",
     )
 
     run = parser.add_argument_group("running")

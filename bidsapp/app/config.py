@@ -31,6 +31,11 @@ ANALYSIS_LEVELS = ("participant", "group")
 DEFAULT_ATLAS = "Schaefer2018:400Parcels7Networks"
 DEFAULT_SPACE = "MNI152NLin2009cAsym"
 DEFAULT_MIN_COVERAGE = 0.5
+#: ``--connectivity`` choices: :data:`bidsapp.app.connectivity.RUN_MEASURES` and
+#: ``GROUP_MEASURES``, repeated here so that the settings import no numpy (tests check).
+CONNECTIVITY_CHOICES = ("correlation", "partialcorrelation", "covariance", "precision", "tangent")
+GROUP_ONLY_MEASURES = ("tangent",)
+DEFAULT_CONNECTIVITY = ("correlation",)
 
 _LABEL = re.compile(r"[A-Za-z0-9]+")
 
@@ -279,11 +284,21 @@ class RunConfig:
         Write HTML reports.
     dask_scheduler : str or None
         Address of a Dask scheduler to run the jobs on.
+    connectivity : tuple of str
+        Connectivity measures (:data:`CONNECTIVITY_CHOICES`, kept in that order): per run
+        ``correlation`` (Pearson), ``partialcorrelation``, ``covariance``, ``precision``
+        (Ledoit-Wolf); ``tangent`` is group level only (the geometric-mean reference).
+    fisher_z : bool
+        Also write the Fisher z-transform of the per-run correlation measures.
+    concatenate_runs : bool
+        Also write each subject's matrices of each task from its runs' timeseries
+        concatenated (participant level).
 
     Raises
     ------
     ConfigError
-        For an invalid label, analysis level, space, atlas list or job count.
+        For an invalid label, analysis level, space, atlas list, job count or
+        connectivity measure.
     """
 
     bids_dir: Path
@@ -305,6 +320,14 @@ class RunConfig:
     overwrite: bool = False
     reports: bool = True
     dask_scheduler: str | None = None
+    connectivity: tuple[str, ...] = DEFAULT_CONNECTIVITY
+    fisher_z: bool = False
+    concatenate_runs: bool = False
+
+    @property
+    def run_measures(self) -> tuple[str, ...]:
+        """The per-run measures of :attr:`connectivity` (without the group-level ones)."""
+        return tuple(m for m in self.connectivity if m not in GROUP_ONLY_MEASURES)
 
     def __post_init__(self) -> None:
         _set(self, "bids_dir", Path(self.bids_dir).expanduser().absolute())
@@ -361,6 +384,23 @@ class RunConfig:
                 _set(self, name, Path(getattr(self, name)).expanduser().absolute())
         if isinstance(self.n_jobs, bool) or not isinstance(self.n_jobs, int) or self.n_jobs < 1:
             raise ConfigError(f"--n-jobs: expected an integer >= 1, got {self.n_jobs!r}")
+        measures = self.connectivity
+        measures = (measures,) if isinstance(measures, str) else tuple(measures or ())
+        unknown = [m for m in measures if m not in CONNECTIVITY_CHOICES]
+        if unknown or not measures:
+            raise ConfigError(
+                f"--connectivity: expected one or more of {', '.join(CONNECTIVITY_CHOICES)}, "
+                f"got {list(measures)!r}"
+            )
+        # One canonical order: the same choice in another order is the same setting.
+        _set(self, "connectivity", tuple(m for m in CONNECTIVITY_CHOICES if m in measures))
+        _set(self, "fisher_z", bool(self.fisher_z))
+        _set(self, "concatenate_runs", bool(self.concatenate_runs))
+        if self.fisher_z and not {"correlation", "partialcorrelation"} & set(measures):
+            raise ConfigError(
+                "--fisher-z transforms correlations: add correlation or partialcorrelation "
+                "to --connectivity"
+            )
 
 
 def read_bids_filter_file(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -438,6 +478,9 @@ def make_config(
     overwrite: bool = False,
     reports: bool = True,
     dask_scheduler: str | None = None,
+    connectivity: str | Iterable[str] | None = None,
+    fisher_z: bool = False,
+    concatenate_runs: bool = False,
     verbose: int = 0,
 ) -> RunConfig:
     """Build a :class:`RunConfig` from options named like the command line's.
@@ -501,6 +544,12 @@ def make_config(
         Write HTML reports.
     dask_scheduler : str, optional
         Dask scheduler address.
+    connectivity : str or iterable of str, optional
+        Connectivity measures; default ``correlation`` (Pearson) only.
+    fisher_z : bool
+        Also write Fisher z-transformed correlations.
+    concatenate_runs : bool
+        Also write per-subject matrices from each task's runs concatenated.
     verbose : int
         Ignored here (logging is the caller's business); accepted so that the CLI's
         parsed options can be passed as they are.
@@ -563,6 +612,9 @@ def make_config(
         overwrite=bool(overwrite),
         reports=bool(reports),
         dask_scheduler=dask_scheduler,
+        connectivity=DEFAULT_CONNECTIVITY if connectivity is None else connectivity,
+        fisher_z=fisher_z,
+        concatenate_runs=concatenate_runs,
     )
 
 

@@ -17,7 +17,7 @@ import numpy as np
 from bidsapp import __version__
 from bidsapp.app.atlases import AtlasTarget
 from bidsapp.app.config import RunConfig
-from bidsapp.app.connectivity import relmat
+from bidsapp.app.connectivity import relmats
 from bidsapp.app.extract import RunExtraction
 from bidsapp.app.resume import (
     INPUT_FILES_KEY,
@@ -102,6 +102,43 @@ def build_sidecar(
         "SoftwareVersion": __version__,
         "ParametersFingerprint": parameters_fingerprint,
     }
+
+
+def relmat_files(
+    timeseries: Any, node_files: list[str], sources: list[str], config: RunConfig
+) -> dict[str, tuple[Any, dict[str, Any]]]:
+    """Return the requested connectivity matrices of one run with their sidecars.
+
+    Parameters
+    ----------
+    timeseries : pandas.DataFrame
+        The cleaned timeseries as written (one column per region).
+    node_files : list of str
+        BIDS URIs of the atlas image and look-up table.
+    sources : list of str
+        BIDS URIs of the timeseries the matrices come from.
+    config : RunConfig
+        ``run_measures`` and ``fisher_z`` are used.
+
+    Returns
+    -------
+    dict
+        ``key -> (matrix, sidecar)``: ``correlation`` for the Pearson relmat, the other keys
+        those of :data:`bidsapp.dataset.run_outputs.EXTRA_RELMATS`.
+    """
+    from bidsapp.dataset import run_outputs
+
+    out = {}
+    for key, (matrix, shrinkage) in relmats(
+        timeseries, config.run_measures, fisher=config.fisher_z
+    ).items():
+        measure, _, transform = key.partition("_")
+        metadata = run_outputs.relmat_metadata(
+            node_files, measure, shrinkage=shrinkage, fisher_z=transform == "fisherz"
+        )
+        metadata["Sources"] = list(sources)
+        out[key] = (matrix, metadata)
+    return out
 
 
 def remove_stopped_outputs(status: RunStatus, paths: Any) -> None:
@@ -212,10 +249,9 @@ def process_run(
     if config.reports:
         write_run_report_data(extraction, todo[0][1].timeseries, config)
     for (target, paths, fp), result in zip(todo, extraction.per_atlas, strict=True):
-        relmat_sidecar = run_outputs.relmat_metadata(list(target.node_files))
-        relmat_sidecar["Sources"] = [
-            naming.bids_uri(paths.timeseries, root=config.output_dir, dataset="")
-        ]
+        sources = [naming.bids_uri(paths.timeseries, root=config.output_dir, dataset="")]
+        matrices = relmat_files(result.timeseries, list(target.node_files), sources, config)
+        pearson = matrices.pop("correlation", None)
         sidecar = build_sidecar(extraction, result, target, config, fp)
         sidecar[INPUT_FILES_KEY] = records
         try:
@@ -224,8 +260,9 @@ def process_run(
                 timeseries=result.timeseries,
                 timeseries_sidecar=sidecar,
                 coverage=result.coverage,
-                relmat=relmat(result.timeseries),
-                relmat_sidecar=relmat_sidecar,
+                relmat=None if pearson is None else pearson[0],
+                relmat_sidecar=None if pearson is None else pearson[1],
+                extra_relmats=matrices,
             )
         except Exception as err:  # disk full, permissions: this run only
             logger.debug("writing %s failed", paths.timeseries, exc_info=True)

@@ -17,7 +17,7 @@ from typing import Any
 
 from bidsapp import __version__
 from bidsapp.app.atlases import AtlasTarget
-from bidsapp.app.config import RunConfig, fingerprint
+from bidsapp.app.config import DEFAULT_CONNECTIVITY, RunConfig, fingerprint
 from bidsapp.app.run_inputs import RunInputs
 from bidsapp.app.status import RunStatus
 from bidsapp.dataset.jsonio import json_value
@@ -236,19 +236,22 @@ def run_fingerprint(inputs: RunInputs, target: AtlasTarget, config: RunConfig) -
             denoise["preset"] = conf.load_preset(config.denoise.name)
         except conf.ConfoundsError:
             denoise["preset"] = None
-    return fingerprint(
-        {
-            "inputs": [
-                None if p is None else source_uri(p, config.bids_dir)
-                for p in input_files(inputs).values()
-            ],
-            "t_r": inputs.t_r,
-            "atlas": [target.atlas.label, target.atlas.space, target.digest],
-            "denoise": denoise,
-            "extraction": config.extraction,
-            "version": __version__,
-        }
-    )
+    settings = {
+        "inputs": [
+            None if p is None else source_uri(p, config.bids_dir)
+            for p in input_files(inputs).values()
+        ],
+        "t_r": inputs.t_r,
+        "atlas": [target.atlas.label, target.atlas.space, target.digest],
+        "denoise": denoise,
+        "extraction": config.extraction,
+        "version": __version__,
+    }
+    measures, fisher = config.run_measures, config.fisher_z
+    if measures != DEFAULT_CONNECTIVITY or fisher:
+        # Only when not the default: sets written before the option existed stay current.
+        settings["connectivity"] = {"measures": list(measures), "fisher_z": fisher}
+    return fingerprint(settings)
 
 
 def resumed_status(inputs: RunInputs, target: AtlasTarget, paths: Any, sidecar: dict) -> RunStatus:

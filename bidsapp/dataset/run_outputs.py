@@ -7,6 +7,11 @@ names, BEP038 ``atlas-`` entity)::
       <run>_space-<space>_atlas-<A>_stat-<strategy>_desc-<D>_timeseries.{tsv,json}
       <run>_space-<space>_atlas-<A>_stat-coverage_bold.{tsv,json}
       <run>_space-<space>_atlas-<A>_stat-pearsoncorrelation_desc-<D>_relmat.{tsv,json}
+      <run>_space-<space>_atlas-<A>_stat-<measure>_desc-<D>[Fisherz]_relmat.{tsv,json}
+
+The Pearson relmat is the default; the other measures (``partialcorrelation``, ``covariance``,
+``precision``, and Fisher z-transformed correlations with ``Fisherz`` after the ``desc-``
+label) are written when asked for (:data:`EXTRA_RELMATS`).
 
 Within one run the timeseries TSV is written last (see :func:`write_run_outputs`), and the
 timeseries sidecar records the SHA-256 of every other file of the set, so a resumed run can
@@ -64,6 +69,9 @@ class RunOutputPaths:
     root : Path or None
         The output dataset root; when set, the folders between it and ``directory`` must
         not be symbolic links (:func:`~bidsapp.dataset.fileio.ensure_directory`).
+    extra_relmats : tuple of (str, Path, Path)
+        ``(key, TSV, sidecar)`` of every other matrix of :data:`EXTRA_RELMATS` the set may
+        hold, written or not (so that one left by another configuration is seen and removed).
 
     """
 
@@ -75,6 +83,7 @@ class RunOutputPaths:
     relmat: Path
     relmat_json: Path
     root: Path | None = None
+    extra_relmats: tuple[tuple[str, Path, Path], ...] = ()
 
     def all(self) -> list[Path]:
         """Return every file path, in the order :func:`write_run_outputs` writes them.
@@ -82,14 +91,16 @@ class RunOutputPaths:
         Returns
         -------
         list of Path
-            Coverage, relmat, timeseries sidecar, then the timeseries TSV.
+            Coverage, relmats, timeseries sidecar, then the timeseries TSV.
 
         """
+        extras = [path for _, tsv, json in self.extra_relmats for path in (tsv, json)]
         return [
             self.coverage,
             self.coverage_json,
             self.relmat,
             self.relmat_json,
+            *extras,
             self.timeseries_json,
             self.timeseries,
         ]
@@ -179,33 +190,91 @@ def output_paths(
         relmat=path("pearsoncorrelation", relmat_desc, "relmat", ".tsv"),
         relmat_json=path("pearsoncorrelation", relmat_desc, "relmat", ".json"),
         root=Path(output_dir),
+        extra_relmats=tuple(
+            (
+                key,
+                path(label, relmat_desc + more, "relmat", ".tsv"),
+                path(label, relmat_desc + more, "relmat", ".json"),
+            )
+            for key, (label, more) in EXTRA_RELMATS.items()
+        ),
     )
 
 
-def relmat_metadata(node_files: Sequence[str] | None = None) -> dict[str, Any]:
-    """Return the BEP017-style metadata of a Pearson correlation matrix.
+#: Per-run matrices beside the Pearson relmat: key -> (``stat-`` label, ``desc-`` addition).
+#: Keys are :data:`bidsapp.app.connectivity.RUN_MEASURES` (``_fisherz``: Fisher z-transformed).
+EXTRA_RELMATS: dict[str, tuple[str, str]] = {
+    "partialcorrelation": ("partialcorrelation", ""),
+    "covariance": ("covariance", ""),
+    "precision": ("precision", ""),
+    "correlation_fisherz": ("pearsoncorrelation", "Fisherz"),
+    "partialcorrelation_fisherz": ("partialcorrelation", "Fisherz"),
+}
+
+# BEP017 descriptions of each measure: (RelationshipMeasure, ValidDiagonal, NonNegative).
+_MEASURES: dict[str, tuple[str, bool, bool]] = {
+    "correlation": ("Pearson correlation coefficient", False, False),
+    "partialcorrelation": ("partial correlation coefficient", False, False),
+    "covariance": ("covariance", True, False),
+    "precision": ("precision (inverse covariance)", True, False),
+}
+
+
+def relmat_metadata(
+    node_files: Sequence[str] | None = None,
+    measure: str = "correlation",
+    *,
+    shrinkage: float | None = None,
+    fisher_z: bool = False,
+) -> dict[str, Any]:
+    """Return the BEP017-style metadata of a connectivity matrix.
 
     Parameters
     ----------
     node_files : sequence of str, optional
         BIDS URIs of the atlas image and look-up table defining the nodes
         (:attr:`AtlasFiles.node_files`); ``NodeFiles`` is left out when None.
+    measure : {"correlation", "partialcorrelation", "covariance", "precision"}
+        The measure (:data:`bidsapp.app.connectivity.RUN_MEASURES`).
+    shrinkage : float, optional
+        Ledoit-Wolf shrinkage of the covariance the measure derives from: adds
+        ``CovarianceEstimator`` and ``Shrinkage``.
+    fisher_z : bool, default=False
+        The values are ``arctanh`` of the measure (diagonal ``n/a``): adds
+        ``FisherZTransformed``.
 
     Returns
     -------
     dict
         ``RelationshipMeasure``, ``Weighted``, ``Directed``, ``ValidDiagonal``,
-        ``StorageFormat`` and (when given) ``NodeFiles``; add the run's parameters as
-        needed.
+        ``StorageFormat``, ``NonNegative`` and (when given) ``NodeFiles``; add the run's
+        parameters as needed.
+
+    Raises
+    ------
+    ValueError
+        For an unknown measure.
 
     """
+    if measure not in _MEASURES:
+        raise ValueError(f"unknown connectivity measure {measure!r}; use one of {list(_MEASURES)}")
+    name, valid_diagonal, non_negative = _MEASURES[measure]
+    if fisher_z:
+        name = f"Fisher z-transformed (arctanh) {name}"
     metadata: dict[str, Any] = {
-        "RelationshipMeasure": "Pearson correlation coefficient",
+        "RelationshipMeasure": name,
         "Weighted": True,
         "Directed": False,
-        "ValidDiagonal": False,  # the diagonal is 1 by construction
+        # 1 (n/a after a Fisher z-transform) by construction for the correlations
+        "ValidDiagonal": valid_diagonal and not fisher_z,
         "StorageFormat": "Full",
+        "NonNegative": non_negative,
     }
+    if shrinkage is not None:
+        metadata["CovarianceEstimator"] = "LedoitWolf"
+        metadata["Shrinkage"] = shrinkage
+    if fisher_z:
+        metadata["FisherZTransformed"] = True
     if node_files is not None:
         metadata["NodeFiles"] = list(node_files)
     return metadata
@@ -259,6 +328,7 @@ def write_run_outputs(
     coverage_sidecar: Mapping[str, Any] | None = None,
     relmat: pd.DataFrame | None = None,
     relmat_sidecar: Mapping[str, Any] | None = None,
+    extra_relmats: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]] | None = None,
 ) -> list[Path]:
     """Write all files of one run so that "timeseries TSV exists" means "run complete".
 
@@ -287,6 +357,9 @@ def write_run_outputs(
         Region-by-region correlation matrix; when None, stale relmat files are removed.
     relmat_sidecar : mapping, optional
         Sidecar of the relmat; :func:`relmat_metadata` (without ``NodeFiles``) when None.
+    extra_relmats : mapping, optional
+        ``key -> (matrix, sidecar)`` for keys of :data:`EXTRA_RELMATS`; the files of the
+        keys not given are removed.
 
     Returns
     -------
@@ -314,6 +387,17 @@ def write_run_outputs(
             (paths.relmat, tsv_text(table, path=paths.relmat)),
             (paths.relmat_json, json_text(dict(relmat_sidecar))),
         ]
+    extra_relmats = dict(extra_relmats or {})
+    extras = {key: (tsv, json) for key, tsv, json in paths.extra_relmats}
+    unknown = sorted(set(extra_relmats) - set(extras))
+    if unknown:
+        raise ValueError(f"Unknown relmat keys {unknown}; known: {sorted(extras)}.")
+    for key, (matrix, sidecar) in extra_relmats.items():
+        tsv, json_path = extras[key]
+        planned += [
+            (tsv, tsv_text(_relmat_table(matrix, regions), path=tsv)),
+            (json_path, json_text(dict(sidecar))),
+        ]
     timeseries_text = tsv_text(timeseries, path=paths.timeseries)
     # The sidecar records the hash of every other file of the set (all texts are known
     # before anything is written), so resume can tell a complete, consistent set from a
@@ -331,6 +415,10 @@ def write_run_outputs(
     if relmat is None:
         paths.relmat.unlink(missing_ok=True)
         paths.relmat_json.unlink(missing_ok=True)
+    for key, (tsv, json_path) in extras.items():
+        if key not in extra_relmats:  # left by another configuration
+            tsv.unlink(missing_ok=True)
+            json_path.unlink(missing_ok=True)
     for path, text in planned:
         atomic_write_text(path, text)
     logger.debug("Wrote %s", paths.timeseries)
