@@ -17,6 +17,11 @@ sidecars; never the BOLD) and writes, in ``OUTPUT_DIR/group/``:
     QC-FC of each edge: the Pearson correlation, across runs, between the run's mean
     framewise displacement and the edge's connectivity (Ciric et al. 2017; Parkes et al.
     2018), the standard benchmark of how much motion a denoising strategy leaves in.
+``task-<t>_space-<s>_atlas-<a>_stat-tangent_desc-<d>_relmat.tsv`` (+ ``.json``)
+    With ``--connectivity tangent`` only: the reference of the tangent space, nilearn's
+    ``ConnectivityMeasure(kind="tangent").mean_``, i.e. the geometric mean of the runs'
+    Ledoit-Wolf covariance matrices, on the regions with data in every run (``n/a`` for
+    the others).
 ``qcfc.tsv``
     Per atlas x denoising x task: runs used, median |QC-FC|, share of edges with an
     uncorrected p < 0.05, mean volumes kept.
@@ -123,7 +128,9 @@ def run_group(config: Any) -> int:
         )
         return EXIT_NO_RESULTS
     pending = pending_runs(config, records)
-    result = compute_group(records, output_dir)
+    result = compute_group(
+        records, output_dir, tangent="tangent" in getattr(config, "connectivity", ())
+    )
     try:
         written = write_group_outputs(config, output_dir, records, result)
     except GroupWriteError as err:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from bidsapp.app.connectivity import pearson
+from bidsapp.app.connectivity import ConnectivityError, TangentReference, pearson, tangent_reference
 from bidsapp.app.group_inputs import checked_timeseries
 from bidsapp.app.group_stats import QCFC, FisherZMean, upper_triangle
 from bidsapp.app.progress import progress
@@ -65,6 +65,8 @@ class GroupCell:
     qcfc_n: np.ndarray
     skipped_runs: list[str] = field(default_factory=list)
     desc_label: str = ""
+    tangent: TangentReference | None = None
+    tangent_problem: str = ""
 
     @property
     def label(self) -> str:
@@ -108,7 +110,10 @@ def _group_key(record: RunRecord) -> tuple[str, str, str, str, str]:
 
 
 def compute_group(
-    records: Sequence[RunRecord], output_dir: str | os.PathLike[str] | None = None
+    records: Sequence[RunRecord],
+    output_dir: str | os.PathLike[str] | None = None,
+    *,
+    tangent: bool = False,
 ) -> GroupResult:
     """Compute group connectivity and QC-FC for every task x space x atlas x denoising.
 
@@ -122,6 +127,11 @@ def compute_group(
         Participant outcomes (:func:`bidsapp.report.participant.collect_runs`).
     output_dir : path-like, optional
         The output dataset the records come from.
+    tangent : bool, default=False
+        Also compute each cell's tangent-space reference
+        (:func:`bidsapp.app.connectivity.tangent_reference`). It needs every run's
+        timeseries at once (the geometric mean is iterative), so it is opt-in: memory grows
+        with the runs of a cell, and each step costs two eigendecompositions per run.
 
     Returns
     -------
@@ -138,7 +148,7 @@ def compute_group(
     # One BLAS thread, entered once (each entry costs ~2 ms): the bytes do not depend on it.
     with one_blas_thread():
         for key in sorted(by_key):
-            cell, skipped = _cell(key, by_key[key], output_dir, counter)
+            cell, skipped = _cell(key, by_key[key], output_dir, counter, tangent)
             problems.extend(skipped)
             if cell is not None:
                 cells.append(cell)
@@ -151,6 +161,7 @@ def _cell(
     records: Sequence[RunRecord],
     output_dir: str | os.PathLike[str] | None,
     counter: _ReadProgress,
+    tangent: bool = False,
 ) -> tuple[GroupCell | None, list[str]]:
     """One cell from its runs, read one at a time; None when no run is usable."""
     task, space, atlas, stat, denoise = key
@@ -160,6 +171,7 @@ def _cell(
     fds = [r.mean_fd for r in records if r.mean_fd is not None]
     mean_acc: FisherZMean | None = None
     qc_acc: QCFC | None = None
+    kept: list[np.ndarray] = []  # every run's timeseries, for the tangent reference only
     for record in records:
         counter.tick()
         try:
@@ -179,7 +191,10 @@ def _cell(
                 f"{atlas} (different atlas versions under one label?)"
             )
             continue
-        matrix = pearson(timeseries.to_numpy())
+        values = timeseries.to_numpy()
+        matrix = pearson(values)
+        if tangent:
+            kept.append(values)
         mean_acc.add(matrix)
         qc_acc.add(matrix, record.mean_fd)
         used.append(record)
@@ -190,6 +205,12 @@ def _cell(
     cell = GroupCell(
         task, space, atlas, stat, denoise, regions, used, mean, count, qc, p, n, skipped
     )
+    if tangent:
+        try:
+            cell.tangent = tangent_reference(kept)
+        except ConnectivityError as err:  # the other results stand
+            cell.tangent_problem = f"no tangent reference for {cell.label}: {err}"
+            progress.warning(f"bidsapp group: warning: {cell.tangent_problem}")
     return cell, skipped
 
 

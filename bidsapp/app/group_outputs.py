@@ -148,6 +148,8 @@ def _cell_files(cell: GroupCell, group_dir: Path, output_dir: Path) -> dict[Path
             **common,
         },
     )
+    if cell.tangent is not None:
+        files.update(_tangent_files(cell, group_dir, common))
     qc_path = group_dir / _cell_name(cell, "qcfc", "relmat", ".tsv")
     files[qc_path] = tsvio.tsv_text(_matrix_table(cell.qcfc, cell.regions))
     files[qc_path.with_suffix(".json")] = jsonio.json_text(
@@ -169,6 +171,43 @@ def _cell_files(cell: GroupCell, group_dir: Path, output_dir: Path) -> dict[Path
         },
     )
     return files
+
+
+def _tangent_files(cell: GroupCell, group_dir: Path, common: dict[str, Any]) -> dict[Path, str]:
+    """Return the tangent-space reference of a cell and its sidecar, as texts."""
+    from bidsapp.dataset import jsonio, tsvio
+
+    tangent = cell.tangent
+    assert tangent is not None
+    path = group_dir / _cell_name(cell, "tangent", "relmat", ".tsv")
+    left_out = [r for r, used in zip(cell.regions, tangent.regions_used, strict=True) if not used]
+    sidecar = {
+        "RelationshipMeasure": (
+            "geometric mean of the runs' covariance matrices (the reference point of the "
+            "tangent space, nilearn's ConnectivityMeasure(kind='tangent').mean_)"
+        ),
+        "Weighted": True,
+        "Directed": False,
+        "ValidDiagonal": True,
+        "StorageFormat": "Full",
+        "NonNegative": False,
+        "CovarianceEstimator": "LedoitWolf",
+        "Shrinkage": list(tangent.shrinkages),
+        "Averaging": (
+            "Each run's Ledoit-Wolf covariance of its timeseries TSV (centred, not rescaled) "
+            "on the regions with data in every run; their geometric (affine-invariant "
+            "Riemannian) mean by gradient descent from the arithmetic mean, at most 30 "
+            "steps, tolerance 1e-7 (nilearn 0.12.1's defaults); every run counts once."
+        ),
+        "Converged": tangent.converged,
+        "RegionsLeftOut": left_out,
+        "RegionsLeftOutReason": "n/a (no data) in at least one run",
+        **common,
+    }
+    return {
+        path: tsvio.tsv_text(_matrix_table(tangent.matrix, cell.regions)),
+        path.with_suffix(".json"): jsonio.json_text(sidecar),
+    }
 
 
 def _json_float(value: float) -> float | None:
