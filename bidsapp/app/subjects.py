@@ -71,6 +71,10 @@ def finish_subject(config: RunConfig, subject: str, statuses: Sequence[RunStatus
     except (OSError, ValueError) as err:
         progress.info(f"FAILED  sub-{subject}: status table not written: {one_line(err)}")
         recorded = False
+    if config.concatenate_runs:
+        from bidsapp.app.concatenation import write_concatenated
+
+        write_concatenated(config, statuses)
     report = config.output_dir / f"sub-{subject}.html"
     changed = any(not s.resumed for s in statuses)
     written = False
