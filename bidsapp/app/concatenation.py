@@ -101,7 +101,13 @@ def concatenated_files(
         return None
     stat, desc = config.extraction.strategy, config.denoise.label
     entities = {k: v for k, v in status.entities.items() if k != "run"}
-    paths = run_outputs.output_paths(config.output_dir, entities, status.atlas, stat, desc)
+    relmats = run_outputs.extra_relmat_keys(config.run_measures, config.fisher_z)
+    paths = run_outputs.output_paths(config.output_dir, entities, status.atlas, stat, desc, relmats)
+    if paths.timeseries.exists():  # a run named without run-: its files have these names
+        raise ConcatenationError(
+            f"{paths.timeseries.name} is a run's own output (named without run-); the "
+            "per-subject matrices would replace its files"
+        )
     one = run_outputs.output_paths(config.output_dir, status.entities, status.atlas, stat, desc)
     # The run's siblings: timeseries whose entities differ from this run's by run- only.
     wanted = {k: v for k, v in naming.name_entities(one.timeseries.name).items() if k != "run"}
@@ -168,7 +174,7 @@ def write_concatenated(config: RunConfig, statuses: Sequence[RunStatus]) -> int:
                 continue
             paths, _, texts = found
             done.add(paths.relmat)
-            every = [paths.relmat, paths.relmat_json]
+            every = [paths.relmat, paths.relmat_json, *paths.others()]
             every += [p for _, tsv, js in paths.extra_relmats for p in (tsv, js)]
             fileio.ensure_directory(config.output_dir, paths.directory)
             fileio.atomic_write_set(texts, remove=[p for p in every if p not in texts])

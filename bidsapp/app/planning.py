@@ -40,18 +40,13 @@ def plan_outputs(
         ``(failed RunStatus, RunOutputPaths or None)`` for each refused run and atlas; the
         paths name the contested set (whose old files must not look current).
     """
-    from bidsapp.dataset import run_outputs
-
-    stat, desc = config.extraction.strategy, config.denoise.label
     planned: dict[tuple[int, int], Any] = {}
     claims: dict[Path, list[tuple[int, int]]] = {}
     stopped: list[tuple[RunStatus, Any]] = []
     for j, (inputs, targets) in enumerate(jobs):
         for t, target in enumerate(targets):
             try:
-                paths = run_outputs.output_paths(
-                    config.output_dir, inputs.entities, target.atlas.label, stat, desc
-                )
+                paths = run_paths(config, inputs.entities, target.atlas.label)
             except ValueError as err:
                 reason = f"{inputs.bold}: its outputs cannot be named: {one_line(err)}"
                 status = RunStatus(inputs.name, inputs.entities, target.atlas.label, "failed")
@@ -107,13 +102,30 @@ def plan_outputs(
     return kept, stopped
 
 
-def set_paths(config: RunConfig, entities: dict[str, str], label: str) -> Any:
-    """Output paths of one run and atlas label, or None when they cannot be named."""
+def run_paths(config: RunConfig, entities: dict[str, Any], label: str) -> Any:
+    """Output paths of one run and atlas label under the invocation's settings.
+
+    Raises
+    ------
+    ValueError
+        When they cannot be named (see :func:`bidsapp.dataset.run_outputs.output_paths`).
+    """
     from bidsapp.dataset import run_outputs
 
+    relmats = run_outputs.extra_relmat_keys(config.run_measures, config.fisher_z)
+    return run_outputs.output_paths(
+        config.output_dir,
+        entities,
+        label,
+        config.extraction.strategy,
+        config.denoise.label,
+        relmats,
+    )
+
+
+def set_paths(config: RunConfig, entities: dict[str, str], label: str) -> Any:
+    """Output paths of one run and atlas label, or None when they cannot be named."""
     try:
-        return run_outputs.output_paths(
-            config.output_dir, entities, label, config.extraction.strategy, config.denoise.label
-        )
+        return run_paths(config, entities, label)
     except ValueError:
         return None

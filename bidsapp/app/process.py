@@ -19,6 +19,7 @@ from bidsapp.app.atlases import AtlasTarget
 from bidsapp.app.config import RunConfig
 from bidsapp.app.connectivity import relmats
 from bidsapp.app.extract import RunExtraction
+from bidsapp.app.planning import run_paths
 from bidsapp.app.resume import (
     INPUT_FILES_KEY,
     FileHashes,
@@ -195,15 +196,11 @@ def process_run(
     from bidsapp.app.run_inputs import ExtractionError, RunExcluded
     from bidsapp.dataset import fileio, naming, run_outputs
 
-    stat = config.extraction.strategy
-    desc = config.denoise.label
     hashes = FileHashes()
     todo: list[tuple[AtlasTarget, Any, str]] = []
     statuses: list[RunStatus] = []
     for target in targets:
-        paths = run_outputs.output_paths(
-            config.output_dir, inputs.entities, target.atlas.label, stat, desc
-        )
+        paths = run_paths(config, inputs.entities, target.atlas.label)
         try:  # a planted link among the folders: refuse before reading or removing anything
             fileio.ensure_directory(config.output_dir, paths.directory)
         except OSError as err:

@@ -70,8 +70,11 @@ class RunOutputPaths:
         The output dataset root; when set, the folders between it and ``directory`` must
         not be symbolic links (:func:`~bidsapp.dataset.fileio.ensure_directory`).
     extra_relmats : tuple of (str, Path, Path)
-        ``(key, TSV, sidecar)`` of every other matrix of :data:`EXTRA_RELMATS` the set may
-        hold, written or not (so that one left by another configuration is seen and removed).
+        ``(key, TSV, sidecar)`` of the other matrices of :data:`EXTRA_RELMATS` the set holds
+        (those requested).
+    other_relmats : tuple of (str, Path, Path)
+        The same for the matrices of :data:`EXTRA_RELMATS` not requested: never part of the
+        set, removed when found (another configuration left them).
 
     """
 
@@ -84,6 +87,7 @@ class RunOutputPaths:
     relmat_json: Path
     root: Path | None = None
     extra_relmats: tuple[tuple[str, Path, Path], ...] = ()
+    other_relmats: tuple[tuple[str, Path, Path], ...] = ()
 
     def all(self) -> list[Path]:
         """Return every file path, in the order :func:`write_run_outputs` writes them.
@@ -104,6 +108,17 @@ class RunOutputPaths:
             self.timeseries_json,
             self.timeseries,
         ]
+
+    def others(self) -> list[Path]:
+        """Return the files of the matrices not requested (stale when they exist).
+
+        Returns
+        -------
+        list of Path
+            TSV and sidecar of each of :attr:`other_relmats`.
+
+        """
+        return [path for _, tsv, json in self.other_relmats for path in (tsv, json)]
 
 
 def _run_entities(entities: Mapping[str, Any]) -> dict[str, Any]:
@@ -132,6 +147,7 @@ def output_paths(
     atlas: str,
     strategy: str,
     denoise: str,
+    relmats: Sequence[str] = (),
 ) -> RunOutputPaths:
     """Name the outputs of one run for one atlas and one denoising label.
 
@@ -151,11 +167,14 @@ def output_paths(
         ``stat-<to_label(strategy)>`` because config values may contain underscores.
     denoise : str
         Alphanumeric denoising label (``simple``, ``scrubbing``, ...), the ``desc-`` entity.
+    relmats : sequence of str, default=()
+        Keys of :data:`EXTRA_RELMATS` the set holds besides the Pearson relmat
+        (:func:`extra_relmat_keys`).
 
     Returns
     -------
     RunOutputPaths
-        The six output paths of the run.
+        The output paths of the run: six, and two per key of ``relmats``.
 
     Raises
     ------
@@ -181,6 +200,18 @@ def output_paths(
     # The relmat's stat- is the correlation, so a non-mean extraction statistic goes into
     # its desc- to keep e.g. mean- and median-based matrices apart.
     relmat_desc = denoise if stat == "mean" else f"{denoise}{stat[0].upper()}{stat[1:]}"
+    unknown = sorted(set(relmats) - set(EXTRA_RELMATS))
+    if unknown:
+        raise ValueError(f"Unknown relmat keys {unknown}; known: {sorted(EXTRA_RELMATS)}.")
+    wanted = set(relmats)
+    extras = [
+        (
+            key,
+            path(label, relmat_desc + more, "relmat", ".tsv"),
+            path(label, relmat_desc + more, "relmat", ".json"),
+        )
+        for key, (label, more) in EXTRA_RELMATS.items()
+    ]
     return RunOutputPaths(
         directory=directory,
         timeseries=path(stat, denoise, "timeseries", ".tsv"),
@@ -190,15 +221,28 @@ def output_paths(
         relmat=path("pearsoncorrelation", relmat_desc, "relmat", ".tsv"),
         relmat_json=path("pearsoncorrelation", relmat_desc, "relmat", ".json"),
         root=Path(output_dir),
-        extra_relmats=tuple(
-            (
-                key,
-                path(label, relmat_desc + more, "relmat", ".tsv"),
-                path(label, relmat_desc + more, "relmat", ".json"),
-            )
-            for key, (label, more) in EXTRA_RELMATS.items()
-        ),
+        extra_relmats=tuple(named for named in extras if named[0] in wanted),
+        other_relmats=tuple(named for named in extras if named[0] not in wanted),
     )
+
+
+def extra_relmat_keys(measures: Sequence[str], fisher_z: bool = False) -> tuple[str, ...]:
+    """Keys of :data:`EXTRA_RELMATS` written for these measures.
+
+    Parameters
+    ----------
+    measures : sequence of str
+        Per-run measures (``correlation``, ``partialcorrelation``, ...).
+    fisher_z : bool, default=False
+        Whether the correlations' Fisher z-transforms are written too.
+
+    Returns
+    -------
+    tuple of str
+        In the order of :data:`EXTRA_RELMATS`.
+    """
+    wanted = set(measures) | ({f"{m}_fisherz" for m in measures} if fisher_z else set())
+    return tuple(key for key in EXTRA_RELMATS if key in wanted)
 
 
 #: Per-run matrices beside the Pearson relmat: key -> (``stat-`` label, ``desc-`` addition).
@@ -389,9 +433,11 @@ def write_run_outputs(
         ]
     extra_relmats = dict(extra_relmats or {})
     extras = {key: (tsv, json) for key, tsv, json in paths.extra_relmats}
-    unknown = sorted(set(extra_relmats) - set(extras))
-    if unknown:
-        raise ValueError(f"Unknown relmat keys {unknown}; known: {sorted(extras)}.")
+    if set(extra_relmats) != set(extras):
+        raise ValueError(
+            f"Relmats {sorted(extra_relmats)} given for a set of {sorted(extras)}: name the "
+            "set with the same relmats (output_paths)."
+        )
     for key, (matrix, sidecar) in extra_relmats.items():
         tsv, json_path = extras[key]
         planned += [
@@ -415,10 +461,8 @@ def write_run_outputs(
     if relmat is None:
         paths.relmat.unlink(missing_ok=True)
         paths.relmat_json.unlink(missing_ok=True)
-    for key, (tsv, json_path) in extras.items():
-        if key not in extra_relmats:  # left by another configuration
-            tsv.unlink(missing_ok=True)
-            json_path.unlink(missing_ok=True)
+    for stale in paths.others():  # left by another configuration
+        stale.unlink(missing_ok=True)
     for path, text in planned:
         atomic_write_text(path, text)
     logger.debug("Wrote %s", paths.timeseries)
@@ -470,7 +514,7 @@ def outputs_complete(paths: RunOutputPaths, parameters: Mapping[str, Any]) -> bo
     if not all(key in sidecar and sidecar[key] == value for key, value in expected.items()):
         return False
     members = sidecar.get(OUTPUT_FILES_KEY)
-    known = {p.name: p for p in paths.all() if p != paths.timeseries_json}
+    known = {p.name: p for p in [*paths.all(), *paths.others()] if p != paths.timeseries_json}
     if not isinstance(members, dict) or paths.timeseries.name not in members:
         return False
     for name, digest in members.items():
@@ -551,7 +595,7 @@ def remove_run_outputs(paths: RunOutputPaths) -> RemovedOutputs:
         return RemovedOutputs(failed=(paths.directory,), reasons=(err.strerror or str(err),))
     if linked:
         return RemovedOutputs()  # never delete through a planted link (the target is not ours)
-    for path in reversed(paths.all()):
+    for path in [*reversed(paths.all()), *paths.others()]:
         try:
             if stat_module.S_ISDIR(os.lstat(path).st_mode):
                 failed.append((path, "it is a folder, not a file bidsapp wrote"))

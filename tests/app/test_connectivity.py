@@ -192,12 +192,14 @@ def test_write_run_outputs_refuses_an_unknown_matrix(tmp_path):
     paths = run_outputs.output_paths(tmp_path, entities, "A", "mean", "simple")
     table = pd.DataFrame(timeseries(n_regions=3), columns=["a", "b", "c"])
     with pytest.raises(ValueError, match="Unknown relmat keys"):
+        run_outputs.output_paths(tmp_path, entities, "A", "mean", "simple", ["tangent"])
+    with pytest.raises(ValueError, match="name the set with the same relmats"):
         run_outputs.write_run_outputs(
             paths,
             timeseries=table,
             timeseries_sidecar={},
             coverage={"a": 1.0, "b": 1.0, "c": 1.0},
-            extra_relmats={"tangent": (table.corr(), {})},
+            extra_relmats={"precision": (table.corr(), {})},
         )
     assert not paths.timeseries.exists()
 
@@ -219,7 +221,10 @@ def test_cli_writes_every_measure_concatenation_and_tangent(capsys, tmp_path, sm
     options += ["--connectivity", "precision", "--fisher-z", "--concatenate-runs"]
     code, stdout = run_cli(capsys, *argv(small, out, *options))
     assert code == 0, stdout
-    one = set_of(out, run=1)
+    keys = run_outputs.extra_relmat_keys(connectivity.RUN_MEASURES, fisher_z=True)
+    assert keys == tuple(run_outputs.EXTRA_RELMATS)
+    entities = {"subject": "01", "task": "rest", "run": "1", "space": SPACE, "res": "2"}
+    one = run_outputs.output_paths(out, entities, LABEL, "mean", "simple", keys)
     extra = {key: (tsv, js) for key, tsv, js in one.extra_relmats}
     assert one.relmat.name.endswith("_stat-pearsoncorrelation_desc-simple_relmat.tsv")
     assert extra["correlation_fisherz"][0].name.endswith(
@@ -249,7 +254,7 @@ def test_cli_writes_every_measure_concatenation_and_tangent(capsys, tmp_path, sm
 
     # per subject: the two runs' TSVs stacked, as written
     entities = {"subject": "01", "task": "rest", "space": SPACE, "res": "2"}
-    subject = run_outputs.output_paths(out, entities, LABEL, "mean", "simple")
+    subject = run_outputs.output_paths(out, entities, LABEL, "mean", "simple", keys)
     assert "run-" not in subject.relmat.name
     stacked = np.vstack([read_values(set_of(out, run=r).timeseries) for r in (1, 2)])
     np.testing.assert_allclose(
@@ -296,3 +301,22 @@ def test_cli_writes_every_measure_concatenation_and_tangent(capsys, tmp_path, sm
     assert one.relmat.is_file() and not any(p.exists() for p, _ in extra.values())
     code, _ = run_cli(capsys, small, out, "group", "--no-reports")
     assert code == 0 and not tangent.exists()
+
+
+def test_a_matrix_of_another_configuration_is_seen_and_removed(tmp_path):
+    """A covariance left beside a default set: the set is not complete, and removal takes it."""
+    entities = {"subject": "01", "task": "rest", "run": "1", "space": SPACE}
+    paths = run_outputs.output_paths(tmp_path, entities, "A", "mean", "simple")
+    table = pd.DataFrame(timeseries(n_regions=3), columns=["a", "b", "c"])
+    run_outputs.write_run_outputs(
+        paths,
+        timeseries=table,
+        timeseries_sidecar={"ParametersFingerprint": "x"},
+        coverage={"a": 1.0, "b": 1.0, "c": 1.0},
+        relmat=connectivity.relmat(table),
+    )
+    assert run_outputs.outputs_complete(paths, {"ParametersFingerprint": "x"})
+    stale = dict((k, tsv) for k, tsv, _ in paths.other_relmats)["covariance"]
+    stale.write_text("Node\ta\n")
+    assert not run_outputs.outputs_complete(paths, {"ParametersFingerprint": "x"})
+    assert stale in run_outputs.remove_run_outputs(paths).removed and not stale.exists()
