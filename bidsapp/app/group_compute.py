@@ -131,7 +131,7 @@ def compute_group(
         Also compute each cell's tangent-space reference
         (:func:`bidsapp.app.connectivity.tangent_reference`). It needs every run's
         timeseries at once (the geometric mean is iterative), so it is opt-in: memory grows
-        with the runs of a cell, and each step costs two eigendecompositions per run.
+        with the runs of a cell, and each step costs an eigendecomposition per run.
 
     Returns
     -------
