@@ -163,17 +163,19 @@ def write_concatenated(config: RunConfig, statuses: Sequence[RunStatus]) -> int:
     """
     from bidsapp.dataset import fileio
 
-    done: set[Path] = set()
+    done: set[str] = set()
     written = 0
     for status in statuses:
-        if status.status != "ok":
+        # one set per subject, session, task, ... and atlas: its runs differ by run- only
+        key = (status.atlas, sorted((k, str(v)) for k, v in status.entities.items() if k != "run"))
+        if status.status != "ok" or repr(key) in done:
             continue
+        done.add(repr(key))
         try:
             found = concatenated_files(config, status)
-            if found is None or found[0].relmat in done:
+            if found is None:
                 continue
             paths, _, texts = found
-            done.add(paths.relmat)
             every = [paths.relmat, paths.relmat_json, *paths.others()]
             every += [p for _, tsv, js in paths.extra_relmats for p in (tsv, js)]
             fileio.ensure_directory(config.output_dir, paths.directory)

@@ -320,3 +320,47 @@ def test_a_matrix_of_another_configuration_is_seen_and_removed(tmp_path):
     stale.write_text("Node\ta\n")
     assert not run_outputs.outputs_complete(paths, {"ParametersFingerprint": "x"})
     assert stale in run_outputs.remove_run_outputs(paths).removed and not stale.exists()
+
+
+def test_concatenation_refuses_an_edited_run_and_a_run_without_run_label(tmp_path, capsys):
+    from bidsapp.app.concatenation import write_concatenated
+    from bidsapp.app.status import RunStatus
+
+    out = tmp_path / "out"
+    config = make_config(tmp_path, out, connectivity=["correlation", "covariance"])
+    base = {"subject": "01", "task": "rest", "space": SPACE}
+    columns = ["a", "b", "c", "d"]
+    for run in ("1", "2"):
+        paths = run_outputs.output_paths(out, {**base, "run": run}, "A", "mean", "simple")
+        run_outputs.write_run_outputs(
+            paths,
+            timeseries=pd.DataFrame(timeseries(seed=int(run), n_regions=4), columns=columns),
+            timeseries_sidecar={},
+            coverage=dict.fromkeys(columns, 1.0),
+        )
+    statuses = [RunStatus(f"run{r}", {**base, "run": r}, "A", "ok") for r in ("1", "2")]
+    assert write_concatenated(config, statuses) == 1
+    subject = run_outputs.output_paths(out, base, "A", "mean", "simple", ["covariance"])
+    stacked = np.vstack([timeseries(seed=s, n_regions=4) for s in (1, 2)])
+    np.testing.assert_allclose(
+        read_matrix(subject.extra_relmats[0][1]),
+        nilearn_matrix(stacked, "covariance"),
+        atol=ATOL,  # the TSVs hold each float's shortest exact repr
+    )
+    # an edited run TSV: refused, named, the per-subject files left as they were
+    before = subject.relmat.read_bytes()
+    edited = run_outputs.output_paths(out, {**base, "run": "2"}, "A", "mean", "simple")
+    edited.timeseries.write_text(edited.timeseries.read_text().replace("\n", "\n ", 1))
+    assert write_concatenated(config, statuses) == 0
+    printed = capsys.readouterr()
+    assert printed.err.count(edited.timeseries.name) == 1  # once for the task, not per run
+    assert subject.relmat.read_bytes() == before
+    # a run named without run- owns the per-subject names: never replaced
+    run_outputs.write_run_outputs(
+        run_outputs.output_paths(out, base, "A", "mean", "simple"),
+        timeseries=pd.DataFrame(timeseries(n_regions=4), columns=columns),
+        timeseries_sidecar={},
+        coverage=dict.fromkeys(columns, 1.0),
+    )
+    assert write_concatenated(config, statuses[:1]) == 0
+    assert "named without run-" in capsys.readouterr().err
