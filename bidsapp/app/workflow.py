@@ -7,10 +7,14 @@ directory and matplotlib's cache, then hands over to the participant or group le
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from bidsapp.app.checks import UsageProblem
@@ -39,6 +43,58 @@ def _matplotlib_dir(config: RunConfig) -> None:
         return
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
     os.environ["MPLCONFIGDIR"] = str(folder)
+
+
+def _n_cpus() -> int:
+    """CPUs this process may run on (all of the machine's where that is not known)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@contextlib.contextmanager
+def _font_cache_built_aside(config: RunConfig) -> Iterator[None]:
+    """Build matplotlib's font list in a child process while the participant level runs.
+
+    A new cache folder (the temporary one, or a new --work-dir) has no font list, and
+    matplotlib's first import then parses every font it ships (0.2-0.4 s), on the report's
+    path. A child process (``import matplotlib.font_manager``) writes the list on another
+    CPU while the runs are extracted, and the report reads it. matplotlib locks the file
+    while writing it and rebuilds the list from the fonts should it read an incomplete one,
+    so a report that starts first only does the work itself. Nothing is started when the
+    list exists, with reports off, at the group level or on one CPU. The child is waited
+    for (then ended) before returning.
+    """
+    folder = os.environ.get("MPLCONFIGDIR")
+    child = None
+    if (
+        config.reports
+        and config.analysis_level == "participant"
+        and folder
+        and os.path.isdir(folder)
+        and sys.executable
+        and _n_cpus() > 1
+        and not any(Path(folder).glob("fontlist-v*.json"))
+    ):
+        try:
+            child = subprocess.Popen(
+                [sys.executable, "-c", "import matplotlib.font_manager"],
+                cwd=folder,  # the child's sys.path[0]: a folder of caches only
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
+        except OSError as err:
+            logger.debug("matplotlib's font list not built aside: %s", err)
+    try:
+        yield
+    finally:
+        if child is not None:
+            try:
+                child.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                child.kill()
+                child.wait()
 
 
 def run(config: RunConfig) -> int:
@@ -72,4 +128,5 @@ def run(config: RunConfig) -> int:
     # Imported here: the group level never loads the extraction machinery (~2 s of imports).
     from bidsapp.app.participant import run_participant
 
-    return run_participant(config)
+    with _font_cache_built_aside(config):
+        return run_participant(config)

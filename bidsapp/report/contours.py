@@ -1,17 +1,20 @@
 """The atlas-over-BOLD figure: coloured outlines of an atlas's regions on slices of an image.
 
-Part of the report layer (drawn with :mod:`bidsapp.report.figures`'s helpers). Arrays are
-expected in RAS+ voxel order (``nibabel.as_closest_canonical``).
+Part of the report layer (with :mod:`bidsapp.report.figures`'s helpers). Arrays are expected
+in RAS+ voxel order (``nibabel.as_closest_canonical``). The mosaic is composed in numpy at its
+final pixel size and encoded by Pillow, its labels drawn in matplotlib's font: no matplotlib
+figure is drawn for it.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from bidsapp.report.figures import MASK_COLOR, PNG_DPI, _colormap, _figure, _to_data_uri
+from bidsapp.report.figures import MASK_COLOR, PNG_DPI, _colormap, _png_data_uri
 
 
 def _label_colors(labels: np.ndarray, colors: Mapping[int, str] | None) -> np.ndarray:
@@ -61,30 +64,32 @@ def _panel(
     window: tuple[float, float],
     scale: tuple[int, int],
 ) -> np.ndarray:
-    """Compose one slice as RGB: grey background, faint region fill, outlines, mask outline.
+    """Compose one slice as 8-bit RGB: grey background, faint region fill, outlines, mask.
 
-    The slice is upsampled (nearest) by ``scale`` pixels per voxel first, so outlines are one
-    pixel wide, thinner than a voxel, and anisotropic voxels get their true aspect.
+    The slice is upsampled (nearest) by ``scale`` pixels per voxel, so outlines are one
+    pixel wide, thinner than a voxel, and anisotropic voxels get their true aspect. Colours
+    are mixed per voxel and only then upsampled; the outlines are found on the upsampled
+    labels.
     """
 
     def up(a: np.ndarray) -> np.ndarray:
         return np.repeat(np.repeat(a, scale[0], axis=0), scale[1], axis=1)
 
     vmin, vmax = window
-    grey = np.clip((up(background) - vmin) / (vmax - vmin), 0.0, 1.0)
-    grey = np.nan_to_num(grey)
-    rgb = np.repeat(grey[..., None], 3, axis=2)
+    grey = np.nan_to_num(np.clip((background - vmin) / (vmax - vmin), 0.0, 1.0))
+    inside = labels > 0
+    colors = table[np.where(inside, labels, 0), :3]
+    fill = np.repeat(grey[..., None], 3, axis=2)
+    fill[inside] = 0.85 * fill[inside] + 0.15 * colors[inside]
+    bright = 1.0 - 0.5 * (1.0 - colors)  # outlines, brightened: they stand out
     lab = up(labels)
-    inside = lab > 0
-    colors = table[np.where(inside, lab, 0), :3]
-    edge = _edges(lab) & inside
-    fill = inside & ~edge
-    rgb[fill] = 0.85 * rgb[fill] + 0.15 * colors[fill]
-    rgb[edge] = 1.0 - 0.5 * (1.0 - colors[edge])  # brightened: outlines stand out
+    rgb = up(np.rint(fill * 255).astype(np.uint8))
+    edge = _edges(lab) & (lab > 0)
+    rgb[edge] = up(np.rint(bright * 255).astype(np.uint8))[edge]
     if mask is not None:
         m = up(mask)
-        rgb[_edges(m) & m] = _rgb(MASK_COLOR)
-    # imshow convention: first axis is the image's rows (top to bottom).
+        rgb[_edges(m) & m] = np.rint(_rgb(MASK_COLOR) * 255).astype(np.uint8)
+    # Image convention: first axis is the image's rows (top to bottom).
     return np.flipud(np.transpose(rgb, (1, 0, 2)))
 
 
@@ -190,11 +195,9 @@ def plot_atlas_contours(
     title_h = 18
     width = 48 + max(sum(p.shape[1] for p in r) + gap * (len(r) - 1) for r in rows)
     height = sum(max(p.shape[0] for p in r) + title_h for r in rows) + gap * 2
-    mosaic = np.zeros((height, width, 3))
-    fig = _figure(width / PNG_DPI, height / PNG_DPI, facecolor="black")
-    fig.set_layout_engine(None)
-    ax = fig.add_axes((0, 0, 1, 1))
-    ax.set_axis_off()
+    # Composed at its final size in 8-bit RGB and encoded as it is: no figure to draw, no
+    # resampling; the few labels are drawn straight onto it.
+    mosaic = np.zeros((height, width, 3), dtype=np.uint8)
     top = 0
     positions = []
     for r, panels in enumerate(rows):
@@ -210,17 +213,31 @@ def plot_atlas_contours(
                 positions.append((left + p.shape[1] + 10, top + title_h + row_h / 2, "R"))
             left += p.shape[1] + gap
         top += row_h + title_h + gap
-    ax.imshow(mosaic, interpolation="nearest", extent=(0, width, height, 0))
-    ax.set_xlim(0, width)
-    ax.set_ylim(height, 0)
+    return _png_data_uri(_draw_labels(mosaic, positions))
+
+
+def _draw_labels(mosaic: np.ndarray, positions: list[tuple[float, float, str]]) -> np.ndarray:
+    """Write white labels (slice positions centred above their point; L and R centred)."""
+    from PIL import Image, ImageDraw
+
+    image = Image.fromarray(mosaic)
+    draw = ImageDraw.Draw(image)
+    fonts = {8: _font(8), 9: _font(9)}
     for x, y, text in positions:
-        ax.text(
-            x,
-            y,
-            text,
-            color="white",
-            fontsize=8 if len(text) > 1 else 9,
-            ha="center",
-            va="bottom" if len(text) > 1 else "center",
-        )
-    return _to_data_uri(fig)
+        single = len(text) == 1
+        font = fonts[9 if single else 8]
+        draw.text((x, y), text, fill="white", font=font, anchor="mm" if single else "md")
+    return np.asarray(image)
+
+
+def _font(points: int) -> Any:
+    """Load matplotlib's DejaVu Sans at ``points`` (at :data:`PNG_DPI`), or Pillow's font."""
+    import matplotlib
+    from PIL import ImageFont
+
+    size = points * PNG_DPI / 72
+    path = os.path.join(matplotlib.get_data_path(), "fonts", "ttf", "DejaVuSans.ttf")
+    try:
+        return ImageFont.truetype(path, size=size)
+    except (OSError, ImportError):  # no FreeType in this Pillow
+        return ImageFont.load_default()

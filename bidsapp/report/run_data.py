@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import os
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -120,9 +121,21 @@ def write_report_data(path: Path, data: RunReportData, output_dir: Path) -> Path
     if data.mean is not None and data.affine is not None:
         arrays["mean"] = np.asarray(data.mean, dtype=np.float32)
         arrays["affine"] = np.asarray(data.affine, dtype=np.float64)
+    return fileio.atomic_write_bytes(path, _npz_bytes(arrays))
+
+
+def _npz_bytes(arrays: dict[str, np.ndarray]) -> bytes:
+    """Write an ``.npz`` archive as :func:`numpy.savez_compressed` does, at zlib level 1.
+
+    The mean volume is noisy float32 that zlib barely shrinks: level 1 is about twice as
+    fast as ``savez_compressed``'s 6 for 1 % more bytes. :func:`numpy.load` reads it.
+    """
     buffer = io.BytesIO()
-    np.savez_compressed(buffer, **arrays)
-    return fileio.atomic_write_bytes(path, buffer.getvalue())
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
+        for name, array in arrays.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as member:
+                np.lib.format.write_array(member, np.asanyarray(array), allow_pickle=False)
+    return buffer.getvalue()
 
 
 def _float(archive: Any, key: str) -> float | None:

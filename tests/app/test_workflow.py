@@ -881,3 +881,34 @@ def test_participant_report_is_written_and_its_failure_is_a_warning(
     assert code == 0
     assert "warning: participant report for sub-01 not written: RuntimeError" in stdout
     assert len(timeseries_files(out)) == 2
+
+
+# ----------------------------------------------------------------------------- font list
+
+
+def test_font_list_is_built_aside_while_the_participant_level_runs(tmp_path, monkeypatch):
+    from types import SimpleNamespace
+
+    from bidsapp.app import workflow
+
+    folder = tmp_path / "mpl"
+    folder.mkdir()
+    monkeypatch.setenv("MPLCONFIGDIR", str(folder))
+    off = SimpleNamespace(reports=False, analysis_level="participant")
+    with workflow._font_cache_built_aside(off):
+        pass
+    assert not list(folder.glob("fontlist-v*.json"))
+    on = SimpleNamespace(reports=True, analysis_level="participant")
+    if workflow._n_cpus() > 1:
+        with workflow._font_cache_built_aside(on):
+            pass  # the child is waited for on leaving
+        (written,) = folder.glob("fontlist-v*.json")
+        assert json.loads(written.read_text())["ttflist"]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("no child when the font list is there")
+
+    (folder / "fontlist-v0.json").write_text("{}")
+    monkeypatch.setattr(workflow.subprocess, "Popen", refuse)
+    with workflow._font_cache_built_aside(on):
+        pass

@@ -225,6 +225,41 @@ def test_carpet_rejects_mismatched_retained_volumes():
         plot_carpet(np.zeros((4, 2)), retained=[0, 1, 2], n_volumes=6)
 
 
+def test_carpet_image_averages_bins_and_keeps_what_was_removed():
+    from bidsapp.report.figures import carpet_image
+
+    rng = np.random.default_rng(0)
+    n_volumes, n_regions = 12, 6
+    retained = [v for v in range(n_volumes) if v not in (0, 5)]  # 0: dummy, 5: censored
+    series = rng.standard_normal((len(retained), n_regions))
+    series[:, 4] = np.nan  # a region set to n/a
+    full, blocks = carpet_image(series, retained, n_volumes, max_shape=(100, 100))
+    assert full.shape == (n_regions, n_volumes) and blocks == []
+    assert np.isnan(full[:, [0, 5]]).all() and np.isnan(full[4]).all()
+    kept = series[:, [0, 1, 2, 3, 5]]
+    zscored = (kept - kept.mean(axis=0)) / kept.std(axis=0)
+    assert np.allclose(full[[0, 1, 2, 3, 5]][:, retained], zscored.T)
+
+    binned, _ = carpet_image(series, retained, n_volumes, max_shape=(3, 4))
+    assert binned.shape == (3, 4)  # rows in pairs, columns in threes
+    expected = full.reshape(3, 2, 4, 3).mean(axis=(1, 3))
+    # A bin holding a removed volume (columns 0-2, 3-5) or a region set to n/a (rows 4-5)
+    # shows as removed; the others are the mean of their values.
+    assert np.isnan(binned[:, :2]).all() and np.isnan(binned[2]).all()
+    assert np.allclose(binned[:2, 2:], expected[:2, 2:])
+
+
+def test_carpet_image_orders_rows_by_network():
+    from bidsapp.report.figures import carpet_image
+
+    series = np.arange(12.0).reshape(4, 3) ** 2
+    networks = ["Vis", "Default", "Vis"]
+    image, blocks = carpet_image(series, networks=networks)
+    alone, _ = carpet_image(series)
+    assert blocks == [("Vis", 0, 2), ("Default", 2, 3)]
+    assert np.allclose(image, alone[[0, 2, 1]])
+
+
 def test_figures_need_no_writable_home(tmp_path):
     import subprocess
     import sys
