@@ -65,8 +65,8 @@ def load_confounds_strategy(
         Preprocessed image(s); see :func:`load_confounds`.
     denoise_strategy : str or os.PathLike, default="simple"
         A built-in preset name (see :func:`list_presets`: ``simple``, ``scrubbing``,
-        ``compcor``, ``ica_aroma``, ``36P``, ...) or the path of a JSON preset file (format described in
-        :func:`load_preset`).
+        ``compcor``, ``ica_aroma``, ``36P``, ...) or the path of a JSON preset file
+        (format described in :func:`load_preset`).
     **kwargs
         Overrides of the preset's :func:`load_confounds` parameters.  Only the parameters
         the preset lists in ``overrides`` are applied; a value of None keeps the preset's

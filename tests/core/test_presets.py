@@ -106,7 +106,8 @@ def _xcpd_expanded(bases: tuple[str, ...], suffixes: tuple[str, ...]) -> list[st
 
 
 _FULL = ("", "_derivative1", "_power2", "_derivative1_power2")
-#: XCP-D's nuisance YAML ``columns`` lists (xcp_d/data/nuisance/{24P,36P,acompcor,acompcor_gsr}.yml).
+#: XCP-D's nuisance YAML ``columns`` lists
+#: (xcp_d/data/nuisance/{24P,36P,acompcor,acompcor_gsr}.yml).
 XCPD = {
     "24P": _xcpd_expanded(_MOTION, _FULL),
     "36P": _xcpd_expanded(_MOTION, _FULL)
