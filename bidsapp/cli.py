@@ -185,8 +185,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=_denoise_preset,
         default="simple",
         metavar="{" + ",".join(PRESETS) + "} or FILE.json",
-        help="Confound preset (nilearn's load_confounds_strategy) or a JSON file of "
-        "load_confounds parameters (default: simple).",
+        help="Confound preset (nilearn's load_confounds_strategy presets, giga_connectome's and "
+        "XCP-D's; columns in the README) or a JSON file of load_confounds parameters "
+        "(default: simple).",
     )
     den.add_argument(
         "--confounds-columns",

@@ -26,7 +26,27 @@ from bidsapp.errors import BidsappError
 #: that the settings import no numpy (tests/test_config.py checks they agree).
 REDUCTIONS = ("mean", "median", "sum", "minimum", "maximum", "variance", "standard_deviation")
 STANDARDIZE_CHOICES = ("zscore_sample", "zscore", "psc", "none")
-PRESETS = ("simple", "scrubbing", "compcor", "ica_aroma", "none")
+#: Denoising presets: the files of bidsapp/data/presets (tests/core/test_presets.py checks
+#: they agree), then ``none``.
+PRESETS = (
+    "simple",
+    "simple+gsr",
+    "scrubbing",
+    "scrubbing+gsr",
+    "scrubbing.2",
+    "scrubbing.2+gsr",
+    "scrubbing.5",
+    "scrubbing.5+gsr",
+    "compcor",
+    "compcor+gsr",
+    "acompcor50",
+    "acompcor",
+    "acompcor+gsr",
+    "24P",
+    "36P",
+    "ica_aroma",
+    "none",
+)
 ANALYSIS_LEVELS = ("participant", "group")
 DEFAULT_ATLAS = "Schaefer2018:400Parcels7Networks"
 DEFAULT_SPACE = "MNI152NLin2009cAsym"
@@ -75,13 +95,19 @@ def denoise_label(name: str, confounds_columns: Iterable[str] | None = None) -> 
     Returns
     -------
     str
-        ``simple``, ``scrubbing``, ..., the JSON file's stem made alphanumeric, or ``custom``.
+        A preset's name with each ``+<part>`` written in capitals and other characters
+        that are not letters or digits dropped (``simple+gsr`` -> ``simpleGSR``,
+        ``scrubbing.5`` -> ``scrubbing5``, ``scrubbing.2+gsr`` -> ``scrubbing2GSR``,
+        ``ica_aroma`` -> ``icaaroma``; BIDS labels are alphanumeric, and no two built-in
+        presets share a label), the JSON file's stem made alphanumeric, or ``custom``.
     """
     if confounds_columns:
         return "custom"
     if name.endswith(".json"):
         stem = Path(name).name[: -len(".json")]
         return re.sub(r"[^A-Za-z0-9]", "", stem) or "custom"
+    # Capitals keep "+gsr" readable in a label that cannot hold "+".
+    name = re.sub(r"\+([A-Za-z0-9]+)", lambda found: found.group(1).upper(), name)
     return re.sub(r"[^A-Za-z0-9]", "", name)
 
 
@@ -92,8 +118,9 @@ class DenoiseConfig:
     Parameters
     ----------
     name : str
-        Preset name (``simple``, ``scrubbing``, ``compcor``, ``ica_aroma``, ``none``) or the
-        path of a JSON preset file of ``load_confounds`` parameters (made absolute).
+        Preset name (one of :data:`PRESETS`: ``simple``, ``simple+gsr``, ``scrubbing``,
+        ..., ``24P``, ``36P``, ``ica_aroma``, ``none``) or the path of a JSON preset file of
+        ``load_confounds`` parameters (made absolute).
     label : str or None
         Alphanumeric label used as the ``desc-`` entity of the outputs; None derives it
         from ``name`` (see :func:`denoise_label`).

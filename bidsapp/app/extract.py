@@ -103,6 +103,9 @@ class RunExtraction:
         measure does not censor.
     mean_img : nibabel.Nifti1Image or None
         Mean BOLD over time from the extraction pass, when asked for (``mean_image``).
+    design : pandas.DataFrame or None
+        The confound regressors given to the cleaning, one row per volume of the BOLD (the
+        rows of censored volumes are not used); None without regressors.
     """
 
     inputs: RunInputs
@@ -119,6 +122,7 @@ class RunExtraction:
     non_steady_state: list[int] = field(default_factory=list)
     thresholds: tuple[float | None, float | None] = (None, None)
     mean_img: Any = None
+    design: pd.DataFrame | None = None
 
     @property
     def run(self) -> BoldRun:
@@ -232,6 +236,7 @@ def extract_run(
         fd=selection.fd,
         non_steady_state=selection.non_steady_state,
         thresholds=thresholds_in_force(denoise, selection.parameters),
+        design=confounds,
     )
     _extract_atlases(result, inputs, atlases, confounds, denoise, extraction, mean_image)
     result.seconds = time.perf_counter() - started

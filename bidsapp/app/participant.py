@@ -20,6 +20,7 @@ from bidsapp.app.checks import (
     check_directories,
     check_options,
 )
+from bidsapp.app.citation import write_citation
 from bidsapp.app.config import RunConfig
 from bidsapp.app.planning import plan_outputs, set_paths
 from bidsapp.app.progress import print_progress, progress, summarise
@@ -109,6 +110,7 @@ def run_participant(config: RunConfig) -> int:
                 status = RunStatus(run.name, dict(run.entities), label, kind, one_line(err))
                 stop(status, set_paths(config, dict(run.entities), label))
     targets, failures = resolve_atlases(prepared, config)
+    write_citation(config, [t for found in targets.values() for t in found])
 
     jobs = []
     for inputs in prepared:

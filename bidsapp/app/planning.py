@@ -54,8 +54,13 @@ def plan_outputs(
                 stopped.append((status, None))
                 continue
             planned[(j, t)] = paths
+            shared = set(paths.shared())
             for path in paths.all():
-                claims.setdefault(path, []).append((j, t))
+                owners = claims.setdefault(path, [])
+                # The atlases of one run share its design and outliers files: one claim.
+                if path in shared and any(job == j for job, _ in owners):
+                    continue
+                owners.append((j, t))
 
     def identity(owner: tuple[int, int]) -> tuple:
         inputs, targets = jobs[owner[0]]

@@ -142,7 +142,7 @@ def relmat_files(
     return out
 
 
-def remove_stopped_outputs(status: RunStatus, paths: Any) -> None:
+def remove_stopped_outputs(status: RunStatus, paths: Any, *, keep_shared: bool = False) -> None:
     """Remove the old outputs of a run that failed or was excluded; never raises.
 
     Old files that cannot be removed (a folder in a file's place, a read-only folder) would
@@ -155,12 +155,14 @@ def remove_stopped_outputs(status: RunStatus, paths: Any) -> None:
         The stopped run's status, updated in place when a removal fails.
     paths : RunOutputPaths or None
         The run's output set; None when it cannot be named (nothing to remove).
+    keep_shared : bool, default=False
+        Leave the run's design and outliers files (another atlas's set records them).
     """
     from bidsapp.dataset import run_outputs
 
     if paths is None:
         return
-    problem = run_outputs.remove_run_outputs(paths).problem()
+    problem = run_outputs.remove_run_outputs(paths, keep_shared=keep_shared).problem()
     if problem:
         first = status.reason if status.status == "failed" else f"{status.status}: {status.reason}"
         status.status, status.reason = "failed", one_line(f"{first}; {problem}")
@@ -220,7 +222,9 @@ def process_run(
 
     def stopped(target: AtlasTarget, paths: Any, reason: str, status="failed") -> RunStatus:
         stop = RunStatus(inputs.name, inputs.entities, target.atlas.label, status, reason)
-        remove_stopped_outputs(stop, paths)
+        # The design and outliers files stay while another atlas's set of the run records them.
+        kept = any(s.status == "ok" for s in statuses)
+        remove_stopped_outputs(stop, paths, keep_shared=kept)
         return stop
 
     try:
@@ -245,6 +249,8 @@ def process_run(
 
     if config.reports:
         write_run_report_data(extraction, todo[0][1].timeseries, config)
+    outliers = run_outputs.outliers_table(inputs.n_volumes, extraction.censored)
+    outliers_sidecar = outliers_metadata(extraction)
     for (target, paths, fp), result in zip(todo, extraction.per_atlas, strict=True):
         sources = [naming.bids_uri(paths.timeseries, root=config.output_dir, dataset="")]
         matrices = relmat_files(result.timeseries, list(target.node_files), sources, config)
@@ -260,6 +266,9 @@ def process_run(
                 relmat=None if pearson is None else pearson[0],
                 relmat_sidecar=None if pearson is None else pearson[1],
                 extra_relmats=matrices,
+                design=extraction.design,
+                outliers=outliers,
+                outliers_sidecar=outliers_sidecar,
             )
         except Exception as err:  # disk full, permissions: this run only
             logger.debug("writing %s failed", paths.timeseries, exc_info=True)
@@ -286,6 +295,41 @@ def process_run(
             )
         )
     return statuses
+
+
+def outliers_metadata(extraction: RunExtraction) -> dict[str, Any]:
+    """Return the sidecar of a run's outliers table: what ``outlier`` means, and why.
+
+    Parameters
+    ----------
+    extraction : RunExtraction
+        The run's extraction.
+
+    Returns
+    -------
+    dict
+        The ``outlier`` column's levels, the censoring thresholds in force (FD in mm,
+        standardized DVARS; None when that measure does not censor), the minimum segment
+        length and the volumes censored for each reason (0-based).
+    """
+    from bidsapp.confounds import DEFAULT_SCRUB
+
+    fd, dvars = extraction.thresholds
+    # Explicit columns (no preset) censor with the default minimum segment.
+    scrub = (extraction.preset or {}).get("scrub", DEFAULT_SCRUB) if (fd or dvars) else None
+    return {
+        "outlier": {
+            "Description": "Volumes left out of the regression and of the timeseries "
+            "(censored), one row per volume of the BOLD.",
+            "Levels": {"0": "kept", "1": "censored"},
+        },
+        "FramewiseDisplacementThreshold": fd,
+        "StdDVARSThreshold": dvars,
+        "MinimumSegmentLength": scrub,
+        "NonSteadyStateVolumes": list(extraction.non_steady_state),
+        "NonFiniteVolumes": list(extraction.non_finite_volumes),
+        "CensoredVolumes": list(extraction.censored),
+    }
 
 
 def write_run_report_data(extraction: RunExtraction, timeseries: Path, config: RunConfig) -> None:

@@ -1,7 +1,10 @@
 """Denoising presets: JSON files of :func:`load_confounds` parameters.
 
-The built-in presets (``simple``, ``scrubbing``, ``compcor``, ``ica_aroma``) live in
-``bidsapp/data/presets``; a user may pass the path of a JSON file in the same format.
+The built-in presets live in ``bidsapp/data/presets``: nilearn's four (``simple``,
+``scrubbing``, ``compcor``, ``ica_aroma``), their global-signal variants (``simple+gsr``,
+``scrubbing+gsr``, ``compcor+gsr``), giga_connectome's (``scrubbing.2``, ``scrubbing.5``,
+their ``+gsr`` variants, ``acompcor50``) and XCP-D's (``24P``, ``36P``, ``acompcor``,
+``acompcor+gsr``); a user may pass the path of a JSON file in the same format.
 :func:`load_confounds_strategy` loads confounds with one, as nilearn 0.12.1's function of
 the same name. Part of the numerical core, confounds layer.
 """
@@ -62,8 +65,8 @@ def load_confounds_strategy(
         Preprocessed image(s); see :func:`load_confounds`.
     denoise_strategy : str or os.PathLike, default="simple"
         A built-in preset name (see :func:`list_presets`: ``simple``, ``scrubbing``,
-        ``compcor``, ``ica_aroma``) or the path of a JSON preset file (format described in
-        :func:`load_preset`).
+        ``compcor``, ``ica_aroma``, ``36P``, ...) or the path of a JSON preset file
+        (format described in :func:`load_preset`).
     **kwargs
         Overrides of the preset's :func:`load_confounds` parameters.  Only the parameters
         the preset lists in ``overrides`` are applied; a value of None keeps the preset's
@@ -123,7 +126,7 @@ def list_presets() -> list[str]:
     Returns
     -------
     list of str
-        Sorted preset names, e.g. ``["compcor", "ica_aroma", "scrubbing", "simple"]``.
+        Sorted preset names, e.g. ``["24P", "36P", "acompcor", ..., "simple+gsr"]``.
 
     """
     folder = resources.files("bidsapp").joinpath(*_PRESET_DIR)

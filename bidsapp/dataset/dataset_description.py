@@ -40,6 +40,8 @@ BIDSIGNORE_PATTERNS: tuple[str, ...] = (
     "*_timeseries.*",
     "*_relmat.*",
     "*_stat-coverage_bold.*",
+    "*_design.tsv",
+    "*_outliers.*",
     # HTML reports and the group level's folder: the schema has no place for them. Checked
     # with bids-validator-deno 3.0.2: ``/group`` silences the folder and its files;
     # ``group/`` or ``/group/`` leave a NOT_INCLUDED error on the folder itself.

@@ -8,10 +8,15 @@ names, BEP038 ``atlas-`` entity)::
       <run>_space-<space>_atlas-<A>_stat-coverage_bold.{tsv,json}
       <run>_space-<space>_atlas-<A>_stat-pearsoncorrelation_desc-<D>_relmat.{tsv,json}
       <run>_space-<space>_atlas-<A>_stat-<measure>_desc-<D>[Fisherz]_relmat.{tsv,json}
+      <run>_space-<space>_desc-<D>_design.tsv        (XCP-D's design matrix, every volume)
+      <run>_space-<space>_desc-<D>_outliers.{tsv,json}  (XCP-D's censoring mask, every volume)
 
 The Pearson relmat is the default; the other measures (``partialcorrelation``, ``covariance``,
 ``precision``, and Fisher z-transformed correlations with ``Fisherz`` after the ``desc-``
 label) are written when asked for (:data:`EXTRA_RELMATS`).
+
+The design and outliers files belong to the run, not to an atlas: every atlas's set records
+them (same content), and they are removed only with the run's last set.
 
 Within one run the timeseries TSV is written last (see :func:`write_run_outputs`), and the
 timeseries sidecar records the SHA-256 of every other file of the set, so a resumed run can
@@ -66,6 +71,12 @@ class RunOutputPaths:
         Per-region brain-mask coverage TSV and sidecar.
     relmat, relmat_json : Path
         Pearson correlation matrix TSV and sidecar.
+    design : Path
+        The confound regressors projected out, one column each, one row per volume of the
+        BOLD (shared by the run's atlases).
+    outliers, outliers_json : Path
+        The censoring mask, one row per volume (``outlier``: 1 censored, 0 kept), and its
+        sidecar (shared by the run's atlases).
     root : Path or None
         The output dataset root; when set, the folders between it and ``directory`` must
         not be symbolic links (:func:`~bidsapp.dataset.fileio.ensure_directory`).
@@ -85,6 +96,9 @@ class RunOutputPaths:
     coverage_json: Path
     relmat: Path
     relmat_json: Path
+    design: Path
+    outliers: Path
+    outliers_json: Path
     root: Path | None = None
     extra_relmats: tuple[tuple[str, Path, Path], ...] = ()
     other_relmats: tuple[tuple[str, Path, Path], ...] = ()
@@ -95,7 +109,7 @@ class RunOutputPaths:
         Returns
         -------
         list of Path
-            Coverage, relmats, timeseries sidecar, then the timeseries TSV.
+            Coverage, relmats, design, outliers, timeseries sidecar, then the timeseries TSV.
 
         """
         extras = [path for _, tsv, json in self.extra_relmats for path in (tsv, json)]
@@ -105,6 +119,7 @@ class RunOutputPaths:
             self.relmat,
             self.relmat_json,
             *extras,
+            *self.shared(),
             self.timeseries_json,
             self.timeseries,
         ]
@@ -119,6 +134,17 @@ class RunOutputPaths:
 
         """
         return [path for _, tsv, json in self.other_relmats for path in (tsv, json)]
+
+    def shared(self) -> list[Path]:
+        """Return the files of the set that every atlas of the run shares.
+
+        Returns
+        -------
+        list of Path
+            The design matrix and the outliers TSV and sidecar.
+
+        """
+        return [self.design, self.outliers, self.outliers_json]
 
 
 def _run_entities(entities: Mapping[str, Any]) -> dict[str, Any]:
@@ -174,7 +200,7 @@ def output_paths(
     Returns
     -------
     RunOutputPaths
-        The output paths of the run: six, and two per key of ``relmats``.
+        The output paths of the run: nine, and two per key of ``relmats``.
 
     Raises
     ------
@@ -212,6 +238,12 @@ def output_paths(
         )
         for key, (label, more) in EXTRA_RELMATS.items()
     ]
+
+    def run_path(suffix: str, extension: str) -> Path:
+        # No atlas-/stat-: the regressors and the censoring belong to the run (as XCP-D's).
+        names = {**run, "space": space, "desc": denoise}
+        return directory / bids_name(names, suffix=suffix, extension=extension)
+
     return RunOutputPaths(
         directory=directory,
         timeseries=path(stat, denoise, "timeseries", ".tsv"),
@@ -220,6 +252,9 @@ def output_paths(
         coverage_json=path("coverage", None, "bold", ".json"),
         relmat=path("pearsoncorrelation", relmat_desc, "relmat", ".tsv"),
         relmat_json=path("pearsoncorrelation", relmat_desc, "relmat", ".json"),
+        design=run_path("design", ".tsv"),
+        outliers=run_path("outliers", ".tsv"),
+        outliers_json=run_path("outliers", ".json"),
         root=Path(output_dir),
         extra_relmats=tuple(named for named in extras if named[0] in wanted),
         other_relmats=tuple(named for named in extras if named[0] not in wanted),
@@ -363,6 +398,35 @@ def _relmat_table(relmat: pd.DataFrame, regions: pd.Index) -> pd.DataFrame:
     return table.reset_index(drop=True)
 
 
+def outliers_table(n_volumes: int, censored: Sequence[int]) -> pd.DataFrame:
+    """Return the censoring mask as XCP-D writes it: one row per volume, 1 = censored.
+
+    Parameters
+    ----------
+    n_volumes : int
+        Volumes of the BOLD.
+    censored : sequence of int
+        0-based indices of the censored volumes (non-steady-state, motion outliers, short
+        segments, non-finite volumes).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One integer column ``outlier``.
+
+    Raises
+    ------
+    ValueError
+        If an index is outside ``[0, n_volumes)``.
+    """
+    flags = [0] * n_volumes
+    for volume in censored:
+        if not 0 <= int(volume) < n_volumes:
+            raise ValueError(f"Censored volume {volume} is outside a run of {n_volumes} volumes.")
+        flags[int(volume)] = 1
+    return pd.DataFrame({"outlier": flags})
+
+
 def write_run_outputs(
     paths: RunOutputPaths,
     *,
@@ -373,6 +437,9 @@ def write_run_outputs(
     relmat: pd.DataFrame | None = None,
     relmat_sidecar: Mapping[str, Any] | None = None,
     extra_relmats: Mapping[str, tuple[pd.DataFrame, Mapping[str, Any]]] | None = None,
+    design: pd.DataFrame | None = None,
+    outliers: pd.DataFrame | None = None,
+    outliers_sidecar: Mapping[str, Any] | None = None,
 ) -> list[Path]:
     """Write all files of one run so that "timeseries TSV exists" means "run complete".
 
@@ -404,6 +471,14 @@ def write_run_outputs(
     extra_relmats : mapping, optional
         ``key -> (matrix, sidecar)`` for keys of :data:`EXTRA_RELMATS`; the files of the
         keys not given are removed.
+    design : pandas.DataFrame, optional
+        The confound regressors, one column each, one row per volume of the BOLD; when None
+        (no regressor) no design file is written and a stale one is removed.
+    outliers : pandas.DataFrame, optional
+        The censoring mask (:func:`outliers_table`); when None no outliers files are
+        written and stale ones are removed.
+    outliers_sidecar : mapping, optional
+        Sidecar of the outliers table (column description, thresholds).
 
     Returns
     -------
@@ -444,6 +519,17 @@ def write_run_outputs(
             (tsv, tsv_text(_relmat_table(matrix, regions), path=tsv)),
             (json_path, json_text(dict(sidecar))),
         ]
+    if design is not None:
+        if outliers is not None and len(design) != len(outliers):
+            raise ValueError(
+                f"The design matrix has {len(design)} rows for {len(outliers)} volumes."
+            )
+        planned.append((paths.design, tsv_text(design, path=paths.design)))
+    if outliers is not None:
+        planned += [
+            (paths.outliers, tsv_text(outliers, path=paths.outliers)),
+            (paths.outliers_json, json_text(dict(outliers_sidecar or {}))),
+        ]
     timeseries_text = tsv_text(timeseries, path=paths.timeseries)
     # The sidecar records the hash of every other file of the set (all texts are known
     # before anything is written), so resume can tell a complete, consistent set from a
@@ -458,11 +544,10 @@ def write_run_outputs(
     if paths.root is not None:  # no folder of the set may be a planted link
         ensure_directory(paths.root, paths.directory)
     paths.timeseries.unlink(missing_ok=True)
-    if relmat is None:
-        paths.relmat.unlink(missing_ok=True)
-        paths.relmat_json.unlink(missing_ok=True)
-    for stale in paths.others():  # left by another configuration
-        stale.unlink(missing_ok=True)
+    written = {path for path, _ in planned}
+    for stale in (paths.relmat, paths.relmat_json, *paths.shared(), *paths.others()):
+        if stale not in written:  # left by another configuration
+            stale.unlink(missing_ok=True)
     for path, text in planned:
         atomic_write_text(path, text)
     logger.debug("Wrote %s", paths.timeseries)
@@ -470,8 +555,6 @@ def write_run_outputs(
 
 
 #: Key of the timeseries sidecar recording the SHA-256 of every other file of the run's set.
-
-
 OUTPUT_FILES_KEY = "OutputFiles"
 
 
@@ -485,7 +568,7 @@ def outputs_complete(paths: RunOutputPaths, parameters: Mapping[str, Any]) -> bo
 
     Complete means: the timeseries sidecar is a regular file (not a symbolic link) holding
     every item of ``parameters`` with an equal value and an ``OutputFiles`` record, and every
-    file that record names (timeseries TSV, coverage TSV and JSON, relmat TSV and JSON) is a
+    file that record names (timeseries TSV, coverage, relmat, design and outliers files) is a
     regular file whose SHA-256 equals the recorded one. A truncated TSV, a deleted coverage
     or relmat file, or one written by another configuration makes the set incomplete, and
     the run is recomputed. The files are small (a 400-region relmat is ~3 MB), so hashing
@@ -567,7 +650,7 @@ class RemovedOutputs:
         return f"cannot remove its old outputs: {listed}; remove them by hand"
 
 
-def remove_run_outputs(paths: RunOutputPaths) -> RemovedOutputs:
+def remove_run_outputs(paths: RunOutputPaths, *, keep_shared: bool = False) -> RemovedOutputs:
     """Remove the files of one run's set (only the names bidsapp gives that set); never raises.
 
     Used when a run fails or is excluded, so outputs of an earlier invocation do not stay
@@ -580,6 +663,9 @@ def remove_run_outputs(paths: RunOutputPaths) -> RemovedOutputs:
     ----------
     paths : RunOutputPaths
         From :func:`output_paths`.
+    keep_shared : bool, default=False
+        Leave the files the run's atlases share (:meth:`RunOutputPaths.shared`): another
+        atlas's set of the same run, kept or written, records them.
 
     Returns
     -------
@@ -595,7 +681,10 @@ def remove_run_outputs(paths: RunOutputPaths) -> RemovedOutputs:
         return RemovedOutputs(failed=(paths.directory,), reasons=(err.strerror or str(err),))
     if linked:
         return RemovedOutputs()  # never delete through a planted link (the target is not ours)
+    keep = set(paths.shared()) if keep_shared else set()
     for path in [*reversed(paths.all()), *paths.others()]:
+        if path in keep:
+            continue
         try:
             if stat_module.S_ISDIR(os.lstat(path).st_mode):
                 failed.append((path, "it is a folder, not a file bidsapp wrote"))

@@ -131,7 +131,7 @@ def test_output_paths_keeps_padded_run_and_labels_strategy(tmp_path):
         f"sub-01_task-rest_run-01_{PREFIX}_res-2_stat-standardDeviation_desc-scrubbing_"
         "timeseries.tsv"
     )
-    assert len(set(paths.all())) == 6
+    assert len(set(paths.all())) == 9
 
 
 def test_bids_name_orders_entities_whatever_the_dict_order():
@@ -418,9 +418,21 @@ def _run_data(seed: int = 0, n_volumes: int = 12):
     return timeseries, coverage, relmat
 
 
+#: Volumes of the run behind :func:`_run_data` (12 kept) and the two it censored.
+N_VOLUMES, CENSORED = 14, (0, 7)
+
+
+def _design(seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed + 100)
+    return pd.DataFrame(rng.standard_normal((N_VOLUMES, 3)), columns=["csf", "rot_x", "trans_x"])
+
+
 def _write_run(paths, parameters, seed=0, **overrides):
     timeseries, coverage, relmat = _run_data(seed)
     kwargs = {
+        "design": _design(seed),
+        "outliers": run_outputs.outliers_table(N_VOLUMES, CENSORED),
+        "outliers_sidecar": {"outlier": {"Levels": {"0": "kept", "1": "censored"}}},
         "timeseries": timeseries,
         "timeseries_sidecar": {"Parameters": parameters, "SamplingFrequency": 0.5},
         "coverage": coverage,
@@ -465,6 +477,65 @@ def test_write_run_outputs_content(run_paths):
     np.testing.assert_array_equal(timeseries.to_numpy(), _run_data(0)[0].to_numpy())
     np.testing.assert_array_equal(relmat.iloc[:, 1:].to_numpy(), _run_data(0)[2].to_numpy())
     assert run_paths.timeseries.read_text().split("\n")[1].endswith("\tn/a")
+
+
+def test_design_and_outliers_are_members_of_the_set(run_paths):
+    _write_run(run_paths, {"fd": 0.5})
+    design = tsvio.read_tsv(run_paths.design)
+    np.testing.assert_allclose(design.to_numpy(), _design(0).to_numpy(), rtol=1e-12)
+    assert list(design.columns) == ["csf", "rot_x", "trans_x"]
+    outliers = tsvio.read_tsv(run_paths.outliers)
+    assert list(outliers.columns) == ["outlier"]
+    assert np.flatnonzero(outliers["outlier"].to_numpy()).tolist() == list(CENSORED)
+    assert len(outliers) == N_VOLUMES
+    assert jsonio.read_sidecar(run_paths.outliers_json)["outlier"]["Levels"]["1"] == "censored"
+    members = jsonio.read_sidecar(run_paths.timeseries_json)[run_outputs.OUTPUT_FILES_KEY]
+    for path in run_paths.shared():
+        assert members[path.name] == fileio.sha256_digest(path.read_bytes())
+    # Names: the run's entities and the denoising label, no atlas or statistic.
+    assert run_paths.design.name == f"sub-01_task-rest_space-{SPACE}_res-2_desc-simple_design.tsv"
+    assert "atlas-" not in run_paths.outliers.name and "stat-" not in run_paths.outliers.name
+    assert run_outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.5}})
+
+
+@pytest.mark.parametrize("member", ["design", "outliers", "outliers_json"])
+def test_a_changed_or_missing_shared_file_makes_the_set_incomplete(run_paths, member):
+    _write_run(run_paths, {"fd": 0.5})
+    path = getattr(run_paths, member)
+    path.write_text(path.read_text().replace("1", "0", 1))
+    assert not run_outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.5}})
+    path.unlink()
+    assert not run_outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.5}})
+
+
+def test_no_design_removes_a_stale_one(run_paths):
+    _write_run(run_paths, {"fd": 0.5})
+    _write_run(run_paths, {"fd": 0.5}, design=None)
+    assert not run_paths.design.exists() and run_paths.outliers.exists()
+    members = jsonio.read_sidecar(run_paths.timeseries_json)[run_outputs.OUTPUT_FILES_KEY]
+    assert run_paths.design.name not in members
+    assert run_outputs.outputs_complete(run_paths, {"Parameters": {"fd": 0.5}})
+
+
+def test_design_rows_must_be_the_volumes(run_paths):
+    with pytest.raises(ValueError, match="13 rows for 14 volumes"):
+        _write_run(run_paths, {"fd": 0.5}, design=_design(0).iloc[:13])
+    assert not run_paths.timeseries.exists()
+
+
+def test_outliers_table_refuses_a_volume_outside_the_run():
+    assert run_outputs.outliers_table(3, [2])["outlier"].tolist() == [0, 0, 1]
+    with pytest.raises(ValueError, match="outside a run of 3 volumes"):
+        run_outputs.outliers_table(3, [3])
+
+
+def test_removal_can_keep_the_files_the_atlases_share(run_paths):
+    _write_run(run_paths, {"fd": 0.5})
+    removed = run_outputs.remove_run_outputs(run_paths, keep_shared=True)
+    assert set(removed.removed) == set(run_paths.all()) - set(run_paths.shared())
+    assert all(p.exists() for p in run_paths.shared())
+    removed = run_outputs.remove_run_outputs(run_paths)
+    assert set(removed.removed) == set(run_paths.shared())
 
 
 def test_write_order_puts_timeseries_tsv_last(run_paths, monkeypatch):
@@ -963,6 +1034,9 @@ def derivative_dataset(tmp_path):
             coverage_sidecar={**run_outputs.coverage_metadata(), **provenance},
             relmat=relmat,
             relmat_sidecar={**run_outputs.relmat_metadata(files.node_files), **provenance},
+            design=_design(seed),
+            outliers=run_outputs.outliers_table(N_VOLUMES, CENSORED),
+            outliers_sidecar={"outlier": {"Levels": {"0": "kept", "1": "censored"}}},
         )
         status_tables.write_subject_status(
             out,

@@ -191,7 +191,7 @@ def strategy_columns(text: str) -> dict[str, list[str]]:
     found: dict[str, list[str]] = {}
     name, block = None, None
     for line in text.splitlines():
-        heading = re.match(r"#### `([a-z_]+)`", line)
+        heading = re.match(r"#### `([A-Za-z0-9_.+]+)`", line)
         if heading:
             name, block = heading.group(1), None
         elif line.startswith("#"):
