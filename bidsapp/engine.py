@@ -25,9 +25,10 @@ columns. The mean volume over time is an optional by-product of the same pass.
 Reducers come in through one small interface, :class:`Reducer`: the grid they are on, the
 voxels they read and a ``reduce`` of a block of those voxels to region values.
 :class:`~bidsapp.regions.RegionReducer` (a labels image: each voxel in one region) is one;
-a weighted-maps reducer (probabilistic atlas: ``reduce`` a matrix product with the maps'
-weights on the voxels they cover) or a reader of grayordinates (``shape`` the flat grid of
-a CIFTI series) fits the same interface without changing the engine.
+:class:`~bidsapp.regions.MapsReducer` (a probabilistic atlas: least squares of the maps'
+weights on the voxels they cover) is another, so labels and maps atlases share one pass; a
+reader of grayordinates (``shape`` the flat grid of a CIFTI series) would fit the same
+interface without changing the engine.
 """
 
 from __future__ import annotations
@@ -90,6 +91,11 @@ class Reducer(Protocol):
             ``(n_volumes, n_regions)`` region values.
         """
         ...
+
+
+# A reducer may also have ``result_dtype(values_dtype) -> numpy.dtype``, the type of its
+# signals for values of that type (the maps reducer: lstsq's type of maps and data); without
+# it, signals are float32 for float32 values and float64 otherwise.
 
 
 _NON_FINITE_MESSAGE = "Non-finite values detected. These values will be replaced with zeros."
@@ -304,8 +310,11 @@ def stream_region_signals(
         clip = source.bounds(volumes_per_block=volumes_per_block, inflater=inflater)
     spatial = resampler is not None or smoothing_fwhm is not None
     gather = _Gather(reducers, grid)
-    out_dtype = _reduced_dtype(resampler.dtype if resampler else source.dtype, smoothing_fwhm)
-    signals = [np.zeros((source.n_volumes, r.n_regions), dtype=out_dtype) for r in reducers]
+    block_dtype = _block_dtype(resampler.dtype if resampler else source.dtype, smoothing_fwhm)
+    signals = [
+        np.zeros((source.n_volumes, r.n_regions), dtype=_result_dtype(r, block_dtype))
+        for r in reducers
+    ]
     total = np.zeros(source.shape, dtype=np.float64, order="F") if mean_volume else None
     # The same sum in voxel (file) order, a view of ``total``: volumes are added to it one
     # by one (cast in numpy's small buffers; a float64 sum per block would allocate a
@@ -384,12 +393,24 @@ def _count_non_finite(values: np.ndarray, counts: np.ndarray, start: int) -> boo
     return False
 
 
-def _reduced_dtype(data_dtype: np.dtype, smoothing_fwhm: Any) -> np.dtype:
-    """Type of the region signals for data of ``data_dtype`` (after smoothing, if any)."""
+def _block_dtype(data_dtype: np.dtype, smoothing_fwhm: Any) -> np.dtype:
+    """Type of the values reducers are given for data of ``data_dtype`` (smoothed or not)."""
     dtype = np.dtype(data_dtype)
     if smoothing_fwhm is not None and dtype.kind == "i":
         dtype = np.dtype(np.float64 if dtype == np.int64 else np.float32)
-    return np.dtype(np.float32) if dtype == np.float32 else np.dtype(np.float64)
+    return dtype
+
+
+def _result_dtype(reducer: Reducer, block_dtype: np.dtype) -> np.dtype:
+    """Return the type of a reducer's signals for values of ``block_dtype``.
+
+    The reducer's own ``result_dtype`` if it has one, else float32 for float32 values and
+    float64 otherwise (what the labels reductions give).
+    """
+    own = getattr(reducer, "result_dtype", None)
+    if own is not None:
+        return np.dtype(own(block_dtype))
+    return np.dtype(np.float32) if block_dtype == np.float32 else np.dtype(np.float64)
 
 
 def _transform_volume(volume, resampler, clip, smoothing_fwhm, affine) -> np.ndarray:

@@ -1,12 +1,12 @@
-"""Labels maskers: region signals from NIfTI images, nilearn-compatible.
+"""Labels and maps maskers: region signals from NIfTI images, nilearn-compatible.
 
-:class:`NiftiLabelsMasker` and :class:`MultiNiftiLabelsMasker` take the same
-parameters as nilearn 0.12.1's classes of the same name and give the same
-signals and fitted attributes. They follow scikit-learn's estimator contract
-through scikit-learn's ``BaseEstimator`` and ``TransformerMixin`` (so ``clone``,
-``Pipeline`` and metadata routing work): ``__init__`` only stores parameters,
-``fit`` validates them and sets attributes ending in ``_``, inputs are never
-modified.
+:class:`NiftiLabelsMasker`, :class:`MultiNiftiLabelsMasker`, :class:`NiftiMapsMasker`
+and :class:`MultiNiftiMapsMasker` take the same parameters as nilearn 0.12.1's classes
+of the same name and give the same signals and fitted attributes. They follow
+scikit-learn's estimator contract through scikit-learn's ``BaseEstimator`` and
+``TransformerMixin`` (so ``clone``, ``Pipeline`` and metadata routing work): ``__init__``
+only stores parameters, ``fit`` validates them and sets attributes ending in ``_``, inputs
+are never modified.
 
 Per image, ``transform`` does: resample labels/mask to the data grid
 (``resampling_target="data"``, nearest neighbour) or the data to the labels
@@ -16,13 +16,18 @@ values to 0 -> one value per region and volume (:mod:`bidsapp.regions`) ->
 run volume by volume in one streaming pass (:mod:`bidsapp.engine`): a
 ``.nii.gz`` is inflated once and the 4D array is never held in memory.
 
+A maps masker's signals are, per volume, the least-squares coefficients of its maps
+(:class:`bidsapp.regions.MapsReducer`, solved once and applied block by block in the
+same pass); labels and maps atlases share one pass (:func:`.pipeline.stream_fitted`).
+
 :func:`extract_labels_signals` gives, for several atlases in one pass over the
 image, what one masker per atlas gives, through the same functions.
 
 Modules: :mod:`.base` (estimator base, cache), :mod:`.settings` (parameter checks),
 :mod:`.lut` (look-up tables), :mod:`.inputs` (input checks), :mod:`.fitting` (atlas and
 mask on the extraction grid), :mod:`.pipeline` (stream then clean: the one code path),
-:mod:`.labels` and :mod:`.multi` (the estimators), :mod:`.extraction` (several atlases).
+:mod:`.maps_fitting` (maps and mask on the extraction grid), :mod:`.labels`, :mod:`.maps`
+and :mod:`.multi` (the estimators), :mod:`.extraction` (several atlases).
 """
 
 from sklearn.exceptions import NotFittedError
@@ -35,13 +40,16 @@ from bidsapp.maskers.extraction import (
     stream_labels_signals,
 )
 from bidsapp.maskers.labels import NiftiLabelsMasker
-from bidsapp.maskers.multi import MultiNiftiLabelsMasker
+from bidsapp.maskers.maps import NiftiMapsMasker
+from bidsapp.maskers.multi import MultiNiftiLabelsMasker, MultiNiftiMapsMasker
 
 __all__ = [
     "LabelsExtraction",
     "LabelsSignals",
     "MultiNiftiLabelsMasker",
+    "MultiNiftiMapsMasker",
     "NiftiLabelsMasker",
+    "NiftiMapsMasker",
     "NotFittedError",
     "RawLabelsSignals",
     "extract_labels_signals",

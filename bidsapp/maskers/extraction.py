@@ -23,7 +23,7 @@ from bidsapp.maskers.base import cached
 from bidsapp.maskers.fitting import FittedLabels, fit_labels
 from bidsapp.maskers.inputs import header_img, image_high_variance_confounds, with_high_variance
 from bidsapp.maskers.labels import NiftiLabelsMasker
-from bidsapp.maskers.pipeline import StreamedLabels, clean_streamed, stream_fitted
+from bidsapp.maskers.pipeline import StreamedAtlases, clean_streamed, stream_fitted
 from bidsapp.maskers.settings import LabelsSettings, check_parameters, check_settings
 
 __all__ = [
@@ -196,7 +196,7 @@ class RawLabelsSignals:
     region_ids: tuple[list, ...]
     non_finite_fraction: np.ndarray | None
     n_volumes: int
-    _streamed: StreamedLabels | None = field(repr=False)
+    _streamed: StreamedAtlases | None = field(repr=False)
     _settings: LabelsSettings = field(repr=False)
     _fitted: tuple[FittedLabels, ...] = field(repr=False)
     _masker_params: tuple[dict, ...] = field(repr=False)
@@ -218,7 +218,7 @@ class RawLabelsSignals:
         streamed = self._streamed
         if streamed is None:
             return LabelsExtraction(atlases=())
-        cleaned = clean_streamed(streamed, self._settings, sample_mask)
+        cleaned = clean_streamed(streamed, sample_mask)
         results = []
         for params, fitted, signals, ids, atlas in zip(
             self._masker_params,

@@ -32,7 +32,7 @@ from bidsapp.maskers.inputs import (
 from bidsapp.maskers.lut import build_lut, finite_labels, region_size_table
 from bidsapp.maskers.settings import LabelsSettings
 
-__all__ = ["FittedLabels", "extraction_grid", "fit_labels"]
+__all__ = ["FittedLabels", "extraction_grid", "fit_labels", "load_mask"]
 
 # One logger for the maskers' progress (verbose=1 shows it at INFO level).
 logger = logging.getLogger("bidsapp.maskers")
@@ -80,7 +80,7 @@ def _load_labels(labels_img: Any, owner: str) -> SpatialImage:
     return image.new_img_like(img, data, img.affine.copy(), copy_header=True)
 
 
-def _load_mask(mask_img: Any) -> SpatialImage | None:
+def load_mask(mask_img: Any) -> SpatialImage | None:
     """Load the mask as a 3D binary image (4D masks: all volumes nonzero)."""
     if mask_img is None:
         return None
@@ -185,7 +185,7 @@ def fit_labels(
     present = np.unique(image.get_data(labels)).tolist()
     table = build_lut(present, settings.background_label, lut, settings.labels)
     ref = None if imgs is None else header_img(imgs, name="imgs")
-    mask = _load_mask(mask_img)
+    mask = load_mask(mask_img)
     labels, mask = _align_at_fit(labels, mask, ref, settings)
     # NaN/Inf labels become 0 when signals are extracted (nilearn's zeroing), so they
     # count as background when the background is 0, as in nilearn's region_ids_.

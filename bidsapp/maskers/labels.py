@@ -275,7 +275,7 @@ class NiftiLabelsMasker(LabelsEstimator):
     def _extract(self, imgs, confounds=None, sample_mask=None, items_3d=True):
         """Extract one image without changing the masker's state."""
         streamed = stream_fitted(imgs, [self._fitted], self._settings, confounds, items_3d=items_3d)
-        (signals,) = clean_streamed(streamed, self._settings, sample_mask)
+        (signals,) = clean_streamed(streamed, sample_mask)
         return signals, streamed.region_ids[0], streamed.atlases[0]
 
     def _high_variance_confounds(self, imgs) -> np.ndarray:

@@ -1,10 +1,11 @@
-"""The labels masker's parameters, checked once, as one extraction uses them.
+"""The maskers' parameters, checked once, as one extraction uses them.
 
-nilearn 0.12.1 checks its maskers' parameters in ``fit``; :func:`check_settings` does
-the same checks (with clearer messages) on a mapping of parameters and returns a
-frozen :class:`LabelsSettings`, which the estimators (:mod:`.labels`, :mod:`.multi`)
-and the one-pass function (:mod:`.extraction`) hand to the same extraction functions
-(:mod:`.pipeline`). Part of the numerical core, maskers layer.
+nilearn 0.12.1 checks its maskers' parameters in ``fit``; :func:`check_settings` (labels)
+and :func:`check_maps_settings` (maps) do the same checks (with clearer messages) on a
+mapping of parameters and return a frozen :class:`LabelsSettings` or :class:`MapsSettings`,
+which the estimators (:mod:`.labels`, :mod:`.maps`, :mod:`.multi`) and the one-pass
+function (:mod:`.extraction`) hand to the same extraction functions (:mod:`.pipeline`).
+Part of the numerical core, maskers layer.
 """
 
 from __future__ import annotations
@@ -21,7 +22,14 @@ from bidsapp import regions
 from bidsapp.errors import ParameterDeprecationWarning, ParameterWarning, warn
 from bidsapp.maskers.base import memory_from_parameter
 
-__all__ = ["LabelsSettings", "check_parameters", "check_settings"]
+__all__ = [
+    "LabelsSettings",
+    "MapsSettings",
+    "check_maps_parameters",
+    "check_maps_settings",
+    "check_parameters",
+    "check_settings",
+]
 
 _NUMBER = (int, float, np.integer, np.floating)
 _BOOL = (bool, np.bool_)
@@ -32,6 +40,8 @@ _PARAM_TYPES: dict[str, tuple[tuple[type, ...], bool, str]] = {
     "detrend": (_BOOL, False, "bool"),
     "standardize_confounds": (_BOOL, False, "bool"),
     "keep_masked_labels": (_BOOL, False, "bool"),
+    "keep_masked_maps": (_BOOL, False, "bool"),
+    "allow_overlap": (_BOOL, False, "bool"),
     "high_pass": (_NUMBER, True, "a number (Hz) or None"),
     "low_pass": (_NUMBER, True, "a number (Hz) or None"),
     "t_r": (_NUMBER, True, "a number (seconds) or None"),
@@ -86,16 +96,18 @@ resampling_target, high_variance_confounds, reports, labels, verbose
     memory: Memory
     memory_level: int
 
-    @property
-    def stream_params(self) -> dict:
-        """Parameters of the streaming pass (see :func:`.pipeline.stream_signals`)."""
-        return {
-            "background_label": self.background_label,
-            "strategy": self.strategy,
-            "keep_masked_labels": self.keep_masked_labels,
-            "smoothing_fwhm": self.smoothing_fwhm,
-            "dtype": self.dtype,
-        }
+
+def _check_types(params: Mapping[str, Any]) -> None:
+    """Raise TypeError for a parameter of the wrong type (names absent are not checked)."""
+    for name, (types, none_ok, description) in _PARAM_TYPES.items():
+        if name not in params:
+            continue
+        value = params[name]
+        if (value is None and none_ok) or (value is not None and isinstance(value, types)):
+            continue
+        raise TypeError(
+            f"'{name}' should be {description}; got {value!r} ({type(value).__name__})."
+        )
 
 
 def check_parameters(params: Mapping[str, Any]) -> None:
@@ -111,15 +123,7 @@ def check_parameters(params: Mapping[str, Any]) -> None:
     TypeError, ValueError
         If a parameter has a wrong type or value.
     """
-    for name, (types, none_ok, description) in _PARAM_TYPES.items():
-        if name not in params:
-            continue
-        value = params[name]
-        if (value is None and none_ok) or (value is not None and isinstance(value, types)):
-            continue
-        raise TypeError(
-            f"'{name}' should be {description}; got {value!r} ({type(value).__name__})."
-        )
+    _check_types(params)
     regions.check_reduction(params["strategy"])
     if params["resampling_target"] not in ("data", "labels", None):
         raise ValueError(
@@ -166,6 +170,35 @@ def _effective_memory_level(memory_level: int, memory: Memory) -> int:
     return memory_level
 
 
+def _shared_settings(params: Mapping[str, Any], kwargs: Mapping[str, Any], owner: str) -> dict:
+    """Return the settings every masker has: cleaning, cache, smoothing, dtype, resampling."""
+    forwarded = _forwarded_clean_kwargs(kwargs, params["clean_args"], owner)
+    clean_args = {} if params["clean_args"] is None else dict(params["clean_args"])
+    memory = memory_from_parameter(params["memory"])
+    return {
+        "smoothing_fwhm": params["smoothing_fwhm"],
+        "dtype": params["dtype"],
+        "resampling_target": params["resampling_target"],
+        "high_variance_confounds": params["high_variance_confounds"],
+        "reports": params["reports"],
+        "verbose": params["verbose"],
+        "clean_params": {
+            "detrend": params["detrend"],
+            "standardize": params["standardize"],
+            "standardize_confounds": params["standardize_confounds"],
+            "t_r": params["t_r"],
+            "low_pass": params["low_pass"],
+            "high_pass": params["high_pass"],
+        },
+        "clean_args": clean_args,
+        "forwarded_kwargs": forwarded,
+        # As nilearn: deprecated clean__ kwargs, when given, replace clean_args.
+        "clean_kwargs": forwarded if kwargs else clean_args,
+        "memory": memory,
+        "memory_level": _effective_memory_level(params["memory_level"], memory),
+    }
+
+
 def check_settings(
     params: Mapping[str, Any], kwargs: Mapping[str, Any], owner: str
 ) -> LabelsSettings:
@@ -191,32 +224,97 @@ def check_settings(
         If a parameter has a wrong type or value.
     """
     check_parameters(params)
-    forwarded = _forwarded_clean_kwargs(kwargs, params["clean_args"], owner)
-    clean_args = {} if params["clean_args"] is None else dict(params["clean_args"])
-    memory = memory_from_parameter(params["memory"])
     return LabelsSettings(
         background_label=params["background_label"],
         strategy=params["strategy"],
         keep_masked_labels=params["keep_masked_labels"],
-        smoothing_fwhm=params["smoothing_fwhm"],
-        dtype=params["dtype"],
-        resampling_target=params["resampling_target"],
-        high_variance_confounds=params["high_variance_confounds"],
-        reports=params["reports"],
         labels=params["labels"],
-        verbose=params["verbose"],
-        clean_params={
-            "detrend": params["detrend"],
-            "standardize": params["standardize"],
-            "standardize_confounds": params["standardize_confounds"],
-            "t_r": params["t_r"],
-            "low_pass": params["low_pass"],
-            "high_pass": params["high_pass"],
-        },
-        clean_args=clean_args,
-        forwarded_kwargs=forwarded,
-        # As nilearn: deprecated clean__ kwargs, when given, replace clean_args.
-        clean_kwargs=forwarded if kwargs else clean_args,
-        memory=memory,
-        memory_level=_effective_memory_level(params["memory_level"], memory),
+        **_shared_settings(params, kwargs, owner),
+    )
+
+
+@dataclass(frozen=True)
+class MapsSettings:
+    """What one extraction needs from the maps masker's parameters, checked.
+
+    Attributes
+    ----------
+    allow_overlap, keep_masked_maps, smoothing_fwhm, dtype, resampling_target, \
+high_variance_confounds, reports, verbose
+        The masker parameters of the same names.
+    clean_params, clean_args, forwarded_kwargs, clean_kwargs, memory, memory_level
+        As :class:`LabelsSettings`.
+    """
+
+    allow_overlap: bool
+    keep_masked_maps: bool
+    smoothing_fwhm: Any
+    dtype: Any
+    resampling_target: str | None
+    high_variance_confounds: bool
+    reports: bool
+    verbose: int
+    clean_params: dict
+    clean_args: dict
+    forwarded_kwargs: dict
+    clean_kwargs: dict
+    memory: Memory
+    memory_level: int
+
+
+def check_maps_parameters(params: Mapping[str, Any]) -> None:
+    """Validate maps masker parameter types and values (nilearn's checks, clearer messages).
+
+    Parameters
+    ----------
+    params : mapping
+        Masker parameters by name.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If a parameter has a wrong type or value.
+    """
+    _check_types(params)
+    if params["resampling_target"] not in ("data", "mask", "maps", None):
+        raise ValueError(
+            "invalid value for 'resampling_target' parameter: "
+            f"{params['resampling_target']!r}; use 'data', 'mask', 'maps' or None."
+        )
+    if params["mask_img"] is None and params["resampling_target"] == "mask":
+        raise ValueError(
+            "resampling_target has been set to 'mask' but no mask has been provided.\n"
+            "Set resampling_target to something else or provide a mask."
+        )
+
+
+def check_maps_settings(
+    params: Mapping[str, Any], kwargs: Mapping[str, Any], owner: str
+) -> MapsSettings:
+    """Check maps masker parameters and return the settings an extraction uses.
+
+    Parameters
+    ----------
+    params : mapping
+        Every :class:`~bidsapp.maskers.NiftiMapsMasker` parameter by name.
+    kwargs : mapping
+        The extra keyword arguments given to the masker (deprecated ``clean__*``).
+    owner : str
+        The estimator's class name, for messages.
+
+    Returns
+    -------
+    MapsSettings
+        The checked settings.
+
+    Raises
+    ------
+    TypeError, ValueError
+        If a parameter has a wrong type or value.
+    """
+    check_maps_parameters(params)
+    return MapsSettings(
+        allow_overlap=params["allow_overlap"],
+        keep_masked_maps=params["keep_masked_maps"],
+        **_shared_settings(params, kwargs, owner),
     )

@@ -89,7 +89,7 @@ def _figure_arrays(data: dict[str, Any], lut: Any) -> str:
     return plot_atlas_contours(bg, label_data, mask, labels.affine, colors=colors)
 
 
-def generate_masker_report(masker: Any) -> H.HTMLReport:
+def generate_masker_report(masker: Any, reporting_data: dict | None = None) -> H.HTMLReport:
     """Build the HTML report of a fitted labels masker.
 
     Parameters
@@ -98,6 +98,9 @@ def generate_masker_report(masker: Any) -> H.HTMLReport:
         A masker from :mod:`bidsapp.maskers` (or any estimator with ``reports`` and
         ``_reporting_data`` holding ``labels_image``, ``mask``, ``img``, ``dim`` and
         ``summary``).
+    reporting_data : dict, optional
+        Use this instead of the masker's ``_reporting_data`` (a maps masker's maps shown
+        as labels).
 
     Returns
     -------
@@ -115,7 +118,7 @@ def generate_masker_report(masker: Any) -> H.HTMLReport:
     messages: list[str] = []
     if getattr(masker, "reports", True) is False:
         messages.append(_NOT_ENABLED)
-    data = getattr(masker, "_reporting_data", None)
+    data = reporting_data or getattr(masker, "_reporting_data", None)
     if not data and getattr(masker, "reports", True) is not False:
         messages.append(_NOT_FITTED)
     if messages:
